@@ -1,0 +1,46 @@
+# isnetflow — the README's two commands: `make demo` and `make test`.
+# Both create/refresh the virtual environment in $(VENV) from constraints.txt when it is missing or stale.
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.isnetflow-installed
+PYTEST_ARGS ?= -m "not slow and not gpu"
+DEMO_ARGS ?=
+
+.PHONY: demo test venv lint typecheck pytest test-slow clean help
+
+help:
+	@echo "make demo   - set up .venv and run the whole pipeline locally on embedded defaults"
+	@echo "make test   - set up .venv, then ruff + mypy + pytest (not slow)"
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (isnetflow needs Python 3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24" setuptools wheel
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests components pipelines
+	$(BIN)/ruff format --check src tests components pipelines
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+demo: $(STAMP)
+	$(BIN)/isnetflow run $(DEMO_ARGS)
+
+clean:
+	rm -rf $(VENV) .isnetflow .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""kfp v2 pipeline definitions and the local (kfp.local) runner behind ``isnetflow run``."""

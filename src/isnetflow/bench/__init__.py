@@ -1,0 +1,1 @@
+"""``isnetflow bench ...``: measured speed figures, printed as JSON (never asserted in unit tests)."""

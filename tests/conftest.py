@@ -1,0 +1,45 @@
+"""Shared fixtures: the real data folder (skipped when absent) and small synthetic cohorts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from isnetflow.config import SynthConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ISNETFLOW_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (real radiographs, masks, DICOM); tests using it skip when it is absent."""
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.skip(f"real shared data not found at {SHARED_DATA} (set ISNETFLOW_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def real_dicom_dir(shared_data: Path) -> Path:
+    d = shared_data / "real-dicom"
+    if not d.is_dir():
+        pytest.skip(f"{d} is absent")
+    return d
+
+
+@pytest.fixture(scope="session")
+def small_synth_config() -> SynthConfig:
+    """A shrunk cohort config: 60 images at 128 px, all default sites, in-process."""
+    return SynthConfig(n=60, size=128, seed=7, workers=1)
+
+
+@pytest.fixture(scope="session")
+def synth_cohort(tmp_path_factory: pytest.TempPathFactory, small_synth_config: SynthConfig) -> Path:
+    """A small cohort written once per test session (read-only for tests: copy before mutating)."""
+    from isnetflow.synth import generate_cohort
+
+    out = tmp_path_factory.mktemp("cohort")
+    generate_cohort(small_synth_config, out, progress=False)
+    return out
