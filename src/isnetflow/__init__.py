@@ -1,4 +1,4 @@
-"""isnetflow: train chest-X-ray classifiers that ignore background shortcuts (ISNet) as a kfp + MLflow pipeline.
+"""isnetflow: chest-X-ray classifiers that ignore background shortcuts (ISNet), as a kfp + MLflow pipeline.
 
 The domain package never imports kfp; the kfp wrappers live in ``components/`` and ``pipelines/``.
 """
