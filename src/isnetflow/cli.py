@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from isnetflow import __version__
-from isnetflow.config import Settings, SynthConfig
+from isnetflow.config import Settings, SynthConfig, ValidateConfig
 
 app = typer.Typer(
     name="isnetflow",
@@ -48,6 +48,15 @@ def _synth_config(config: Path | None, **overrides: Any) -> SynthConfig:
     updates = {k: v for k, v in overrides.items() if v is not None}
     try:
         return SynthConfig.model_validate({**cfg.model_dump(), **updates})
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def _validate_config(config: Path | None, **overrides: Any) -> ValidateConfig:
+    cfg = _settings(config).validate
+    updates = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return ValidateConfig.model_validate({**cfg.model_dump(), **updates})
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
 
@@ -118,6 +127,231 @@ def synth(
 
 
 @app.command()
+def validate(
+    source: Annotated[
+        str, typer.Option("--input", "-i", help="DICOM folder (searched recursively) or s3://bucket/prefix.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output: manifest.csv, images/, validation.json/.html.")
+    ],
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            "--labels", help="labels.csv: path,label[,patient_id][,site][,mask][,role] (local or s3://)."
+        ),
+    ] = None,
+    min_pass_rate: Annotated[
+        float | None, typer.Option("--min-pass-rate", help="Fail below this share of valid files.")
+    ] = None,
+    image_size: Annotated[int | None, typer.Option("--image-size", help="Normalized image side.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Processes; 0 = all cores.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Check every DICOM file (valid | quarantined + reason), normalize the valid ones, run the GX suite.
+
+    Exit status 0 when the pass rate reaches the threshold and the expectation suite passes, 1 (with a
+    one-line reason) otherwise, 2 when the input or the labels file cannot be used at all.
+    """
+    import sys
+
+    from isnetflow.stages import validate as stage
+
+    cfg = _validate_config(config, min_pass_rate=min_pass_rate, image_size=image_size, workers=workers)
+    try:
+        result = stage.run(cfg, source, out, labels=labels, progress=sys.stderr.isatty())
+    except stage.ValidateError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    s = result.summary
+    console.print(
+        f"{s['counts']['valid']} valid, {s['counts']['quarantined']} quarantined of {s['files']} files "
+        f"(pass rate {s['pass_rate']:.3f}), expectations "
+        f"{'passed' if s['expectations']['success'] else 'FAILED'} -> {out}",
+        soft_wrap=True,
+    )
+    if not result.passed:
+        typer.echo(f"validation failed: {result.failure}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Output folder of `isnetflow validate`.")],
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="isnet or standard (default from config).")
+    ] = None,
+    masks: Annotated[
+        Path | None,
+        typer.Option(
+            "--masks", help="Folder of <SOPInstanceUID>.png lung masks (default: manifest mask column)."
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for model + figures.")] = Path(
+        "train-out"
+    ),
+    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
+    checkpoint_dir: Annotated[
+        str | None, typer.Option("--checkpoint-dir", help="Local path or s3://bucket/prefix for checkpoints.")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint.")] = False,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: local sqlite store).")
+    ] = None,
+    experiment: Annotated[str, typer.Option("--experiment")] = "isnetflow",
+    config: ConfigOpt = None,
+) -> None:
+    """Train an ISNet (LRP background-relevance loss) or the standard baseline; log to MLflow."""
+    from isnetflow.config import TrainConfig
+    from isnetflow.stages import train as stage
+    from isnetflow.stages.train import TrainDataError
+
+    settings = _settings(config)
+    base = settings.train.model_dump()
+    updates = {"mode": mode, "epochs": epochs, "checkpoint_dir": checkpoint_dir}
+    try:
+        cfg = TrainConfig.model_validate({**base, **{k: v for k, v in updates.items() if v is not None}})
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        summary = stage.run(
+            cfg,
+            data,
+            masks,
+            out,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            resume=resume,
+            classes=list(settings.validate.classes),
+        )
+    except (TrainDataError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def _section(config: Path | None, name: str, cls: type[Any], **overrides: Any) -> Any:
+    base = getattr(_settings(config), name).model_dump()
+    try:
+        return cls.model_validate({**base, **{k: v for k, v in overrides.items() if v is not None}})
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@app.command("train-segmenter")
+def train_segmenter(
+    images: Annotated[Path, typer.Option("--images", help="Folder of PNG/JPEG/DICOM radiographs.")],
+    masks: Annotated[
+        Path, typer.Option("--masks", help="Folder of <stem>.png masks: 255 lung, 0 background, 127 ignore.")
+    ],
+    manifest: Annotated[
+        Path | None,
+        typer.Option("--manifest", help="CSV with patient_id and image columns (patient-grouped split)."),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (weights, card, figures).")] = Path(
+        "segmenter-out"
+    ),
+    val_fraction: Annotated[
+        float | None, typer.Option("--val-fraction", help="Share of patients held out; 0 = train on all.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Maximum epochs.")] = None,
+    synthetic_n: Annotated[
+        int | None, typer.Option("--synthetic-n", help="Synthetic phantoms added to training (0 = none).")
+    ] = None,
+    architecture: Annotated[
+        str | None, typer.Option("--architecture", help="unet | segresnet | basicunet | attentionunet.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="Torch CPU threads (0 = default).")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow URI (default: sqlite store under --out).")
+    ] = None,
+    register: Annotated[
+        str | None, typer.Option("--register", help="Also register the model under this name.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Train the MONAI lung segmenter on image/mask pairs (+ synthetic phantoms); log to MLflow."""
+    import shlex
+    import sys
+
+    from isnetflow.config import SegmenterTrainConfig
+    from isnetflow.stages import segmenter as stage
+
+    cfg = _section(
+        config,
+        "segmenter",
+        SegmenterTrainConfig,
+        val_fraction=val_fraction,
+        epochs=epochs,
+        synthetic_n=synthetic_n,
+        architecture=architecture,
+        seed=seed,
+        threads=threads,
+        tracking_uri=tracking_uri,
+        registered_model=register,
+    )
+    command = shlex.join(["isnetflow", *sys.argv[1:]])
+    try:
+        summary = stage.train(cfg, images, masks, out, manifest=manifest, command=command, progress=True)
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command()
+def segment(
+    inputs: Annotated[
+        list[Path],
+        typer.Option("--input", "-i", help="DICOM/PNG/JPEG file or folder (recursive); repeatable."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: <stem>.png masks, segment.csv.")],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Spec JSON / .pt / folder, or MLflow URI (default: shipped weights)."),
+    ] = None,
+    overlays: Annotated[
+        bool, typer.Option("--overlays", help="Also write overlay previews to OUT/overlays/.")
+    ] = False,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="Torch CPU threads (0 = default).")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow URI for models:/ or runs:/ --model values.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Lung masks (255 lung, 0 background) at each input's original resolution, with QC per image."""
+    import sys
+
+    from isnetflow.config import MaskConfig
+    from isnetflow.stages.masks import segment_files
+
+    cfg = _section(
+        config,
+        "masks",
+        MaskConfig,
+        model=model,
+        batch_size=batch_size,
+        threads=threads,
+        overlays=overlays or None,
+    )
+    try:
+        summary = segment_files(inputs, out, cfg, tracking_uri=tracking_uri, progress=sys.stderr.isatty())
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(
+        f"{summary['n_segmented']} of {summary['n_inputs']} images segmented "
+        f"({summary['n_qc_failed']} failed QC, {summary['n_unreadable']} unreadable) -> {out} "
+        f"in {summary['seconds']:.1f} s",
+        soft_wrap=True,
+    )
+    typer.echo(json.dumps(summary, indent=2))
+    if summary["n_segmented"] == 0:
+        raise typer.Exit(2)
+
+
+@app.command()
 def run(
     workdir: Annotated[
         Path, typer.Option("--workdir", help="Where runs, artifacts and the local MLflow store live.")
@@ -153,6 +387,40 @@ def bench_synth(
     from isnetflow.bench.synth import bench_synth as run
 
     result = run(n=n, size=size)
+    typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    n: Annotated[int, typer.Option("--n", help="Synthetic files to generate (without --input).")] = 300,
+    size: Annotated[int, typer.Option("--size", help="Image size of the cohort and of the output.")] = 256,
+    source: Annotated[
+        str | None, typer.Option("--input", help="Existing DICOM folder or s3:// prefix instead.")
+    ] = None,
+    labels: Annotated[str | None, typer.Option("--labels", help="labels.csv for --input.")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Processes; 0 = all cores.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Validate-stage throughput vs a bare pydicom dcmread + pixel_array loop over the same files."""
+    from isnetflow.bench.ingest import bench_ingest as run
+
+    result = run(n=n, size=size, input=source, labels=labels, workers=workers)
+    typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+
+
+@bench_app.command("segment")
+def bench_segment(
+    n: Annotated[int, typer.Option("--n", help="Images to segment.")] = 100,
+    size: Annotated[int, typer.Option("--size", help="Side of the input PNGs in pixels.")] = 512,
+    threads: Annotated[int, typer.Option("--threads", help="Torch CPU threads.")] = 2,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    model: Annotated[str | None, typer.Option("--model", help="Weights (default: shipped).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """`isnetflow segment` throughput on CPU (read, infer, post-process, QC, write), in images/s."""
+    from isnetflow.bench.segment import bench_segment as run
+
+    result = run(n=n, size=size, model=model, threads=threads, batch_size=batch_size)
     typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 

@@ -15,6 +15,7 @@ YAML layout (any section or key may be omitted; unknown keys are an error, so ty
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -276,14 +277,331 @@ class SynthConfig(StrictModel):
 
 
 # --------------------------------------------------------------------------------------------------
+# Validation and normalization of the DICOM input
+# --------------------------------------------------------------------------------------------------
+
+_PHI_ATTRIBUTES = [
+    "PatientName",
+    "PatientBirthDate",
+    "PatientBirthTime",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "PatientMotherBirthName",
+    "OtherPatientNames",
+    "OtherPatientIDs",
+    "MilitaryRank",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "OperatorsName",
+]
+
+
+class ValidateConfig(StrictModel):
+    """Settings for ``isnetflow validate``: per-file checks, pixel normalization, dataset expectations."""
+
+    min_pass_rate: float = Field(
+        0.9, ge=0, le=1, description="the run fails when valid files / all files is below this"
+    )
+    classes: list[str] = Field(
+        default_factory=lambda: ["normal", "covid"],
+        description="allowed label values (the first is the negative class); checked with great-expectations",
+    )
+    modalities: list[str] = Field(
+        default_factory=lambda: ["CR", "DX"], description="accepted DICOM Modality values"
+    )
+    frontal_views: list[str] = Field(
+        default_factory=lambda: ["PA", "AP"],
+        description="accepted ViewPosition values; a missing/empty ViewPosition is only a warning",
+    )
+    photometric: list[str] = Field(
+        default_factory=lambda: ["MONOCHROME1", "MONOCHROME2"],
+        description="accepted PhotometricInterpretation values",
+    )
+    required_identifiers: list[str] = Field(
+        default_factory=lambda: ["SOPInstanceUID", "StudyInstanceUID", "PatientID"],
+        description="DICOM keywords that must be non-empty (PatientID may come from labels.csv instead)",
+    )
+    require_site: bool = Field(
+        True, description="quarantine files whose site is unknown (no InstitutionName and no site in labels)"
+    )
+    bits_stored_range: tuple[int, int] = Field(
+        (8, 16), description="plausible BitsStored for a radiograph (inclusive)"
+    )
+    min_gray_levels: int = Field(
+        32,
+        ge=2,
+        description="quarantine images whose robust value range spans fewer stored levels (near-constant)",
+    )
+    max_pixels: int = Field(
+        8192 * 8192,
+        ge=1,
+        description="decompression-bomb limit: Rows x Columns x frames, checked from the header "
+        "before decoding",
+    )
+    max_file_bytes: int = Field(1 << 30, ge=1, description="larger files are quarantined without reading")
+    burned_in_annotation: Literal["warn", "quarantine"] = Field(
+        "warn",
+        description="BurnedInAnnotation=YES: 'warn' keeps the image (ISNet is meant to ignore such text) "
+        "and records a warning; 'quarantine' rejects it",
+    )
+    require_deidentified: bool = Field(
+        True, description="quarantine files with a non-empty PHI attribute (see phi_attributes)"
+    )
+    phi_attributes: list[str] = Field(
+        default_factory=lambda: list(_PHI_ATTRIBUTES),
+        description="DICOM keywords that must be absent, empty or a placeholder when require_deidentified",
+    )
+    deid_placeholders: list[str] = Field(
+        default_factory=lambda: ["ANONYMIZED", "ANONYMOUS", "ANON", "REMOVED", "DEIDENTIFIED", "UNKNOWN"],
+        description="values (case-insensitive) that count as removed PHI",
+    )
+    allow_pseudonym_name: bool = Field(
+        True, description="a PatientName equal to the (pseudonymous) PatientID counts as de-identified"
+    )
+    window: Literal["percentile", "dicom"] = Field(
+        "percentile",
+        description="intensity window after the modality LUT: 'percentile' (robust, comparable across "
+        "sites) or 'dicom' (the file's WindowCenter/Width, falling back to percentile when absent)",
+    )
+    percentiles: tuple[float, float] = Field(
+        (0.5, 99.5), description="low/high percentiles of the modality values mapped to 0 and 1"
+    )
+    image_size: int = Field(256, ge=16, le=4096, description="side of the square normalized images")
+    image_format: Literal["npy", "png"] = Field(
+        "npy",
+        description="normalized image storage, uint16 0..65535 = 0..1: .npy (default: ~0.02 ms to write "
+        "vs ~4 ms for a 256 px 16-bit PNG, and PNG saves <20% on noisy 16-bit data) or 16-bit PNG",
+    )
+    png_compress_level: int = Field(1, ge=0, le=9, description="zlib level for PNG (1: fast, ~same size)")
+    min_images_per_site: int = Field(10, ge=0, description="expectation: valid images per site")
+    min_class_fraction: float = Field(
+        0.1, ge=0, le=1, description="expectation: each class's share of a site's valid images (needs labels)"
+    )
+    leakage_action: Literal["quarantine", "fail"] = Field(
+        "quarantine",
+        description="a patient in two sites or in both internal and external sets: 'quarantine' all of "
+        "that patient's images, or keep them and let the expectation suite fail",
+    )
+    internal_sites: list[str] = Field(default_factory=list, description="site names with role 'internal'")
+    external_sites: list[str] = Field(default_factory=list, description="site names with role 'external'")
+    exclude: list[str] = Field(
+        default_factory=lambda: [".*"],
+        description="glob patterns; input files with any path component matching one are skipped",
+    )
+    workers: int = Field(0, ge=0, description="processes for the per-file work; 0 = all cores")
+
+    @model_validator(mode="after")
+    def _check(self) -> ValidateConfig:
+        lo, hi = self.percentiles
+        if not 0.0 <= lo < hi <= 100.0:
+            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")
+        blo, bhi = self.bits_stored_range
+        if not 1 <= blo <= bhi <= 32:
+            raise ValueError(f"bits_stored_range must satisfy 1 <= low <= high <= 32, got {(blo, bhi)}")
+        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes must be >= 2 distinct names, got {self.classes}")
+        both = set(self.internal_sites) & set(self.external_sites)
+        if both:
+            raise ValueError(f"sites cannot be both internal and external: {sorted(both)}")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# Classifier training (ISNet and the standard baseline)
+# --------------------------------------------------------------------------------------------------
+
+
+class HeatmapLossConfig(StrictModel):
+    """The ISNet objective: (1 - P)·CE + P·(A·L_bg + B·L_fg) on LRP heatmaps (see isnetflow.isnet)."""
+
+    variant: Literal["selective", "stochastic", "all"] = Field(
+        "selective", description="which heatmaps: one per sample (selective/stochastic) or one per class"
+    )
+    P: float = Field(0.7, ge=0.0, lt=1.0, description="weight of the heatmap loss vs cross-entropy")
+    A: float = Field(1.0, ge=0.0, description="weight of the background term")
+    B: float = Field(3.0, ge=0.0, description="weight of the foreground term")
+    d: float = Field(0.9, ge=0.0, lt=1.0, description="GWRP decay (0 = max) for background relevance")
+    E: float = Field(1.0, gt=0.0, description="background saturation constant: -log(1 - b/(b+E))")
+    epsilon: float = Field(0.01, gt=0.0, description="LRP-epsilon stabilizer")
+    first_layer: Literal["zbox", "epsilon"] = "zbox"
+    C1: float | None = Field(None, gt=0.0, description="lower bound of in-mask relevance; None = warm-up")
+    C2: float | None = Field(None, gt=0.0, description="upper bound of in-mask relevance; None = warm-up")
+
+
+class AugmentConfig(StrictModel):
+    """MONAI augmentations applied jointly to image and mask (seeded per sample and epoch)."""
+
+    prob: float = Field(0.8, ge=0.0, le=1.0)
+    rotate_deg: float = Field(7.0, ge=0.0, le=45.0)
+    scale: float = Field(0.08, ge=0.0, le=0.5, description="relative zoom range (±)")
+    translate: float = Field(0.04, ge=0.0, le=0.3, description="relative shift range (±)")
+    gamma: tuple[float, float] = (0.75, 1.4)
+    noise_std: float = Field(0.015, ge=0.0, le=0.2)
+
+
+class TrainConfig(StrictModel):
+    """Settings for ``isnetflow train`` (the same network and schedule serve both modes)."""
+
+    mode: Literal["isnet", "standard"] = "isnet"
+    model: str = Field("densenet-small", description="name in isnetflow.nets.NETS")
+    image_size: int = Field(128, ge=32, le=1024, description="square training resolution")
+    batch_size: int = Field(16, ge=2)
+    epochs: int = Field(30, ge=1)
+    warmup_epochs: int = Field(
+        4, ge=0, description="standard-training epochs before the heatmap loss; they also set C1/C2"
+    )
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    grad_clip: float | None = Field(1.0, gt=0.0, description="max global grad norm; None disables")
+    amp: Literal["auto", "off", "bf16"] = Field(
+        "auto", description="auto = bf16 autocast for the classifier forward on CUDA, off on CPU"
+    )
+    class_weighting: bool = Field(True, description="inverse-frequency class weights in cross-entropy")
+    patience: int = Field(8, ge=1, description="early stopping: epochs without val AUC improvement")
+    val_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="of internal patients")
+    test_fraction: float = Field(0.2, ge=0.0, lt=0.5, description="of internal patients (held out)")
+    checkpoint_every: int = Field(50, ge=1, description="optimizer steps between checkpoints")
+    checkpoint_dir: str | None = Field(None, description="local path or s3://bucket/prefix")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
+    audit_samples: int = Field(48, ge=0, description="validation images used for background relevance")
+    heatmap: HeatmapLossConfig = Field(default_factory=HeatmapLossConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# Lung masks: the MONAI segmenter (training) and the mask stage (inference + QC)
+# --------------------------------------------------------------------------------------------------
+
+
+class SegmenterTrainConfig(StrictModel):
+    """Settings for ``isnetflow train-segmenter``: a MONAI 2-D lung segmenter (see isnetflow.masks)."""
+
+    architecture: Literal["unet", "segresnet", "basicunet", "attentionunet"] = Field(
+        "unet", description="MONAI network family; 'unet' was the best speed/quality trade-off on CPU"
+    )
+    channels: tuple[int, ...] = Field(
+        (16, 32, 64, 128, 256), description="encoder widths (UNet/AttentionUnet; SegResNet uses the first)"
+    )
+    num_res_units: int = Field(2, ge=0, le=4, description="residual units per UNet level")
+    image_size: int = Field(256, ge=32, le=1024, description="side of the square letterboxed network input")
+    percentiles: tuple[float, float] = Field(
+        (0.5, 99.5), description="per-image intensity percentiles mapped to 0 and 1 (as at inference)"
+    )
+    epochs: int = Field(150, ge=1, description="maximum epochs (early stopping usually ends sooner)")
+    patience: int = Field(
+        30, ge=1, description="stop after this many epochs without a better monitored validation Dice"
+    )
+    monitor: Literal["val_dice", "val_dice_perturbed", "val_dice_mean"] = Field(
+        "val_dice_mean",
+        description="early-stopping metric: clean held-out Dice, Dice under fixed strong perturbations "
+        "(a proxy for other hospitals), or their mean",
+    )
+    batch_size: int = Field(8, ge=1, description="images per optimizer step")
+    learning_rate: float = Field(2e-3, gt=0, description="AdamW peak learning rate (cosine decay)")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    val_fraction: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="share of patients held out for validation (grouped by patient id); 0 trains on "
+        "everything for exactly `epochs` epochs and keeps the last weights",
+    )
+    seed: int = Field(0, ge=0, description="seed of the split, augmentation and initialization")
+    real_repeats: int = Field(2, ge=1, description="times each real training image is drawn per epoch")
+    synthetic_n: int = Field(
+        160, ge=0, description="synthetic phantoms (isnetflow.synth) rendered for training; 0 disables them"
+    )
+    synthetic_fraction: float = Field(
+        0.2, ge=0, lt=1, description="share of each epoch's samples drawn from the synthetic phantoms"
+    )
+    synthetic_heart: Literal["ignore", "background"] = Field(
+        "ignore",
+        description="phantom masks cut the heart out of the lung, real (v7labs) masks include the lung "
+        "behind it: 'ignore' excludes that region from the loss so the real convention wins",
+    )
+    augmentation: Literal["none", "light", "strong"] = Field(
+        "strong", description="augmentation strength (photometric, zoom-out, affine, collimation; no flips)"
+    )
+    dice_weight: float = Field(1.0, ge=0, description="weight of the masked Dice loss")
+    bce_weight: float = Field(1.0, ge=0, description="weight of the masked binary cross-entropy")
+    threads: int = Field(2, ge=0, description="torch CPU threads (0 = torch default)")
+    workers: int = Field(1, ge=0, description="DataLoader worker processes for augmentation")
+    eval_synthetic_n: int = Field(
+        60, ge=0, description="phantoms (default cohort, seed 0) scored after training; 0 skips them"
+    )
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; None: $MLFLOW_TRACKING_URI, else sqlite:///<out>/mlflow.db",
+    )
+    experiment: str = Field("lung-segmenter", description="MLflow experiment name")
+    registered_model: str | None = Field(
+        None, description="also register the trained model under this name (e.g. 'lung-segmenter')"
+    )
+
+
+class MaskConfig(StrictModel):
+    """Settings for ``isnetflow segment`` and the mask stage: inference, post-processing and QC."""
+
+    model: str | None = Field(
+        None,
+        description="None: the weights shipped in isnetflow/masks/weights; else a spec JSON / .pt / folder "
+        "or an MLflow URI (models:/lung-segmenter/3, runs:/<id>/model)",
+    )
+    batch_size: int = Field(16, ge=1, description="images per forward pass")
+    threads: int = Field(2, ge=0, description="torch CPU threads (0 = torch default)")
+    use_provided: bool = Field(
+        True, description="ground-truth masks (e.g. the synthetic cohort's masks/<SOPInstanceUID>.png) win"
+    )
+    qc_provided: bool = Field(True, description="also apply the geometric QC checks to provided masks")
+    min_area_fraction: float = Field(
+        0.04, ge=0, le=1, description="QC: minimum lung area / image area (real masks: 0.22-0.61)"
+    )
+    max_area_fraction: float = Field(0.72, ge=0, le=1, description="QC: maximum lung area / image area")
+    min_lung_balance: float = Field(
+        0.3, ge=0, le=1, description="QC: smaller / larger lung area (real masks >= 0.62, phantoms >= 0.44)"
+    )
+    max_fragment_fraction: float = Field(
+        0.1, ge=0, le=1, description="QC: share of the predicted area outside the two kept components"
+    )
+    min_confidence: float = Field(
+        0.7, ge=0, le=1, description="QC: mean probability margin |2p-1| around the predicted lungs"
+    )
+    overlays: bool = Field(False, description="write an overlay preview PNG per image")
+    gallery_max: int = Field(48, ge=0, description="images in the overlay gallery PNG (QC failures first)")
+    gallery_columns: int = Field(8, ge=1, description="gallery grid columns")
+
+    @model_validator(mode="after")
+    def _check(self) -> MaskConfig:
+        if self.min_area_fraction >= self.max_area_fraction:
+            raise ValueError(
+                f"min_area_fraction ({self.min_area_fraction}) must be < max_area_fraction "
+                f"({self.max_area_fraction})"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
 # The whole pipeline
 # --------------------------------------------------------------------------------------------------
+
+
+# ``Settings.validate`` (the validate stage section) shadows pydantic's deprecated v1 ``BaseModel.validate``.
+warnings.filterwarnings("ignore", message='Field name "validate" in "Settings" shadows', category=UserWarning)
 
 
 class Settings(StrictModel):
     """All stage settings; a YAML file passed with ``--config`` may set any subset."""
 
     synth: SynthConfig = Field(default_factory=SynthConfig)
+    validate: ValidateConfig = Field(default_factory=ValidateConfig)  # type: ignore[assignment]
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    segmenter: SegmenterTrainConfig = Field(default_factory=SegmenterTrainConfig)
+    masks: MaskConfig = Field(default_factory=MaskConfig)
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> Settings:

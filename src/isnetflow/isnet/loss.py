@@ -1,0 +1,289 @@
+"""The ISNet heatmap loss (Bassi et al., Nature Communications 2024) and its pieces.
+
+Total loss::
+
+    L = (1 - P) * CE + P * (A * L_bg + B * L_fg)
+
+computed per heatmap and averaged over the heatmaps of a sample (one map per sample for the
+"selective" and "stochastic" variants, one per class for "all") and over the batch, following the
+authors' ``LRPLossCEValleysGWRP``:
+
+* ``|R|`` is normalised per map by its mean inside the lung mask (``sum(|R| m) / (sum(m) + 1e-10)``,
+  plus ``1e-10``).
+* Background: ``b = GWRP_d`` of the normalised ``|R|`` with the in-mask pixels set to zero, pooled per
+  image channel over all spatial positions (sorted descending, weights ``d**i`` normalised to sum 1;
+  ``d = 0`` is the maximum, ``d = 1`` the mean) and averaged over channels;
+  ``L_bg = -log(1 - min(b / (b + E), 1 - 1e-7))`` (``= log(1 + b / E)`` until the clamp).
+* Foreground: on the *un-normalised absolute* in-mask relevance ``S = sum(|R| m)`` (the authors use
+  ``|R|``, not the signed sum): ``L_fg = ((min(S, C1) - C1)**2 + (max(S, C2) - C2)**2) / C1**2`` keeps
+  the relevance mass inside ``[C1, C2]``.
+
+:class:`ForegroundRangeEstimator` derives ``C1``/``C2`` from heatmaps of a conventionally trained network
+as the authors do (Welford statistics of the per-sample total absolute relevance;
+``C1 = max(mean / 5, mean - 3 std)``, ``C2 = min(25 C1, mean + 3 std)``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "ForegroundRangeEstimator",
+    "ISNetLossConfig",
+    "ISNetLossTerms",
+    "background_loss",
+    "foreground_loss",
+    "global_weighted_rank_pooling",
+    "heatmap_loss",
+    "isnet_loss",
+]
+
+NORM_EPS = 1e-10
+"""Added to the mask pixel count and to the in-mask mean in the per-map normalisation."""
+BG_CLAMP = 1e-7
+"""``b / (b + E)`` is clamped to ``1 - BG_CLAMP`` before the logarithm."""
+
+
+@dataclass(frozen=True)
+class ISNetLossConfig:
+    """Hyper-parameters of the ISNet objective (defaults from the ISNet paper / authors' code).
+
+    Attributes
+    ----------
+    P
+        Weight of the heatmap loss, ``0 <= P <= 1``; ``(1 - P)`` weights the cross-entropy.
+    A, B
+        Weights of the background and foreground terms.
+    E
+        Background activation constant in ``b / (b + E)``.
+    d
+        GWRP decay in ``[0, 1]`` (0: maximum, 1: mean).
+    C1, C2
+        Target range ``0 < C1 <= C2`` of the in-mask absolute relevance (see
+        :class:`ForegroundRangeEstimator`).
+    variant
+        How heatmaps are produced, a key of :data:`isnetflow.isnet.VARIANTS`: ``"selective"``
+        (default of the authors' Faster ISNet runs), ``"stochastic"``, ``"all"`` or ``"standard"``
+        (no heatmaps, plain cross-entropy training).
+    epsilon, first_layer, low, high
+        LRP settings passed to :func:`isnetflow.lrp.lrp_forward`.
+    selective_eps
+        Stabiliser of the selective quantity ``log(p + eps) - log(1 - p + eps)``.
+    stochastic_anchor, stochastic_anchor_prob
+        Stochastic variant: with probability ``stochastic_anchor_prob`` explain the anchor class
+        (``"label"``: the ground truth, ``"highest"``: the arg-max logit as in the authors' LRP-Flex),
+        otherwise a uniformly drawn other class.
+    """
+
+    P: float = 0.7
+    A: float = 1.0
+    B: float = 3.0
+    E: float = 1.0
+    d: float = 0.9
+    C1: float = 1.0
+    C2: float = 25.0
+    variant: str = "selective"
+    epsilon: float = 0.01
+    first_layer: Literal["zbox", "epsilon"] = "zbox"
+    low: float = 0.0
+    high: float = 1.0
+    selective_eps: float = 0.01
+    stochastic_anchor: Literal["label", "highest"] = "label"
+    stochastic_anchor_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0.0 <= self.P <= 1.0, "P must be in [0, 1]"),
+            (self.A >= 0 and self.B >= 0, "A and B must be >= 0"),
+            (self.E > 0, "E must be > 0"),
+            (0.0 <= self.d <= 1.0, "d must be in [0, 1]"),
+            (0 < self.C1 <= self.C2, "need 0 < C1 <= C2"),
+            (self.epsilon > 0, "epsilon must be > 0"),
+            (self.first_layer in ("zbox", "epsilon"), "first_layer must be 'zbox' or 'epsilon'"),
+            (self.low < self.high, "low must be < high"),
+            (self.selective_eps >= 0, "selective_eps must be >= 0"),
+            (self.stochastic_anchor in ("label", "highest"), "stochastic_anchor must be 'label'/'highest'"),
+            (0.0 <= self.stochastic_anchor_prob <= 1.0, "stochastic_anchor_prob must be in [0, 1]"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        if not all(math.isfinite(v) for v in (self.P, self.A, self.B, self.E, self.C1, self.C2)):
+            raise ValueError("loss weights and ranges must be finite")
+
+
+@dataclass(frozen=True)
+class ISNetLossTerms:
+    """Scalar loss terms of one batch (all tensors; ``background``/``foreground`` are batch means)."""
+
+    loss: Tensor
+    cross_entropy: Tensor
+    background: Tensor
+    foreground: Tensor
+
+
+def global_weighted_rank_pooling(x: Tensor, d: float, dim: int = -1) -> Tensor:
+    """Global weighted rank pooling along ``dim``.
+
+    Values are sorted in descending order and averaged with weights ``d**i`` (``i = 0, 1, ...``)
+    normalised to sum to one; ``d = 0`` yields the maximum, ``d = 1`` the mean.
+    """
+    if not 0.0 <= d <= 1.0:
+        raise ValueError(f"d must be in [0, 1], got {d}")
+    ordered = torch.sort(x, dim=dim, descending=True).values.movedim(dim, -1)
+    n = ordered.shape[-1]
+    weights = torch.pow(torch.full((n,), d, dtype=x.dtype, device=x.device), torch.arange(n, device=x.device))
+    return (ordered * weights).sum(-1) / weights.sum()
+
+
+def _as_maps(heatmaps: Tensor, masks: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Return heatmaps as ``(B, K, C, H, W)`` and masks as ``(B, 1, C or 1, H, W)`` in their dtype."""
+    if heatmaps.dim() == 4:
+        maps = heatmaps.unsqueeze(1)
+    elif heatmaps.dim() == 5:
+        maps = heatmaps
+    else:
+        raise ValueError(f"heatmaps must be (B, C, H, W) or (B, K, C, H, W), got {tuple(heatmaps.shape)}")
+    if masks is None:
+        return maps, None
+    if masks.dim() == 3:
+        m = masks[:, None, None]
+    elif masks.dim() == 4:
+        m = masks[:, None]
+    else:
+        raise ValueError(f"masks must be (B, H, W) or (B, 1 or C, H, W), got {tuple(masks.shape)}")
+    if m.shape[0] != maps.shape[0] or m.shape[-2:] != maps.shape[-2:] or m.shape[2] not in (1, maps.shape[2]):
+        raise ValueError(f"masks of shape {tuple(masks.shape)} do not fit heatmaps {tuple(heatmaps.shape)}")
+    return maps, m.to(maps.dtype)
+
+
+def background_loss(heatmaps: Tensor, masks: Tensor, *, d: float = 0.9, E: float = 1.0) -> Tensor:
+    """Per-sample ISNet background loss ``-log(1 - b / (b + E))`` (mean over maps and channels).
+
+    Parameters
+    ----------
+    heatmaps
+        ``(B, C, H, W)`` (one map per sample) or ``(B, K, C, H, W)`` (``K`` maps per sample) relevance.
+    masks
+        Binary foreground (lung) masks, ``(B, H, W)``, ``(B, 1, H, W)`` or ``(B, C, H, W)``; float or bool.
+    d, E
+        GWRP decay and activation constant.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B,)`` losses.
+    """
+    maps, m = _as_maps(heatmaps, masks)
+    assert m is not None
+    absolute = maps.abs()
+    reduce_dims = tuple(range(2, maps.dim()))
+    inside_mean = (absolute * m).sum(reduce_dims, keepdim=True) / (
+        m.expand_as(absolute).sum(reduce_dims, keepdim=True) + NORM_EPS
+    )
+    normalised = absolute / (inside_mean + NORM_EPS)
+    outside = (normalised * (1 - m)).flatten(3)
+    b = global_weighted_rank_pooling(outside, d)  # (B, K, C)
+    activation = torch.clamp(b / (b + E), max=1 - BG_CLAMP)
+    return (-torch.log1p(-activation)).mean(dim=(1, 2))
+
+
+def foreground_loss(heatmaps: Tensor, masks: Tensor, *, C1: float = 1.0, C2: float = 25.0) -> Tensor:
+    """Per-sample ISNet foreground loss ``((min(S,C1)-C1)^2 + (max(S,C2)-C2)^2) / C1^2``, mean over maps.
+
+    ``S`` is the sum of the absolute relevance inside the mask of each map (not normalised).
+    Shapes as in :func:`background_loss`; returns ``(B,)``.
+    """
+    maps, m = _as_maps(heatmaps, masks)
+    assert m is not None
+    s = (maps.abs() * m).sum(dim=tuple(range(2, maps.dim())))  # (B, K)
+    low = torch.clamp(s, max=C1) - C1
+    high = torch.clamp(s, min=C2) - C2
+    return ((low * low + high * high) / (C1 * C1)).mean(dim=1)
+
+
+def heatmap_loss(heatmaps: Tensor, masks: Tensor, config: ISNetLossConfig) -> tuple[Tensor, Tensor]:
+    """Batch-mean background and foreground terms ``(L_bg, L_fg)`` for ``config``."""
+    bg = background_loss(heatmaps, masks, d=config.d, E=config.E).mean()
+    fg = foreground_loss(heatmaps, masks, C1=config.C1, C2=config.C2).mean()
+    return bg, fg
+
+
+def isnet_loss(
+    logits: Tensor,
+    labels: Tensor,
+    heatmaps: Tensor | None,
+    masks: Tensor | None,
+    config: ISNetLossConfig,
+) -> ISNetLossTerms:
+    """Combine cross-entropy and heatmap terms: ``(1 - P) CE + P (A L_bg + B L_fg)``.
+
+    With ``heatmaps is None`` (standard training) the loss is the plain cross-entropy and the heatmap
+    terms are reported as zero.
+    """
+    ce = F.cross_entropy(logits, labels)
+    if heatmaps is None:
+        zero = ce.new_zeros(())
+        return ISNetLossTerms(loss=ce, cross_entropy=ce, background=zero, foreground=zero)
+    if masks is None:
+        raise ValueError("masks are required when heatmaps are given")
+    bg, fg = heatmap_loss(heatmaps, masks, config)
+    loss = (1 - config.P) * ce + config.P * (config.A * bg + config.B * fg)
+    return ISNetLossTerms(loss=loss, cross_entropy=ce, background=bg, foreground=fg)
+
+
+class ForegroundRangeEstimator:
+    """Welford statistics of heatmap relevance mass giving the foreground range ``(C1, C2)``.
+
+    Feed heatmaps of a conventionally trained network (a "warm-up" of standard training, built with the
+    same LRP variant as the ISNet training will use). Following the authors, each sample contributes one
+    value: the total absolute relevance of its map(s) over the whole image (mean over the sample's maps);
+    with ``region="mask"`` only in-mask relevance is counted (the quantity ``S`` the foreground term
+    constrains). Then ``C1 = max(mean / 5, mean - 3 std)`` and ``C2 = min(25 C1, mean + 3 std)`` with the
+    sample standard deviation.
+    """
+
+    def __init__(self, region: Literal["image", "mask"] = "image") -> None:
+        if region not in ("image", "mask"):
+            raise ValueError("region must be 'image' or 'mask'")
+        self.region = region
+        self.count = 0
+        self.mean = 0.0
+        self._m2 = 0.0
+
+    def update(self, heatmaps: Tensor, masks: Tensor | None = None) -> None:
+        """Add the samples of one batch (shapes as in :func:`background_loss`; masks only for "mask")."""
+        if self.region == "mask" and masks is None:
+            raise ValueError("region='mask' needs masks")
+        maps, m = _as_maps(heatmaps, masks if self.region == "mask" else None)
+        absolute = maps.detach().abs()
+        if m is not None:
+            absolute = absolute * m
+        totals = absolute.sum(dim=tuple(range(2, absolute.dim()))).mean(dim=1)
+        for value in totals.double().cpu().tolist():
+            self.count += 1
+            delta = value - self.mean
+            self.mean += delta / self.count
+            self._m2 += delta * (value - self.mean)
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation of the collected values (needs two or more samples)."""
+        if self.count < 2:
+            raise ValueError("need at least two samples")
+        return math.sqrt(self._m2 / (self.count - 1))
+
+    def result(self) -> tuple[float, float]:
+        """Return ``(C1, C2)``."""
+        mean, std = self.mean, self.std
+        c1 = max(mean / 5.0, mean - 3.0 * std)
+        c2 = min(25.0 * c1, mean + 3.0 * std)
+        if not c1 > 0:
+            raise ValueError("relevance mass statistics are not positive; cannot derive C1")
+        return c1, c2

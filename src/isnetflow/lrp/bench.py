@@ -1,0 +1,92 @@
+"""Micro-benchmark: cost of an ISNet training step relative to a standard training step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from isnetflow.isnet import ISNetLossConfig, isnet_objective
+from isnetflow.nets import build_model
+
+__all__ = ["step_times"]
+
+
+def _synthetic_batch(
+    batch: int, image_size: int, device: torch.device, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    images = torch.rand(batch, 1, image_size, image_size, generator=generator).to(device)
+    labels = torch.randint(0, 2, (batch,), generator=generator).to(device)
+    coords = torch.linspace(-1, 1, image_size)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    lungs = ((xx.abs() - 0.45) ** 2 / 0.3**2 + yy**2 / 0.7**2 <= 1).float()
+    masks = lungs.expand(batch, 1, image_size, image_size).contiguous().to(device)
+    return images, labels, masks
+
+
+def _time(step: Callable[[], Any], steps: int, device: torch.device) -> float:
+    step()  # warm-up (allocator, kernels)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / steps
+
+
+def step_times(
+    model_name: str,
+    batch: int,
+    image_size: int,
+    device: str | torch.device = "cpu",
+    steps: int = 3,
+    config: ISNetLossConfig | None = None,
+) -> dict[str, Any]:
+    """Time a standard training step against an ISNet training step on the same network and batch.
+
+    Standard step: forward, cross-entropy backward, SGD step. ISNet step: one instrumented forward, the
+    variant's relevance maps with ``create_graph=True``, ISNet loss backward, SGD step (see
+    :func:`isnetflow.isnet.isnet_objective`). Both run in training mode on a random synthetic batch with
+    two classes and a fixed lung-shaped mask; each is warmed up once, then timed over ``steps`` steps.
+
+    Returns
+    -------
+    dict
+        ``standard_step_s``, ``isnet_step_s`` (mean seconds per step), ``ratio`` (ISNet / standard),
+        ``device``, ``model``, ``batch``, ``image_size`` (and ``variant``).
+    """
+    dev = torch.device(device)
+    cfg = config or ISNetLossConfig()
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = build_model(model_name, num_classes=2, in_channels=1).to(dev).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    images, labels, masks = _synthetic_batch(batch, image_size, dev, gen)
+
+    def standard() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+
+    def isnet() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        isnet_objective(model, images, labels, masks, cfg, generator=gen).loss.backward()
+        optimizer.step()
+
+    standard_s = _time(standard, steps, dev)
+    isnet_s = _time(isnet, steps, dev)
+    return {
+        "standard_step_s": standard_s,
+        "isnet_step_s": isnet_s,
+        "ratio": isnet_s / standard_s,
+        "device": str(dev),
+        "model": model_name,
+        "batch": batch,
+        "image_size": image_size,
+        "variant": cfg.variant,
+    }

@@ -1,0 +1,109 @@
+"""Quality control of lung masks: a mask that fails is quarantined with a reason, never used silently.
+
+Checks (thresholds in :class:`isnetflow.config.MaskConfig`):
+
+* ``area``: lung area / image area within ``[min_area_fraction, max_area_fraction]`` (empty, tiny or
+  "everything is lung" masks fail);
+* ``components``: exactly two lungs after post-processing (one lung, or a mask that is one blob, fails);
+* ``sides``: the two components lie on opposite sides of the image midline (left and right lung);
+* ``balance``: smaller lung area / larger lung area >= ``min_lung_balance``;
+* ``fragments``: share of the thresholded prediction dropped by post-processing <= ``max_fragment_fraction``
+  (a fragmented prediction means the network was lost);
+* ``confidence``: mean probability margin around the lungs >= ``min_confidence`` (predictions only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from isnetflow.config import MaskConfig
+
+from .postprocess import component_areas
+
+__all__ = ["MaskQC", "assess"]
+
+
+@dataclass
+class MaskQC:
+    """QC measurements and decision for one mask."""
+
+    area_fraction: float
+    n_components: int
+    lung_balance: float
+    left_fraction: float  # share of the lung area in the image's left half (patient's right on PA)
+    fragment_fraction: float
+    confidence: float | None
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def reason(self) -> str:
+        """Semicolon-separated failure reasons ('' when passed)."""
+        return "; ".join(self.failures)
+
+    def to_row(self) -> dict[str, Any]:
+        """Flat dict for the QC table."""
+        row = asdict(self)
+        row.pop("failures")
+        row["qc_passed"] = self.passed
+        row["qc_reason"] = self.reason
+        return row
+
+
+def assess(
+    mask: np.ndarray,
+    cfg: MaskConfig | None = None,
+    *,
+    fragment_fraction: float = 0.0,
+    confidence: float | None = None,
+) -> MaskQC:
+    """Measure and judge a post-processed boolean mask (original resolution)."""
+    cfg = cfg or MaskConfig()
+    if mask.ndim != 2 or mask.size == 0:
+        raise ValueError(f"expected a non-empty 2-D mask, got shape {mask.shape}")
+    m = mask.astype(bool)
+    area = float(m.mean())
+    labels, areas = component_areas(m)
+    n = int(areas.size)
+    cols = m.shape[1]
+    left = float(m[:, : cols // 2].sum() / max(1, m.sum()))
+    failures: list[str] = []
+    balance = 0.0
+    if n >= 2:
+        top2 = np.argsort(areas)[-2:] + 1
+        a_small, a_big = sorted(float(areas[i - 1]) for i in top2)
+        balance = a_small / a_big
+        centres = [float(np.nonzero(labels == i)[1].mean()) for i in top2]
+        mid = cols / 2.0
+        if (centres[0] - mid) * (centres[1] - mid) > 0:
+            failures.append("both lung components on the same side of the image")
+    if area < cfg.min_area_fraction:
+        failures.append(f"lung area {area:.1%} of the image < {cfg.min_area_fraction:.0%}")
+    elif area > cfg.max_area_fraction:
+        failures.append(f"lung area {area:.1%} of the image > {cfg.max_area_fraction:.0%}")
+    if n != 2:
+        failures.append(f"{n} lung component(s), expected 2")
+    elif balance < cfg.min_lung_balance:
+        failures.append(f"lung size balance {balance:.2f} < {cfg.min_lung_balance:.2f} (one lung missing?)")
+    if fragment_fraction > cfg.max_fragment_fraction:
+        failures.append(
+            f"fragmented: {fragment_fraction:.1%} of the predicted area outside the two lungs "
+            f"> {cfg.max_fragment_fraction:.0%}"
+        )
+    if confidence is not None and confidence < cfg.min_confidence:
+        failures.append(f"low confidence {confidence:.2f} < {cfg.min_confidence:.2f}")
+    return MaskQC(
+        area_fraction=area,
+        n_components=n,
+        lung_balance=float(balance),
+        left_fraction=left,
+        fragment_fraction=float(fragment_fraction),
+        confidence=None if confidence is None else float(confidence),
+        failures=failures,
+    )

@@ -1,0 +1,1 @@
+"""MLflow helpers: tracking configuration, parameter flattening, model packaging and the registry."""

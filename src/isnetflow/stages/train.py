@@ -1,0 +1,251 @@
+"""Train stage: validated images + lung masks -> a trained classifier tracked in MLflow.
+
+Inputs: the ingest output (``manifest.csv`` + normalized ``images/``) and a folder of lung masks
+``<SOPInstanceUID>.png`` (0/255) at each image's original resolution (the mask stage's output, or
+ground-truth masks), optionally with the mask stage's QC table (``mask_qc.csv``): images whose mask was
+quarantined are left out of training *in both modes*, so ISNet and baseline see the same data.
+
+Outputs under ``out``: ``model.pt`` (the whole module, pickled), ``train_summary.json``,
+``heatmaps.png`` (validation heatmap overlays) and ``history.csv``; the same plus the model go to an
+MLflow run (the model with ``serialization_format="pickle"`` so that it loads back as an
+``nn.Module`` that accepts any batch size and works with :func:`isnetflow.lrp.relevance`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from isnetflow import __version__
+from isnetflow.config import TrainConfig
+from isnetflow.dicom.normalize import letterbox
+from isnetflow.registry.tracking import flatten, use_tracking
+from isnetflow.training.data import TrainData, load_array, resize_pair
+from isnetflow.training.loop import TrainResult, train
+from isnetflow.training.splits import assign_splits
+from isnetflow.viz.heatmaps import heatmap_gallery
+
+log = logging.getLogger(__name__)
+
+__all__ = ["load_train_data", "manifest_sha256", "run", "save_heatmaps"]
+
+
+class TrainDataError(ValueError):
+    """The inputs cannot form a training set (message names the file and the problem)."""
+
+
+def manifest_sha256(validated: str | Path) -> str:
+    return hashlib.sha256((Path(validated) / "manifest.csv").read_bytes()).hexdigest()
+
+
+def _excluded_by_qc(masks: Path) -> set[str]:
+    qc = masks / "mask_qc.csv"
+    if not qc.is_file():
+        return set()
+    df = pd.read_csv(qc, dtype=str).fillna("")
+    if "status" not in df or "sop_instance_uid" not in df:
+        raise TrainDataError(f"{qc}: expected columns sop_instance_uid and status")
+    return set(df.loc[df["status"] != "valid", "sop_instance_uid"])
+
+
+def load_train_data(
+    validated: str | Path,
+    masks: str | Path | None,
+    cfg: TrainConfig,
+    *,
+    classes: list[str] | None = None,
+) -> TrainData:
+    """Read valid manifest rows with their normalized images and masks into a :class:`TrainData`.
+
+    Masks come from ``masks/<SOPInstanceUID>.png`` or, when ``masks`` is ``None``, from the manifest's
+    ``mask`` column (masks provided with the labels). Sites without a role are internal.
+    """
+    validated = Path(validated)
+    manifest_path = validated / "manifest.csv"
+    if not manifest_path.is_file():
+        raise TrainDataError(f"{manifest_path}: not found (run `isnetflow validate` first)")
+    df = pd.read_csv(manifest_path, dtype=str, keep_default_na=False)
+    df = df[df["status"] == "valid"].sort_values("path").reset_index(drop=True)
+    masks_dir = Path(masks) if masks is not None else None
+    skipped = _excluded_by_qc(masks_dir) if masks_dir is not None else set()
+    if skipped:
+        log.info("leaving out %d images whose lung mask failed QC", len(skipped))
+        df = df[~df["sop_instance_uid"].isin(skipped)].reset_index(drop=True)
+    if df.empty:
+        raise TrainDataError(f"{manifest_path}: no valid images to train on")
+    if classes is None:
+        found = sorted(df["label"].unique())
+        classes = sorted(found, key=lambda c: (c != "normal", c))
+    unknown = sorted(set(df["label"]) - set(classes))
+    if unknown:
+        raise TrainDataError(f"{manifest_path}: labels {unknown} not in classes {classes}")
+
+    imgs, msks = [], []
+    for row in df.itertuples(index=False):
+        image_file = validated / str(row.image)
+        if masks_dir is not None:
+            mask_file = masks_dir / f"{row.sop_instance_uid}.png"
+        elif row.mask:
+            mask_file = Path(str(row.mask))
+        else:
+            raise TrainDataError(f"{row.path}: no lung mask (give --masks or a mask column in labels.csv)")
+        if not mask_file.is_file():
+            raise TrainDataError(f"{mask_file}: lung mask for {row.path} not found")
+        mask = np.asarray(Image.open(mask_file))
+        if mask.ndim == 3:
+            mask = mask[..., 0]
+        rows, cols = int(str(row.rows)), int(str(row.columns))
+        if mask.shape != (rows, cols):
+            raise TrainDataError(
+                f"{mask_file}: mask is {mask.shape[0]}x{mask.shape[1]}, image {row.path} is {rows}x{cols}"
+            )
+        boxed, _ = letterbox((mask > 127).astype(np.float32), cfg.image_size, resample="nearest")
+        image, mask_t = resize_pair(load_array(image_file), boxed, cfg.image_size)
+        imgs.append(image)
+        msks.append(mask_t)
+    roles = [r if r in ("internal", "external") else "internal" for r in df["role"]]
+    splits = assign_splits(
+        list(df["patient_id"]),
+        roles,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        seed=cfg.seed,
+    )
+    return TrainData(
+        images=torch.stack(imgs),
+        masks=torch.stack(msks),
+        labels=torch.tensor([classes.index(v) for v in df["label"]], dtype=torch.long),
+        classes=classes,
+        patient_ids=list(df["patient_id"]),
+        sites=list(df["site"]),
+        splits=splits,
+        keys=list(df["sop_instance_uid"]),
+    )
+
+
+def save_heatmaps(
+    model: torch.nn.Module,
+    data: TrainData,
+    indices: np.ndarray,
+    png: Path,
+    *,
+    title: str,
+    epsilon: float = 0.01,
+) -> Path:
+    """LRP heatmaps (for the label class) of ``indices`` with lung outlines and predictions."""
+    from isnetflow.lrp import relevance
+    from isnetflow.training.loop import predict_proba
+
+    idx = indices[:8]
+    x, m, y = data.images[idx], data.masks[idx], data.labels[idx]
+    device = next(model.parameters()).device
+    rel = relevance(model.eval(), x.to(device), y.to(device), epsilon=epsilon).cpu().numpy()[:, 0]
+    proba = predict_proba(model, x)
+    titles = [
+        f"{data.sites[i][:18]}\n{data.classes[int(y[k])]} p={proba[k, int(y[k])]:.2f}"
+        for k, i in enumerate(idx)
+    ]
+    return heatmap_gallery(x.numpy()[:, 0], rel, m.numpy()[:, 0], titles, png, suptitle=title)
+
+
+def run(
+    cfg: TrainConfig,
+    validated: str | Path,
+    masks: str | Path | None,
+    out: str | Path,
+    *,
+    tracking_uri: str | None = None,
+    experiment: str = "isnetflow",
+    run_name: str | None = None,
+    resume: bool = False,
+    tags: dict[str, str] | None = None,
+    classes: list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train one model (``cfg.mode``) and track it; returns the summary written to ``train_summary.json``.
+
+    ``classes`` fixes the class order (the first is the negative class); by default it is the sorted
+    label set with ``normal`` first when present.
+    """
+    import mlflow
+    import mlflow.pytorch
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_train_data(validated, masks, cfg, classes=classes)
+    counts = {s: data.splits.count(s) for s in ("train", "val", "test", "external")}
+    log.info("training %s on %s", cfg.mode, counts)
+    use_tracking(tracking_uri, experiment)
+    run_tags = {
+        "isnetflow.mode": cfg.mode,
+        "isnetflow.version": __version__,
+        "data.manifest_sha256": manifest_sha256(validated),
+        **(tags or {}),
+    }
+    with mlflow.start_run(run_name=run_name or f"train-{cfg.mode}", tags=run_tags) as active:
+        mlflow.log_params(flatten(cfg.model_dump(mode="json")))
+        mlflow.log_params(
+            {f"data.{k}": str(v) for k, v in counts.items()} | {"data.classes": ",".join(data.classes)}
+        )
+
+        def on_epoch(epoch: int, metrics: dict[str, float], model: torch.nn.Module) -> None:
+            mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)}, step=epoch)
+
+        result: TrainResult = train(cfg, data, resume=resume, on_epoch=on_epoch, progress=progress)
+        mlflow.log_metrics({"best_val_auc": result.best_val_auc, "best_epoch": float(result.best_epoch)})
+        if result.c1 is not None and result.c2 is not None:
+            mlflow.log_params({"fitted.C1": f"{result.c1:.6g}", "fitted.C2": f"{result.c2:.6g}"})
+
+        png = save_heatmaps(
+            result.model,
+            data,
+            data.indices("val"),
+            out / "heatmaps.png",
+            title=f"{cfg.mode}: LRP relevance for the label class (validation)",
+            epsilon=cfg.heatmap.epsilon,
+        )
+        mlflow.log_artifact(str(png), artifact_path="figures")
+        pd.DataFrame(result.history).to_csv(out / "history.csv", index=False)
+        mlflow.log_artifact(str(out / "history.csv"))
+
+        model_cpu = result.model.to("cpu").eval()
+        torch.save(model_cpu, out / "model.pt")
+        example = data.images[:2].numpy()
+        with torch.no_grad():
+            signature = mlflow.models.infer_signature(example, model_cpu(torch.from_numpy(example)).numpy())
+        info = mlflow.pytorch.log_model(
+            model_cpu,
+            name="model",
+            serialization_format="pickle",
+            signature=signature,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"isnetflow=={__version__}"],
+        )
+        summary: dict[str, Any] = {
+            "mode": cfg.mode,
+            "run_id": active.info.run_id,
+            "model_uri": f"runs:/{active.info.run_id}/model",
+            "logged_model_uri": info.model_uri,
+            "best_epoch": result.best_epoch,
+            "best_val_auc": result.best_val_auc,
+            "C1": result.c1,
+            "C2": result.c2,
+            "global_steps": result.global_steps,
+            "wall_seconds": result.wall_seconds,
+            "device": result.device,
+            "splits": counts,
+            "classes": data.classes,
+            "image_size": cfg.image_size,
+            "model": cfg.model,
+            "local_model": str(out / "model.pt"),
+        }
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        mlflow.log_artifact(str(out / "train_summary.json"))
+    return summary

@@ -1,0 +1,596 @@
+"""Validate stage: every input DICOM -> valid | quarantined (+ reason), normalized images, GX report.
+
+Outputs under ``out``::
+
+    manifest.csv      one row per input file (and per labels.csv entry missing on disk), sorted by path
+    images/           <SOPInstanceUID>.png (16-bit) or .npy (uint16): normalized, letterboxed images
+    validation.json   counts by status / reason / site, pass rate, GX results per expectation, verdict
+    validation.html   the GX validation result rendered by GX's data-docs renderer (+ a summary table)
+
+The run *passes* when the pass rate (valid / all rows) is at least ``cfg.min_pass_rate`` and the
+expectation suite succeeds. Quarantining a file is not a failure. Fatal problems with the inputs
+themselves (input folder missing, labels file unreadable) raise :class:`ValidateError`.
+
+Per-file work (fetch, checks, decode, normalize, write the image) runs in a process pool; dataset-level
+decisions (labels join, duplicate UIDs, patient leakage) and the GX suite run in this process.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from isnetflow import __version__
+from isnetflow.config import ValidateConfig
+from isnetflow.dicom import analyze, first_error, to_uint16, warnings_of
+from isnetflow.dicom.issues import Issue
+from isnetflow.dicom.source import (
+    SourceError,
+    is_s3,
+    join,
+    list_files,
+    parent,
+    read_bytes,
+    relative_to,
+    resolve,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MANIFEST_COLUMNS", "ValidateError", "ValidateResult", "run"]
+
+MANIFEST_COLUMNS = [
+    "path",
+    "status",
+    "reason",
+    "reason_code",
+    "warnings",
+    "label",
+    "patient_id",
+    "site",
+    "role",
+    "sop_instance_uid",
+    "study_instance_uid",
+    "series_instance_uid",
+    "modality",
+    "view_position",
+    "photometric_interpretation",
+    "bits_allocated",
+    "bits_stored",
+    "pixel_representation",
+    "rows",
+    "columns",
+    "pixel_spacing",
+    "pixel_spacing_columns",
+    "transfer_syntax_uid",
+    "rescale_slope",
+    "rescale_intercept",
+    "window_center",
+    "window_width",
+    "window_low",
+    "window_high",
+    "burned_in_annotation",
+    "sha256",
+    "file_bytes",
+    "image",
+    "image_size",
+    "pad_top",
+    "pad_bottom",
+    "pad_left",
+    "pad_right",
+    "scale",
+    "mask",
+    "uri",
+    "issues",
+]
+_HEADER_COLUMNS = [
+    "sop_instance_uid",
+    "study_instance_uid",
+    "series_instance_uid",
+    "modality",
+    "view_position",
+    "photometric_interpretation",
+    "bits_allocated",
+    "bits_stored",
+    "pixel_representation",
+    "rows",
+    "columns",
+    "pixel_spacing",
+    "pixel_spacing_columns",
+    "transfer_syntax_uid",
+    "rescale_slope",
+    "rescale_intercept",
+    "window_center",
+    "window_width",
+    "burned_in_annotation",
+]
+_SEP = " | "
+_TMP = ".incoming"
+
+
+class ValidateError(Exception):
+    """The stage cannot run at all (bad input location, unreadable labels): a one-line message."""
+
+
+@dataclass
+class ValidateResult:
+    """What :func:`run` produced: the manifest (also on disk) and the summary in validation.json."""
+
+    out: Path
+    manifest: pd.DataFrame
+    summary: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.summary["passed"])
+
+    @property
+    def failure(self) -> str | None:
+        """One-line reason when the run did not pass."""
+        failure: str | None = self.summary["failure"]
+        return failure
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-file work (runs in worker processes)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Task:
+    index: int
+    uri: str
+    relpath: str
+    patient_id: str | None
+    site: str | None
+
+
+def _init_worker(env: dict[str, str]) -> None:
+    """Worker initializer: forkserver children inherit the server's environment, not the caller's, so
+    the caller's ``AWS_*`` variables (S3 endpoint, credentials) are replayed exactly."""
+    for key in [k for k in os.environ if k.startswith("AWS_") and k not in env]:
+        del os.environ[key]
+    os.environ.update(env)
+
+
+def _issue_columns(issues: Sequence[Issue]) -> dict[str, Any]:
+    err = first_error(issues)
+    return {
+        "status": "quarantined" if err else "valid",
+        "reason": err.message if err else "",
+        "reason_code": err.code if err else "",
+        "warnings": _SEP.join(i.message for i in warnings_of(issues)),
+        "issues": _SEP.join(i.message for i in issues),
+    }
+
+
+def _write_image(image: np.ndarray, path: Path, cfg: ValidateConfig) -> None:
+    stored = to_uint16(image)
+    if cfg.image_format == "npy":
+        np.save(path, stored, allow_pickle=False)
+    else:
+        Image.fromarray(stored).save(path, format="PNG", compress_level=cfg.png_compress_level)
+
+
+def _process(task: _Task, cfg: ValidateConfig, tmp_dir: str) -> dict[str, Any]:
+    """Fetch, check and normalize one file; write its image to ``tmp_dir/<index>.<ext>`` when valid."""
+    row: dict[str, Any] = {"path": task.relpath, "uri": task.uri, "index": task.index}
+    try:
+        data = read_bytes(task.uri, max_bytes=cfg.max_file_bytes)
+    except SourceError as exc:
+        code = "too_large" if "too large" in str(exc) else "unreadable"
+        msg = str(exc).split(": ", 1)[-1]
+        row.update(_issue_columns([Issue(code, f"cannot read file: {msg}")]))
+        row.update(patient_id=task.patient_id, site=task.site)
+        return row
+    a = analyze(data, cfg, patient_id=task.patient_id, site=task.site)
+    row.update({k: a.fields.get(k) for k in _HEADER_COLUMNS})
+    row.update(patient_id=a.fields.get("patient_id"), site=a.fields.get("site"))
+    row.update(sha256=a.sha256, file_bytes=a.n_bytes)
+    issues = list(a.issues)
+    if a.ok and a.image is not None and a.letterbox is not None and a.window is not None:
+        target = Path(tmp_dir) / f"{task.index}.{cfg.image_format}"
+        try:
+            _write_image(a.image, target, cfg)
+            row["_tmp_image"] = str(target)
+            box = a.letterbox.to_dict()
+            row.update({k: box[k] for k in ("pad_top", "pad_bottom", "pad_left", "pad_right", "scale")})
+            row.update(image_size=cfg.image_size, window_low=a.window[0], window_high=a.window[1])
+        except OSError as exc:
+            issues.append(Issue("write_failed", f"cannot write normalized image: {exc.strerror or exc}"))
+    row.update(_issue_columns(issues))
+    return row
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """How worker processes start.
+
+    ``fork`` is the cheapest (workers inherit the imported modules) and safe while this process has a
+    single thread. With other threads alive (a progress-bar monitor, an S3 test server, ...) a fork
+    could copy a lock held by one of them, so ``forkserver`` is used instead, with this module
+    preloaded; elsewhere the platform default (spawn).
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        return ctx
+    return multiprocessing.get_context()
+
+
+def _available_cores() -> int:
+    """Cores this process may run on (respects CPU affinity, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _map(tasks: list[_Task], cfg: ValidateConfig, tmp_dir: Path, progress: bool) -> Iterator[dict[str, Any]]:
+    fn = functools.partial(_process, cfg=cfg, tmp_dir=str(tmp_dir))
+    workers = cfg.workers or _available_cores()
+    workers = max(1, min(workers, math.ceil(len(tasks) / 16)))  # tiny inputs are faster in-process
+    bar: dict[str, Any] = dict(
+        total=len(tasks), desc="validate", unit="file", disable=not progress, mininterval=0.5
+    )
+    if workers == 1:
+        yield from tqdm(map(fn, tasks), **bar)
+        return
+    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    chunk = max(1, min(32, len(tasks) // (workers * 8)))
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=_pool_context(), initializer=_init_worker, initargs=(env,)
+    ) as pool:
+        yield from tqdm(pool.map(fn, tasks, chunksize=chunk), **bar)
+
+
+# --------------------------------------------------------------------------------------------------
+# Dataset-level decisions (this process)
+# --------------------------------------------------------------------------------------------------
+
+
+def _load_labels(labels: str | os.PathLike[str]) -> tuple[str, pd.DataFrame]:
+    from isnetflow.validation import LabelsError, parse_labels
+
+    uri = resolve(labels)
+    try:
+        data = read_bytes(uri)
+    except SourceError as exc:
+        raise ValidateError(f"{labels}: cannot read labels file ({str(exc).split(': ', 1)[-1]})") from exc
+    try:
+        return uri, parse_labels(data, str(labels))
+    except LabelsError as exc:
+        raise ValidateError(str(exc)) from exc
+
+
+def _quarantine(row: dict[str, Any], issue: Issue) -> None:
+    """Add a dataset-level error to a row; it becomes the reason unless the row already had one."""
+    if row["status"] == "valid":
+        row.update(status="quarantined", reason=issue.message, reason_code=issue.code)
+    row["issues"] = _SEP.join(x for x in (row.get("issues") or "", issue.message) if x)
+
+
+def _apply_labels(
+    rows: list[dict[str, Any]], table: pd.DataFrame | None, labels_uri: str | None, root: str
+) -> list[dict[str, Any]]:
+    """Join labels onto rows; quarantine unlabelled files; add rows for labels missing on disk."""
+    if table is None or labels_uri is None:
+        return rows
+    base = parent(labels_uri)
+    by_uri = {join(base, str(p)): rec for p, rec in zip(table["path"], table.to_dict("records"), strict=True)}
+    seen: set[str] = set()
+    name = labels_uri.rsplit("/", 1)[-1]
+    for row in rows:
+        rec = by_uri.get(row["uri"])
+        if rec is None:
+            _quarantine(row, Issue("no_label", f"no label (not listed in {name})"))
+            continue
+        seen.add(row["uri"])
+        row["label"] = rec["label"]
+        row["mask"] = join(base, rec["mask"]) if rec.get("mask") else None
+        if rec.get("role"):
+            row["role"] = rec["role"]
+    for uri, rec in by_uri.items():
+        if uri in seen:
+            continue
+        row = {
+            "path": relative_to(uri, root),
+            "uri": uri,
+            "label": rec["label"],
+            "patient_id": rec.get("patient_id"),
+            "site": rec.get("site"),
+            "role": rec.get("role"),
+            "mask": join(base, rec["mask"]) if rec.get("mask") else None,
+        }
+        row.update(_issue_columns([Issue("missing_file", "listed in labels but not found")]))
+        rows.append(row)
+    return rows
+
+
+def _assign_roles(rows: list[dict[str, Any]], cfg: ValidateConfig) -> None:
+    internal, external = set(cfg.internal_sites), set(cfg.external_sites)
+    for row in rows:
+        if row.get("role"):
+            continue
+        site = row.get("site")
+        row["role"] = "internal" if site in internal else "external" if site in external else None
+
+
+def _quarantine_duplicates(rows: list[dict[str, Any]]) -> None:
+    first: dict[str, str] = {}
+    for row in sorted(rows, key=lambda r: r["path"]):
+        uid = row.get("sop_instance_uid")
+        if not uid:
+            continue
+        if uid in first:
+            _quarantine(row, Issue("duplicate_uid", f"duplicate SOPInstanceUID (first: {first[uid]})"))
+        else:
+            first[uid] = row["path"]
+
+
+def _quarantine_leakage(rows: list[dict[str, Any]], cfg: ValidateConfig) -> dict[str, str]:
+    from isnetflow.validation import leaking_patients
+
+    valid = pd.DataFrame([r for r in rows if r["status"] == "valid"], columns=["patient_id", "site", "role"])
+    leaks = leaking_patients(valid)
+    if cfg.leakage_action == "quarantine":
+        for row in rows:
+            msg = leaks.get(str(row.get("patient_id"))) if row["status"] == "valid" else None
+            if msg:
+                _quarantine(row, Issue("patient_leakage", msg))
+    return leaks
+
+
+def _finalize_images(rows: list[dict[str, Any]], out: Path, cfg: ValidateConfig) -> None:
+    """Move valid rows' images to images/<SOPInstanceUID>.<ext>; drop the others."""
+    images = out / "images"
+    for row in rows:
+        tmp = row.pop("_tmp_image", None)
+        if tmp is None:
+            continue
+        if row["status"] == "valid":
+            name = f"{row['sop_instance_uid']}.{cfg.image_format}"
+            os.replace(tmp, images / name)
+            row["image"] = f"images/{name}"
+        else:
+            Path(tmp).unlink(missing_ok=True)
+            for k in ("image_size", "pad_top", "pad_bottom", "pad_left", "pad_right", "scale"):
+                row[k] = None
+    shutil.rmtree(images / _TMP, ignore_errors=True)
+
+
+def _prepare_out(out: Path) -> Path:
+    images = out / "images"
+    if images.exists():
+        if (out / "manifest.csv").exists():
+            shutil.rmtree(images)  # our own previous output
+        elif any(images.iterdir()):
+            raise ValidateError(
+                f"{images}: exists and is not from a previous validate run; refusing to overwrite"
+            )
+    (images / _TMP).mkdir(parents=True, exist_ok=True)
+    return images / _TMP
+
+
+# --------------------------------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------------------------------
+
+
+def _site_summary(manifest: pd.DataFrame, cfg: ValidateConfig) -> dict[str, Any]:
+    sites: dict[str, Any] = {}
+    for site, g in manifest.groupby(manifest["site"].fillna("(unknown)"), sort=True):
+        valid = g[g["status"] == "valid"]
+        roles = sorted(r for r in g["role"].dropna().unique() if r)
+        sites[str(site)] = {
+            "role": roles[0] if len(roles) == 1 else (roles or None),
+            "files": len(g),
+            "valid": len(valid),
+            "quarantined": int((g["status"] == "quarantined").sum()),
+            "patients": int(valid["patient_id"].nunique()),
+            "classes": {
+                str(k): int(v) for k, v in valid["label"].dropna().value_counts().sort_index().items()
+            },
+            "photometric": sorted(str(p) for p in valid["photometric_interpretation"].dropna().unique()),
+        }
+    return sites
+
+
+def _counts(series: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in series.value_counts().sort_index().items()}
+
+
+def _summary_html(summary: dict[str, Any]) -> str:
+    def table(title: str, mapping: dict[str, Any]) -> str:
+        body = "".join(
+            f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+            for k, v in mapping.items()
+        )
+        return f"<h4>{html.escape(title)}</h4><table class='table table-sm'>{body}</table>"
+
+    verdict = "PASSED" if summary["passed"] else f"FAILED: {summary['failure']}"
+    sites = {
+        s: f"{v['valid']} valid / {v['files']} files, role={v['role']}, classes={v['classes']}"
+        for s, v in summary["sites"].items()
+    }
+    return (
+        "<div class='container' style='margin-top:1em'>"
+        f"<h2>isnetflow validate: {html.escape(verdict)}</h2>"
+        f"<p>input {html.escape(str(summary['input']))}; pass rate {summary['pass_rate']:.3f} "
+        f"(threshold {summary['min_pass_rate']})</p>"
+        + table("Files by status", summary["counts"])
+        + table("Quarantine reasons", summary["reasons"] or {"(none)": 0})
+        + table("Warnings", summary["warnings"] or {"(none)": 0})
+        + table("Sites", sites)
+        + "<h3>great-expectations validation result</h3></div>"
+    )
+
+
+def _write_reports(out: Path, manifest: pd.DataFrame, summary: dict[str, Any], gx_html: str) -> None:
+    manifest.to_csv(out / "manifest.csv", index=False)
+    (out / "validation.json").write_text(json.dumps(summary, indent=2, default=str))
+    head = _summary_html(summary)
+    if "<body>" in gx_html:
+        page = gx_html.replace("<body>", "<body>" + head, 1)
+    else:
+        page = (
+            "<!doctype html><html><head><meta charset='utf-8'><title>isnetflow validate</title></head>"
+            f"<body>{head}</body></html>"
+        )
+    (out / "validation.html").write_text(page)
+
+
+# --------------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------------
+
+
+def run(
+    cfg: ValidateConfig,
+    input: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    labels: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> ValidateResult:
+    """Validate every file under ``input`` (local folder or ``s3://bucket/prefix``) into ``out``.
+
+    ``labels`` (local path or ``s3://`` URI) follows the labels.csv contract
+    (:mod:`isnetflow.validation.labels`). Returns the manifest and summary; see the module docstring
+    for the files written. Raises :class:`ValidateError` only for unusable inputs.
+    """
+    from isnetflow.validation import run_suite
+
+    t0 = time.perf_counter()
+    root = resolve(input)
+    out = Path(out)
+    labels_uri, table = _load_labels(labels) if labels is not None else (None, None)
+    try:
+        files = list_files(root, exclude=cfg.exclude)
+    except SourceError as exc:
+        raise ValidateError(str(exc)) from exc
+    out_prefix = str(out.resolve()) + os.sep
+    # neither the labels file nor our own output (when written inside the input folder) are inputs
+    files = [f for f in files if f.uri != labels_uri and not f.uri.startswith(out_prefix)]
+    root_dir = root if is_s3(root) or Path(root).is_dir() else parent(root)
+    if not files and (table is None or table.empty):
+        raise ValidateError(f"{input}: no input files found")
+
+    overrides: dict[str, dict[str, Any]] = {}
+    if table is not None and labels_uri is not None:
+        base = parent(labels_uri)
+        overrides = {
+            join(base, str(r["path"])): {str(k): v for k, v in r.items()} for r in table.to_dict("records")
+        }
+    tasks = [
+        _Task(
+            index=i,
+            uri=f.uri,
+            relpath=f.relpath,
+            patient_id=overrides.get(f.uri, {}).get("patient_id"),
+            site=overrides.get(f.uri, {}).get("site"),
+        )
+        for i, f in enumerate(files)
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    tmp_dir = _prepare_out(out)
+    t_files = time.perf_counter()
+    rows = list(_map(tasks, cfg, tmp_dir, progress))
+    per_file_seconds = time.perf_counter() - t_files
+
+    rows = _apply_labels(rows, table, labels_uri, root_dir)
+    _assign_roles(rows, cfg)
+    _quarantine_duplicates(rows)
+    leaks = _quarantine_leakage(rows, cfg)
+    _finalize_images(rows, out, cfg)
+
+    manifest = pd.DataFrame(rows).reindex(columns=MANIFEST_COLUMNS)
+    manifest = manifest.sort_values("path", kind="stable").reset_index(drop=True)
+    manifest = manifest.astype(object).where(manifest.notna(), None)
+    valid = manifest[manifest["status"] == "valid"]
+    outcome = run_suite(valid, cfg, has_labels=table is not None)
+
+    n = len(manifest)
+    pass_rate = len(valid) / n if n else 0.0
+    failures = []
+    if pass_rate < cfg.min_pass_rate:
+        quarantined = manifest[manifest["status"] == "quarantined"]
+        top = quarantined["reason_code"].value_counts().head(3)
+        failures.append(
+            f"pass rate {pass_rate:.3f} < {cfg.min_pass_rate:g} "
+            f"({len(quarantined)} of {n} files quarantined; "
+            + ", ".join(f"{k} x{v}" for k, v in top.items())
+            + ")"
+        )
+    gx_failure = outcome.failure_summary()
+    if gx_failure:
+        failures.append(gx_failure)
+    wall = time.perf_counter() - t0
+    summary: dict[str, Any] = {
+        "generator": f"isnetflow {__version__}",
+        "input": root,
+        "labels": labels_uri,
+        "out": str(out),
+        "files": n,
+        "counts": {"valid": len(valid), "quarantined": n - len(valid)},
+        "pass_rate": round(pass_rate, 6),
+        "min_pass_rate": cfg.min_pass_rate,
+        "reasons": _counts(manifest.loc[manifest["status"] == "quarantined", "reason_code"]),
+        "reason_messages": _counts(manifest.loc[manifest["status"] == "quarantined", "reason"]),
+        "warnings": _warning_counts(rows),
+        "sites": _site_summary(manifest, cfg),
+        "patient_leakage": leaks,
+        "expectations": {
+            "success": outcome.success,
+            "statistics": outcome.statistics,
+            "results": outcome.results,
+        },
+        "images": {"dir": "images", "size": cfg.image_size, "format": cfg.image_format},
+        "passed": not failures,
+        "failure": "; ".join(failures) if failures else None,
+        "wall_seconds": round(wall, 3),
+        "per_file_seconds": round(per_file_seconds, 3),
+        "config": cfg.model_dump(mode="json"),
+    }
+    _write_reports(out, manifest, summary, outcome.html)
+    log.info(
+        "validate: %d files, %d valid (pass rate %.3f), expectations %s -> %s in %.1f s",
+        n,
+        len(valid),
+        pass_rate,
+        "passed" if outcome.success else "FAILED",
+        out,
+        wall,
+    )
+    return ValidateResult(out=out, manifest=manifest, summary=summary)
+
+
+def _warning_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Warnings by kind (the message up to its first colon or parenthesis)."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        for w in (row.get("warnings") or "").split(_SEP):
+            if w:
+                key = w.split(":")[0].split(" (")[0].strip()
+                counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))

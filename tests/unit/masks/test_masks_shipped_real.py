@@ -1,0 +1,43 @@
+"""The shipped weights on real radiographs: held-out patients of the training hospital, and two real
+DICOM files from other sources (no reference masks: QC must pass)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from isnetflow.masks import SHIPPED_SPEC, LungSegmenter, SegmenterSpec, assess
+from isnetflow.masks.io import read_image, read_reference_mask
+from isnetflow.masks.metrics import dice
+
+pytestmark = pytest.mark.data
+
+
+def test_held_out_real_dice(shared_data: Path, shipped: LungSegmenter) -> None:
+    root = shared_data / "real-cxr-lungs"
+    rows = list(csv.DictReader((root / "manifest.csv").open()))
+    held = set(SegmenterSpec.load(SHIPPED_SPEC).training["validation_images"])
+    val = [r for r in rows if Path(r["image"]).stem in held]
+    train_patients = {r["patient_id"] for r in rows if Path(r["image"]).stem not in held}
+    assert len(val) >= 10
+    assert not {r["patient_id"] for r in val} & train_patients, "held-out patients leaked into training"
+    images = [read_image(root / r["image"]).pixels for r in val]
+    scores = []
+    for r, pred in zip(val, shipped.predict(images), strict=True):
+        ref = read_reference_mask(root / r["mask"])
+        assert pred.mask.shape == ref.lung.shape
+        scores.append(dice(pred.mask, ref.lung, ref.ignore))
+    assert float(np.mean(scores)) >= 0.9, scores
+    assert min(scores) >= 0.8, scores
+
+
+def test_real_dicom_from_other_sites_pass_qc(real_dicom_dir: Path, shipped: LungSegmenter) -> None:
+    for path in sorted(real_dicom_dir.glob("*.dcm")):
+        image = read_image(path).pixels
+        pred = shipped.predict([image])[0]
+        assert pred.mask.shape == image.shape
+        qc = assess(pred.mask, fragment_fraction=pred.fragment_fraction, confidence=pred.confidence)
+        assert qc.passed, f"{path.name}: {qc.reason}"

@@ -1,0 +1,92 @@
+"""The segmenter stage with a local sqlite MLflow store: idempotent registration of the shipped
+weights, loading a registered version back, and a tiny end-to-end training run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from isnetflow.config import SegmenterTrainConfig
+from isnetflow.masks import SHIPPED_SPEC, SegmenterSpec
+from isnetflow.stages.segmenter import REGISTERED_MODEL, load_segmenter, register_shipped, train
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+
+
+def test_register_shipped_is_idempotent(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    v1 = register_shipped(uri)
+    v2 = register_shipped(uri)
+    assert v1 == v2 == "1"
+    client = MlflowClient(uri)
+    versions = client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
+    assert len(versions) == 1
+    sha = SegmenterSpec.load(SHIPPED_SPEC).weights_sha256
+    assert versions[0].tags["weights_sha256"] == sha
+    assert (tmp_path / "mlartifacts").is_dir()  # artifacts next to the database, not in the cwd
+    seg = load_segmenter(f"models:/{REGISTERED_MODEL}/{v1}", tracking_uri=uri)
+    assert seg.spec.weights_sha256 == sha
+    image = np.zeros((64, 80), dtype=np.float32)
+    assert seg.segment(image).shape == (64, 80)
+
+
+def test_train_segmenter_end_to_end(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["image,patient_id"]
+    for i in range(6):
+        mask = np.zeros((48, 48), dtype=np.uint8)
+        mask[8:40, 6:20] = 255
+        mask[8:40, 28:42] = 255
+        mask[30:34, 10:14] = 127
+        img = np.where(mask == 255, 60, 180) + rng.integers(0, 20, mask.shape)
+        Image.fromarray(img.astype(np.uint8)).save(data / "images" / f"im{i}.png")
+        Image.fromarray(mask).save(data / "masks" / f"im{i}.png")
+        rows.append(f"images/im{i}.png,p{i // 2}")
+    (data / "manifest.csv").write_text("\n".join(rows) + "\n")
+    cfg = SegmenterTrainConfig(
+        channels=(4, 8, 16),
+        image_size=48,
+        epochs=2,
+        batch_size=4,
+        val_fraction=0.34,
+        synthetic_n=4,
+        eval_synthetic_n=2,
+        workers=0,
+        threads=1,
+        registered_model="tiny-lungs",
+    )
+    out = tmp_path / "out"
+    summary = train(cfg, data / "images", data / "masks", out, manifest=data / "manifest.csv", progress=False)
+    for name in (
+        "lung_segmenter.pt",
+        "lung_segmenter.json",
+        "MODEL_CARD.md",
+        "evaluation.json",
+        "history.csv",
+        "split.csv",
+        "validation_overlays.png",
+    ):
+        assert (out / name).is_file(), name
+    assert summary["tracking_uri"] == f"sqlite:///{out.resolve()}/mlflow.db"
+    assert summary["registered_version"] == "1"
+    spec = SegmenterSpec.load(out / "lung_segmenter.json")
+    assert len(spec.training["validation_images"]) == 2
+    assert "heldout_dice_mean" in summary["metrics"]
+    client = MlflowClient(summary["tracking_uri"])
+    run = client.get_run(summary["run_id"])
+    assert run.data.params["epochs"] == "2" and "val_dice" in run.data.metrics
+    assert len(client.get_metric_history(summary["run_id"], "loss")) == 2
+    artifacts = {a.path for a in client.list_artifacts(summary["run_id"])}
+    assert {"MODEL_CARD.md", "validation_overlays.png"} <= artifacts
+    card = (out / "MODEL_CARD.md").read_text()
+    assert (
+        "Held-out real radiographs" in card and json.loads((out / "evaluation.json").read_text())["held_out"]
+    )

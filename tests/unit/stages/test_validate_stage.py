@@ -1,0 +1,386 @@
+"""The validate stage end to end: a good synthetic cohort, a corpus of bad inputs, random header damage."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from isnetflow.config import ValidateConfig
+from isnetflow.dicom import decode_pixels, letterbox, load_dicom
+from isnetflow.stages.validate import MANIFEST_COLUMNS, ValidateError, run
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about invalid values we set
+
+REQUIRED_COLUMNS = [
+    "path",
+    "status",
+    "reason",
+    "sop_instance_uid",
+    "study_instance_uid",
+    "patient_id",
+    "site",
+    "label",
+    "modality",
+    "view_position",
+    "photometric_interpretation",
+    "bits_stored",
+    "rows",
+    "columns",
+    "pixel_spacing",
+    "sha256",
+]
+
+
+def _cohort_config(cohort: Path, **updates: Any) -> ValidateConfig:
+    info = json.loads((cohort / "cohort.json").read_text())
+    settings: dict[str, Any] = {
+        "image_size": 96,
+        "internal_sites": info["internal_sites"],
+        "external_sites": info["external_sites"],
+    }
+    return ValidateConfig(**{**settings, **updates})
+
+
+@pytest.fixture(scope="module")
+def good_run(synth_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    out = tmp_path_factory.mktemp("validated")
+    result = run(
+        _cohort_config(synth_cohort), synth_cohort / "dicom", out, labels=synth_cohort / "labels.csv"
+    )
+    return out, result
+
+
+def test_synthetic_cohort_validates(synth_cohort: Path, good_run: tuple[Path, Any]) -> None:
+    out, result = good_run
+    info = json.loads((synth_cohort / "cohort.json").read_text())
+    n_files = len(list((synth_cohort / "dicom").rglob("*.dcm")))
+    s = result.summary
+    assert result.passed and result.failure is None
+    assert (
+        s["files"] == n_files == 60
+        and s["pass_rate"] == 1.0
+        and s["counts"] == {"valid": 60, "quarantined": 0}
+    )
+    assert s["expectations"]["success"] and s["expectations"]["statistics"]["unsuccessful_expectations"] == 0
+    assert set(s["sites"]) == {site["name"] for site in info["sites"]}
+    for site in info["sites"]:
+        got = s["sites"][site["name"]]
+        assert got["valid"] == site["n_images"] and got["role"] == site["role"]
+        assert got["classes"] == {k: v for k, v in site["class_counts"].items() if v}
+    assert s["warnings"] == {"burned-in annotation": 60}  # the synthetic sites burn in text: warned, kept
+
+    # the files on disk agree with the returned objects
+    manifest = pd.read_csv(out / "manifest.csv", dtype=str, keep_default_na=False)
+    assert list(manifest.columns) == MANIFEST_COLUMNS and set(REQUIRED_COLUMNS) <= set(manifest.columns)
+    assert len(manifest) == 60 and (manifest["status"] == "valid").all() and (manifest["reason"] == "").all()
+    assert manifest["path"].is_monotonic_increasing
+    on_disk = json.loads((out / "validation.json").read_text())
+    assert on_disk["passed"] and on_disk["counts"] == s["counts"]
+    assert (
+        len(on_disk["expectations"]["results"]) == s["expectations"]["statistics"]["evaluated_expectations"]
+    )
+    html = (out / "validation.html").read_text()
+    assert "isnetflow validate: PASSED" in html and "isnetflow-manifest" in html
+
+    labels = pd.read_csv(synth_cohort / "labels.csv")
+    joined = manifest.merge(labels.assign(path=labels["path"].str.removeprefix("dicom/")), on="path")
+    assert len(joined) == 60
+    assert (joined["label_x"] == joined["label_y"]).all() and (joined["site_x"] == joined["site_y"]).all()
+
+    images = sorted((out / "images").iterdir())
+    assert len(images) == 60 and all(p.suffix == ".npy" for p in images)
+    for rel in manifest["image"]:
+        img = np.load(out / rel)
+        assert img.shape == (96, 96) and img.dtype == np.uint16
+
+
+def test_monochrome1_sites_have_dark_lungs_like_monochrome2(
+    synth_cohort: Path, good_run: tuple[Path, Any]
+) -> None:
+    """Inside the ground-truth lung masks the normalized image is darker than outside, at every site;
+    for MONOCHROME1 the stored values say the opposite, so this holds only because of the inversion."""
+    out, result = good_run
+    inside_by_kind: dict[str, list[float]] = {"MONOCHROME1": [], "MONOCHROME2": []}
+    for row in result.manifest.to_dict("records"):
+        img = np.load(out / row["image"]).astype(np.float32) / 65535
+        mask = np.asarray(Image.open(synth_cohort / "masks" / f"{row['sop_instance_uid']}.png")) > 0
+        assert mask.shape == (int(row["rows"]), int(row["columns"]))
+        lung, box = letterbox(mask, img.shape[0], resample="nearest")
+        body, _ = letterbox(np.ones_like(mask), img.shape[0], resample="nearest")  # excludes the padding
+        assert (box.pad_top, box.pad_left) == (row["pad_top"], row["pad_left"])
+        inside, outside = float(img[lung].mean()), float(img[body & ~lung].mean())
+        assert inside < outside - 0.1, (row["site"], inside, outside)
+        inside_by_kind[row["photometric_interpretation"]].append(inside)
+        if row["photometric_interpretation"] == "MONOCHROME1":
+            raw = decode_pixels(load_dicom(row["uri"]).dataset).astype(np.float64)
+            assert raw[mask].mean() > raw[~mask].mean()
+    assert len(inside_by_kind["MONOCHROME1"]) == 20 and len(inside_by_kind["MONOCHROME2"]) == 40
+    assert abs(np.mean(inside_by_kind["MONOCHROME1"]) - np.mean(inside_by_kind["MONOCHROME2"])) < 0.1
+
+
+def test_rerun_into_the_same_folder_replaces_the_images(synth_cohort: Path, tmp_path: Path) -> None:
+    cfg = _cohort_config(synth_cohort, image_size=32, min_pass_rate=0.5)
+    first = run(cfg, synth_cohort / "dicom", tmp_path, labels=synth_cohort / "labels.csv")
+    (tmp_path / "images" / "stale.npy").write_bytes(b"x")
+    second = run(cfg, synth_cohort / "dicom", tmp_path, labels=synth_cohort / "labels.csv")
+    assert len(list((tmp_path / "images").iterdir())) == second.summary["counts"]["valid"] == 60
+    pd.testing.assert_frame_equal(
+        first.manifest.drop(columns=["image"]), second.manifest.drop(columns=["image"]), check_dtype=False
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# A corpus of bad inputs
+# --------------------------------------------------------------------------------------------------
+
+
+def _write(ds: Dataset, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    return path
+
+
+def _variant(base: Dataset, **changes: Any) -> Dataset:
+    d = copy.deepcopy(base)
+    uid = generate_uid()
+    d.SOPInstanceUID = uid
+    d.file_meta.MediaStorageSOPInstanceUID = uid
+    for k, v in changes.items():
+        if v is None:
+            delattr(d, k)
+        else:
+            setattr(d, k, v)
+    return d
+
+
+EXPECTED = {
+    "ok/a.dcm": ("valid", ""),
+    "ok/b.dcm": ("valid", ""),
+    "ok/c.dcm": ("valid", ""),
+    "bad/truncated.dcm": ("quarantined", "pixel_data_truncated"),
+    "bad/zero.dcm": ("quarantined", "empty_file"),
+    "bad/text.dcm": ("quarantined", "not_dicom"),
+    "bad/no_pixels.dcm": ("quarantined", "no_pixel_data"),
+    "bad/mr.dcm": ("quarantined", "modality"),
+    "bad/lateral.dcm": ("quarantined", "view"),
+    "bad/huge.dcm": ("quarantined", "image_too_large"),
+    "bad/phi.dcm": ("quarantined", "phi"),
+    "bad/constant.dcm": ("quarantined", "constant_image"),
+    "zz/copy_of_a.dcm": ("quarantined", "duplicate_uid"),
+    "leak/site_x.dcm": ("quarantined", "patient_leakage"),
+    "leak/site_y.dcm": ("quarantined", "patient_leakage"),
+    "unlabelled.dcm": ("quarantined", "no_label"),
+    "gone/listed_only.dcm": ("quarantined", "missing_file"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_corpus(synth_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bad_corpus")
+    labels = pd.read_csv(synth_cohort / "labels.csv")
+    mono2 = labels[labels["site"] == "Northfield University Hospital"]["path"].tolist()
+    (root / "ok").mkdir()
+    for name, rel in zip(("a", "b", "c"), mono2[:3], strict=True):
+        shutil.copy(synth_cohort / rel, root / "ok" / f"{name}.dcm")
+    base = pydicom.dcmread(synth_cohort / mono2[3])
+    data = (synth_cohort / mono2[4]).read_bytes()
+    (root / "bad").mkdir()
+    (root / "bad" / "truncated.dcm").write_bytes(data[: len(data) - 500])
+    (root / "bad" / "zero.dcm").write_bytes(b"")
+    (root / "bad" / "text.dcm").write_text("patient list\nthis is not an image\n" * 10)
+    _write(_variant(base, PixelData=None), root / "bad" / "no_pixels.dcm")
+    _write(_variant(base, Modality="MR"), root / "bad" / "mr.dcm")
+    _write(_variant(base, ViewPosition="LL"), root / "bad" / "lateral.dcm")
+    _write(_variant(base, Rows=60000, Columns=60000), root / "bad" / "huge.dcm")
+    _write(_variant(base, PatientName="Doe^Jane", PatientBirthDate="19610203"), root / "bad" / "phi.dcm")
+    flat = _variant(base)
+    flat.PixelData = np.full((base.Rows, base.Columns), 1000, np.uint16).tobytes()
+    _write(flat, root / "bad" / "constant.dcm")
+    (root / "zz").mkdir()
+    shutil.copy(root / "ok" / "a.dcm", root / "zz" / "copy_of_a.dcm")
+    _write(_variant(base, PatientID="LEAK-1", InstitutionName="Site X"), root / "leak" / "site_x.dcm")
+    _write(_variant(base, PatientID="LEAK-1", InstitutionName="Site Y"), root / "leak" / "site_y.dcm")
+    _write(_variant(base), root / "unlabelled.dcm")
+    rows = [{"path": p, "label": "normal"} for p in EXPECTED if p != "unlabelled.dcm"]
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def bad_run(bad_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    cfg = ValidateConfig(image_size=64, min_images_per_site=1, workers=2)
+    return run(cfg, bad_corpus, tmp_path_factory.mktemp("bad_out"), labels=bad_corpus / "labels.csv")
+
+
+def test_bad_inputs_are_quarantined_with_the_right_reason(bad_run: Any) -> None:
+    m = bad_run.manifest
+    assert sorted(m["path"]) == sorted(EXPECTED)  # every file, plus the listed-but-missing one, once
+    got = {r["path"]: (r["status"], r["reason_code"] or "") for r in m.to_dict("records")}
+    assert got == EXPECTED
+    q = m[m["status"] == "quarantined"]
+    assert q["reason"].map(lambda r: bool(r) and "\n" not in r and "Traceback" not in r).all()
+    reasons = dict(zip(m["path"], m["reason"], strict=True))
+    assert reasons["bad/mr.dcm"] == "modality MR not in CR, DX"
+    assert reasons["bad/lateral.dcm"] == "non-frontal view (ViewPosition=LL)"
+    assert reasons["bad/phi.dcm"] == "PHI present: PatientName, PatientBirthDate"
+    assert reasons["zz/copy_of_a.dcm"] == "duplicate SOPInstanceUID (first: ok/a.dcm)"
+    assert reasons["leak/site_x.dcm"] == "patient LEAK-1 in multiple sites (Site X; Site Y)"
+    assert reasons["gone/listed_only.dcm"] == "listed in labels but not found"
+    assert reasons["unlabelled.dcm"] == "no label (not listed in labels.csv)"
+    assert reasons["bad/text.dcm"].startswith("not a DICOM file")
+    # the duplicate is byte-identical to its original
+    sha = dict(zip(m["path"], m["sha256"], strict=True))
+    assert sha["zz/copy_of_a.dcm"] == sha["ok/a.dcm"]
+
+
+def test_bad_run_outputs_and_verdict(bad_run: Any) -> None:
+    out, s = bad_run.out, bad_run.summary
+    assert s["counts"] == {"valid": 3, "quarantined": 14}
+    assert s["reasons"]["patient_leakage"] == 2 and s["reasons"]["empty_file"] == 1
+    assert s["patient_leakage"] == {"LEAK-1": "patient LEAK-1 in multiple sites (Site X; Site Y)"}
+    assert not bad_run.passed and bad_run.failure.startswith("pass rate 0.176 < 0.9")
+    assert "\n" not in bad_run.failure
+    assert sorted(p.name for p in (out / "images").iterdir()) == sorted(
+        f"{uid}.npy" for uid in bad_run.manifest.loc[bad_run.manifest.status == "valid", "sop_instance_uid"]
+    )
+
+
+def test_leakage_can_fail_the_suite_instead(bad_corpus: Path, tmp_path: Path) -> None:
+    cfg = ValidateConfig(image_size=32, min_images_per_site=1, min_pass_rate=0.0, leakage_action="fail")
+    result = run(cfg, bad_corpus, tmp_path, labels=bad_corpus / "labels.csv")
+    leak = result.manifest[result.manifest["path"].str.startswith("leak/")]
+    assert (leak["status"] == "valid").all()
+    assert not result.passed and "each patient in one site only (2 unexpected" in result.failure
+
+
+def test_unusable_inputs_raise_one_line_errors(bad_corpus: Path, tmp_path: Path) -> None:
+    cfg = ValidateConfig()
+    with pytest.raises(ValidateError, match="does not exist"):
+        run(cfg, tmp_path / "nowhere", tmp_path / "out")
+    bad_labels = tmp_path / "l.csv"
+    bad_labels.write_text("file,class\na.dcm,normal\n")
+    with pytest.raises(ValidateError, match=r"l\.csv: unknown column layout"):
+        run(cfg, bad_corpus, tmp_path / "out", labels=bad_labels)
+    with pytest.raises(ValidateError, match="cannot read labels file"):
+        run(cfg, bad_corpus, tmp_path / "out", labels=tmp_path / "missing.csv")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValidateError, match="no input files"):
+        run(cfg, tmp_path / "empty", tmp_path / "out")
+
+
+def test_without_labels_files_keep_header_identity(bad_corpus: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(bad_corpus / "ok", src)
+    cfg = ValidateConfig(image_size=32, min_images_per_site=1)
+    for _ in range(2):  # the output folder inside the input is not read back as input on a re-run
+        result = run(cfg, src, src / "validated")
+        assert result.passed and result.summary["counts"]["valid"] == 3 and len(result.manifest) == 3
+    assert result.manifest["label"].isna().all()
+    assert (result.manifest["site"] == "Northfield University Hospital").all()
+
+
+# --------------------------------------------------------------------------------------------------
+# Random header damage never crashes the stage
+# --------------------------------------------------------------------------------------------------
+
+damage = st.one_of(
+    st.tuples(
+        st.just("delete"),
+        st.sampled_from(
+            [
+                "Rows",
+                "Columns",
+                "BitsStored",
+                "PhotometricInterpretation",
+                "PixelData",
+                "SOPInstanceUID",
+                "Modality",
+            ]
+        ),
+    ),
+    st.tuples(
+        st.just("set"),
+        st.sampled_from(["Rows", "Columns", "BitsStored", "BitsAllocated"]),
+        st.integers(0, 65535),
+    ),
+    st.tuples(
+        st.just("set"),
+        st.sampled_from(["PhotometricInterpretation", "ViewPosition", "RescaleSlope", "NumberOfFrames"]),
+        st.sampled_from(["", "RGB", "MONOCHROME1", "LL", "0", "-1", "nan", "1e400", "abc", "3"]),
+    ),
+    st.tuples(st.just("pixels"), st.floats(0.0, 1.2)),
+    st.tuples(
+        st.just("ts"),
+        st.sampled_from(["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.5"]),
+    ),
+    st.tuples(st.just("cut"), st.floats(0.0, 1.0)),
+)
+
+
+def _damaged(base: Dataset, ops: list[tuple[Any, ...]]) -> bytes:
+    d = copy.deepcopy(base)
+    uid = generate_uid()
+    d.SOPInstanceUID = uid
+    cut = None
+    for op in ops:
+        try:
+            if op[0] == "delete" and op[1] in d:
+                delattr(d, op[1])
+            elif op[0] == "set":
+                setattr(d, op[1], op[2])
+            elif op[0] == "pixels" and "PixelData" in d:
+                n = len(d.PixelData)
+                d.PixelData = (d.PixelData + b"\0" * n)[: int(n * op[1])]
+            elif op[0] == "ts":
+                d.file_meta.TransferSyntaxUID = op[1]
+            elif op[0] == "cut":
+                cut = op[1]
+        except (ValueError, TypeError, OverflowError):
+            pass  # pydicom refuses this value for the VR
+    bio = io.BytesIO()
+    try:
+        pydicom.dcmwrite(bio, d, enforce_file_format=True)
+    except Exception:
+        bio = io.BytesIO()
+        d.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+        pydicom.dcmwrite(bio, d, enforce_file_format=True)
+    data = bio.getvalue()
+    return data[: int(len(data) * cut)] if cut is not None else data
+
+
+@pytest.fixture(scope="module")
+def damage_base(synth_cohort: Path) -> Dataset:
+    labels = pd.read_csv(synth_cohort / "labels.csv")
+    return pydicom.dcmread(synth_cohort / labels["path"].iloc[0])
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(st.lists(damage, min_size=1, max_size=3), min_size=5, max_size=5))
+def test_random_header_damage_never_crashes_the_stage(damage_base: Dataset, batch: list[list[Any]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in"
+        src.mkdir()
+        for i, ops in enumerate(batch):
+            (src / f"f{i}.dcm").write_bytes(_damaged(damage_base, ops))
+        result = run(ValidateConfig(image_size=32, min_images_per_site=1), src, Path(tmp) / "out")
+        m = result.manifest
+        assert len(m) == 5 and set(m["status"]) <= {"valid", "quarantined"}
+        q = m[m["status"] == "quarantined"]
+        assert q["reason"].map(lambda r: isinstance(r, str) and r.strip() != "").all()
+        for rel in m.loc[m["status"] == "valid", "image"]:
+            assert np.load(Path(tmp) / "out" / rel).shape == (32, 32)
