@@ -1,12 +1,14 @@
 """The isnetflow training pipeline (kfp v2).
 
-Stages: synthetic cohort (demo data) -> validate -> masks -> train ISNet + standard -> evaluate ->
-promote. Stages are added here as they land; each task is a thin component from ``components/``.
+ingest (synthetic cohort when no input; DICOM validation) -> [validation passed?] -> train ISNet and the
+standard baseline in parallel (same network, same schedule) -> evaluate -> promote. Every task is a thin
+component from ``components/`` calling a stage function of :mod:`isnetflow.stages`.
 """
 
 from kfp import dsl
 
-from components.synth import synth_cohort
+from components.ingest import ingest
+from components.train import train_model
 from isnetflow.config import Settings
 
 PIPELINE_NAME = "isnetflow-training"
@@ -18,6 +20,27 @@ DEFAULT_SETTINGS_JSON = Settings().model_dump_json()
     description="Validate chest X-ray DICOM, mask lungs, train ISNet vs standard, evaluate externally, "
     "register approved models in MLflow.",
 )
-def training_pipeline(settings_json: str = DEFAULT_SETTINGS_JSON) -> None:
-    synth = synth_cohort(settings_json=settings_json).set_display_name("synthetic cohort")
-    synth.set_cpu_request("1").set_memory_request("1Gi").set_memory_limit("4Gi")
+def training_pipeline(
+    settings_json: str = DEFAULT_SETTINGS_JSON,
+    input_uri: str = "",
+    labels_uri: str = "",
+    external_sites_json: str = "[]",
+    tracking_uri: str = "",
+) -> None:
+    data = ingest(
+        settings_json=settings_json,
+        input_uri=input_uri,
+        labels_uri=labels_uri,
+        external_sites_json=external_sites_json,
+    ).set_display_name("ingest + validate")
+    data.set_cpu_request("2").set_memory_request("2Gi").set_memory_limit("8Gi").set_retry(2)
+    with dsl.If(data.outputs["Output"] == True, name="validation-passed"):  # noqa: E712 (kfp condition)
+        for mode in ("isnet", "standard"):
+            task = train_model(
+                settings_json=settings_json,
+                mode=mode,
+                tracking_uri=tracking_uri,
+                data=data.outputs["data"],
+            ).set_display_name(f"train {mode}")
+            task.set_cpu_request("4").set_memory_request("8Gi").set_memory_limit("16Gi")
+            task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)

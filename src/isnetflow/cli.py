@@ -353,13 +353,23 @@ def segment(
 
 @app.command()
 def run(
+    input_uri: Annotated[
+        str | None, typer.Option("--input", help="DICOM folder or s3://bucket/prefix (default: synthetic).")
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option("--labels", help="labels.csv (default: labels.csv in --input).")
+    ] = None,
+    external_sites: Annotated[
+        list[str] | None, typer.Option("--external-sites", help="Site held out as external (repeatable).")
+    ] = None,
     workdir: Annotated[
         Path, typer.Option("--workdir", help="Where runs, artifacts and the local MLflow store live.")
     ] = Path(".isnetflow"),
-    summary: Annotated[
-        Path | None, typer.Option("--summary", help="Write the run summary JSON here.")
+    summary: Annotated[Path | None, typer.Option("--summary", help="Write the run summary JSON here.")] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Synthetic cohort size (default: config).")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite in --workdir).")
     ] = None,
-    n: Annotated[int | None, typer.Option("--n", help="Synthetic cohort size (default from config).")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Run the whole pipeline locally with kfp.local on the embedded defaults (the `make demo` job)."""
@@ -369,7 +379,14 @@ def run(
     if n is not None:
         settings = settings.model_copy(update={"synth": _synth_config(config, n=n)})
     local_runner = importlib.import_module("pipelines.local")  # kfp lives outside the domain package
-    result = local_runner.run_local(settings, workdir)
+    result = local_runner.run_local(
+        settings,
+        workdir,
+        input_uri=input_uri or "",
+        labels_uri=labels or "",
+        external_sites=external_sites or [],
+        tracking_uri=tracking_uri,
+    )
     text = json.dumps(result, indent=2)
     if summary is not None:
         summary.parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,11 @@
-"""The pipeline compiles and runs end to end with kfp.local on a shrunk config."""
+"""The pipeline compiles with the expected tasks and runs end to end with kfp.local on a shrunk config."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import mlflow
 import yaml
 from kfp import compiler
 
@@ -13,24 +14,50 @@ from pipelines.local import run_local
 from pipelines.training import training_pipeline
 
 
-def test_compiles_with_image_and_resources(tmp_path: Path) -> None:
+def _compiled(tmp_path: Path) -> dict:  # type: ignore[type-arg]
     out = tmp_path / "p.yaml"
     compiler.Compiler().compile(training_pipeline, str(out))
-    spec = yaml.safe_load(out.read_text())
-    execs = spec["deploymentSpec"]["executors"]
-    assert execs, "no executors compiled"
-    for ex in execs.values():
+    return yaml.safe_load(out.read_text())
+
+
+def test_compiled_tasks_images_gpu_and_condition(tmp_path: Path) -> None:
+    spec = _compiled(tmp_path)
+    for ex in spec["deploymentSpec"]["executors"].values():
         assert ex["container"]["image"].startswith("ghcr.io/isnetflow/isnetflow:")
-    assert "synth-cohort" in spec["root"]["dag"]["tasks"]
+    root = spec["root"]["dag"]["tasks"]
+    assert "ingest" in root
+    cond = next(t for name, t in root.items() if name.startswith("condition"))
+    assert "ingest" in cond["triggerPolicy"]["condition"] and "Output" in cond["triggerPolicy"]["condition"]
+    inner = spec["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
+    trains = [t for n, t in inner.items() if n.startswith("train-model")]
+    assert len(trains) == 2
+    modes = {t["inputs"]["parameters"]["mode"]["runtimeValue"]["constant"] for t in trains}
+    assert modes == {"isnet", "standard"}
+    train_execs = [e for n, e in spec["deploymentSpec"]["executors"].items() if "train-model" in n]
+    for ex in train_execs:
+        acc = ex["container"]["resources"]["accelerator"]
+        assert acc["resourceCount"] == "1" and "gpu" in acc["resourceType"]
 
 
-def test_local_run_writes_cohort(tmp_path: Path) -> None:
-    settings = Settings()
-    settings = settings.model_copy(update={"synth": settings.synth.model_copy(update={"n": 24, "size": 96})})
-    result = run_local(settings, tmp_path)
-    cohort = Path(result["cohort"]["path"])
-    info = json.loads((cohort / "cohort.json").read_text())
-    assert info["n"] == 24 and result["cohort"]["images"] == 24
-    assert len(list((cohort / "dicom").rglob("*.dcm"))) == 24
-    html = next(Path(result["pipeline_root"]).rglob("preview"))
+def test_local_run_end_to_end(tmp_path: Path) -> None:
+    s = Settings()
+    s = s.model_copy(
+        update={
+            "synth": s.synth.model_copy(update={"n": 72, "size": 96}),
+            "validate": s.validate.model_copy(update={"image_size": 96, "min_images_per_site": 1}),
+            "train": s.train.model_copy(
+                update={"model": "cnn-small", "image_size": 48, "batch_size": 8, "epochs": 2,
+                        "warmup_epochs": 1, "audit_samples": 8}
+            ),
+        }
+    )  # fmt: skip
+    result = run_local(s, tmp_path)
+    assert result["data"]["valid"] == 72 and result["data"]["validation_passed"]
+    assert set(result["models"]) == {"isnet", "standard"}
+    mlflow.set_tracking_uri(result["tracking_uri"])
+    for mode, m in result["models"].items():
+        run = mlflow.get_run(m["run_id"])
+        assert run.data.tags["isnetflow.mode"] == mode
+    html = next(Path(result["pipeline_root"]).rglob("report"))
     assert "data:image/png;base64," in html.read_text()
+    assert json.loads(next(Path(result["pipeline_root"]).rglob("ingest.json")).read_text())["passed"]

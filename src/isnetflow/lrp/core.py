@@ -32,7 +32,8 @@ derivative of that loss (checked against finite differences in the tests).
 
 The z^B (box) rule at the input layer uses ``zbox = W x - W^+ l - W^- h`` (zennit's ``ZBox`` -- the bias
 cancels in its three-way difference) and ``R_x = x * W^T s - l * W^+^T s - h * W^-^T s`` with
-``s = R_z / stab(zbox)``.
+``s = R_z / stab(zbox)``, evaluated as ``(x - l) * W^+^T s + (x - h) * W^-^T s`` by one explicit
+transposed convolution (the relevance pass stops at the input layer's output).
 """
 
 from __future__ import annotations
@@ -200,23 +201,29 @@ class _Ratio(torch.autograd.Function):
 
 
 _BN_BACKWARD_NODES = ("NativeBatchNormBackward0", "CudnnBatchNormBackward0", "MiopenBatchNormBackward0")
+_VALIDATED_BN_NODES: set[tuple[str, str]] = set()
 
 
 def _saved_inverse_std(output: Tensor, x: Tensor, num_features: int, eps: float) -> Tensor | None:
     """The batch ``1 / sqrt(var + eps)`` saved by PyTorch's batch-norm autograd node, if available.
 
-    Saves recomputing the variance (a full pass over ``x``). The value is validated against a direct
-    computation on channel 0; ``None`` is returned (and the caller recomputes) on any mismatch.
+    Saves recomputing the variance (a full pass over ``x``). The meaning of the saved tensor is
+    validated against a direct computation (channel 0) the first time a node type is seen on a device
+    type; ``None`` is returned (and the caller recomputes) if it is missing or does not match.
     """
     node = output.grad_fn
-    if node is None or type(node).__name__ not in _BN_BACKWARD_NODES:
+    name = type(node).__name__
+    if node is None or name not in _BN_BACKWARD_NODES:
         return None
     invstd = getattr(node, "_saved_result2", None)
     if not isinstance(invstd, Tensor) or invstd.shape != (num_features,) or not invstd.is_floating_point():
         return None
-    check = torch.rsqrt(x[:, 0].detach().double().var(unbiased=False) + eps)
-    if not torch.allclose(invstd[0].double(), check, rtol=1e-3, atol=0.0):
-        return None
+    key = (name, x.device.type)
+    if key not in _VALIDATED_BN_NODES:
+        check = torch.rsqrt(x[:, 0].detach().double().var(unbiased=False) + eps)
+        if not torch.allclose(invstd[0].double(), check, rtol=1e-3, atol=0.0):
+            return None
+        _VALIDATED_BN_NODES.add(key)
     return invstd.to(x.dtype)
 
 
@@ -407,7 +414,8 @@ class _Instrumenter:
             plain = isinstance(container, nn.Sequential) and type(container).forward is nn.Sequential.forward
             if not plain:
                 continue
-            for prev, nxt in itertools.pairwise(container):
+            children: list[nn.Module] = list(container.children())
+            for prev, nxt in itertools.pairwise(children):
                 if isinstance(prev, sources) and type(nxt) is nn.ReLU:
                     self.fuse_sources.add(id(prev))
                     self.fuse_targets.add(id(nxt))
@@ -544,23 +552,21 @@ class LRPTrace:
             self._mode.lrp = False
         if layer is None:
             return self._images * grad
-        # z^B rule at the input layer: s = c_z * z / stab(zbox);
-        # R = x * W^T s - l * (W+)^T s - h * (W-)^T s, the three products from one transposed op.
+        # z^B rule at the input layer: s = c_z * z / stab(zbox) and
+        # R = x W^T s - l (W+)^T s - h (W-)^T s = (x - l) (W+)^T s + (x - h) (W-)^T s  (W = W+ + W-),
+        # both products from one transposed op with the stacked weights [W+, W-].
         s = grad * layer.z / stabilize(layer.zbox, self._epsilon)
         weight = layer.module.weight
         assert isinstance(weight, Tensor)
         w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
         x = layer.x
-        groups = getattr(layer.module, "groups", 1)
-        if groups == 1:
-            n_in = weight.shape[1]
-            stacked = _conv_transpose(layer.module, s, torch.cat([weight, w_pos, w_neg], dim=1), x.shape)
-            back, back_pos, back_neg = stacked.split(n_in, dim=1)
+        if getattr(layer.module, "groups", 1) == 1:
+            stacked = _conv_transpose(layer.module, s, torch.cat([w_pos, w_neg], dim=1), x.shape)
+            back_pos, back_neg = stacked.split(weight.shape[1], dim=1)
         else:
-            back, back_pos, back_neg = (
-                _conv_transpose(layer.module, s, w, x.shape) for w in (weight, w_pos, w_neg)
-            )
-        rel = x * back - layer.low * back_pos - layer.high * back_neg
+            back_pos = _conv_transpose(layer.module, s, w_pos, x.shape)
+            back_neg = _conv_transpose(layer.module, s, w_neg, x.shape)
+        rel = (x - layer.low) * back_pos + (x - layer.high) * back_neg
         return rel.reshape(self._images.shape)
 
 

@@ -208,7 +208,7 @@ def synthetic_samples(
 
     if n <= 0:
         return []
-    cfg = SynthConfig(n=n, size=size, seed=seed + 9001, workers=1)
+    cfg = SynthConfig(n=n, size=max(64, size), seed=seed + 9001, workers=1)
     out: list[Sample] = []
     rebuilt = 0
     for item in tqdm(plan_cohort(cfg), desc="phantoms", unit="img", disable=not progress, mininterval=1.0):

@@ -87,7 +87,7 @@ def synthetic_items(n: int, *, seed: int = 0, size: int = 256) -> tuple[list[Eva
 
     from .data import heart_envelope_ignore
 
-    cfg = SynthConfig(n=n, size=size, seed=seed, workers=1)
+    cfg = SynthConfig(n=n, size=max(64, size), seed=seed, workers=1)
     raw: list[EvalItem] = []
     adjusted: list[EvalItem] = []
     for item in plan_cohort(cfg):

@@ -18,7 +18,6 @@ import os
 import platform
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -132,24 +131,23 @@ def load_segmenter(
         return LungSegmenter.load(resolve_spec_path(local), batch_size=batch_size)
 
 
-# MLflow warns that ``Any`` is not a schema type hint; inputs are validated in ``predict`` instead.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Type hint used in the model's predict function")
+class LungSegmenterModel(PythonModel):
+    """MLflow pyfunc wrapper: ``predict`` takes images (``(H, W)`` or ``(N, H, W)`` floats in [0, 1],
+    bright = dense) and returns uint8 masks (255 lung) of the same shape. Needs isnetflow installed."""
 
-    class LungSegmenterModel(PythonModel):
-        """MLflow pyfunc wrapper: ``predict`` takes images (``(H, W)`` or ``(N, H, W)`` floats in [0, 1],
-        bright = dense) and returns uint8 masks (255 lung) of the same shape. Needs isnetflow installed."""
+    # Inputs are checked in ``predict``; MLflow's type-hint schema validation does not apply to ``Any``.
+    _skip_type_hint_validation = True
 
-        def load_context(self, context: Any) -> None:
-            self.segmenter = LungSegmenter.load(context.artifacts["spec"])
+    def load_context(self, context: Any) -> None:
+        self.segmenter = LungSegmenter.load(context.artifacts["spec"])
 
-        def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
-            arr = np.asarray(model_input, dtype=np.float32)
-            if arr.ndim not in (2, 3):
-                raise ValueError(f"expected images shaped (H, W) or (N, H, W), got {arr.shape}")
-            batch = arr[None] if arr.ndim == 2 else arr
-            masks = np.stack([p.mask for p in self.segmenter.predict(list(batch))]).astype(np.uint8) * 255
-            return masks[0] if arr.ndim == 2 else masks
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+        arr = np.asarray(model_input, dtype=np.float32)
+        if arr.ndim not in (2, 3):
+            raise ValueError(f"expected images shaped (H, W) or (N, H, W), got {arr.shape}")
+        batch = arr[None] if arr.ndim == 2 else arr
+        masks = np.stack([p.mask for p in self.segmenter.predict(list(batch))]).astype(np.uint8) * 255
+        return masks[0] if arr.ndim == 2 else masks
 
 
 def _requirements() -> list[str]:
@@ -162,18 +160,39 @@ def _requirements() -> list[str]:
     return reqs
 
 
+_MODEL_CODE = """\
+# MLflow "models from code" entry point: the pyfunc is isnetflow's own class (isnetflow must be installed).
+import mlflow.models
+
+from isnetflow.stages.segmenter import LungSegmenterModel
+
+mlflow.models.set_model(LungSegmenterModel())
+"""
+
+
 def _log_model(spec_path: Path, card: Path | None) -> Any:
     """Log the weights as a pyfunc model (artifacts: spec JSON, weights, model card)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
     spec = SegmenterSpec.load(spec_path)
     artifacts = {"spec": str(spec_path), "weights": str(spec_path.parent / spec.weights_file)}
     if card is not None and card.is_file():
         artifacts["model_card"] = str(card)
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=LungSegmenterModel(),
-        artifacts=artifacts,
-        pip_requirements=_requirements(),
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1), "images")]),
+        outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1), "masks")]),
     )
+    with tempfile.TemporaryDirectory(prefix="isnetflow-pyfunc-") as tmp:
+        code = Path(tmp) / "lung_segmenter_model.py"
+        code.write_text(_MODEL_CODE)
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            artifacts=artifacts,
+            signature=signature,
+            pip_requirements=_requirements(),
+        )
 
 
 def _find_version(client: MlflowClient, name: str, sha256: str) -> str | None:

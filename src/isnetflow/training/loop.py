@@ -45,7 +45,7 @@ EpochCallback = Callable[[int, dict[str, float], nn.Module], None]
 
 @dataclass
 class TrainResult:
-    model: nn.Module  # best weights (by internal validation AUC among eligible epochs), eval mode
+    model: nn.Module  # best weights (validation AUC; ISNet: validation ISNet objective), eval mode
     history: list[dict[str, float]]
     best_epoch: int
     best_val_auc: float
@@ -97,6 +97,30 @@ def background_share(
         total = r.flatten(1).sum(1).clamp_min(1e-12)
         shares.append(((r * (1 - m)).flatten(1).sum(1) / total).cpu())
     return torch.cat(shares).numpy() if shares else np.zeros(0)
+
+
+def val_heatmap_terms(
+    model: nn.Module,
+    data: TrainData,
+    indices: np.ndarray,
+    config: ISNetLossConfig,
+    batch_size: int,
+    seed: int,
+) -> tuple[float, float]:
+    """Mean background and foreground ISNet terms over ``indices`` (eval mode, no graph)."""
+    model.eval()
+    device = next(model.parameters()).device
+    bg = fg = 0.0
+    for i in range(0, indices.size, batch_size):
+        idx = indices[i : i + batch_size]
+        x, m, y = data.images[idx].to(device), data.masks[idx].to(device), data.labels[idx].to(device)
+        gen = torch.Generator().manual_seed(_mix(seed, i, 13))
+        with torch.no_grad():
+            out = isnet_objective(model, x, y, m, config, generator=gen)
+        bg += float(out.background) * idx.size
+        fg += float(out.foreground) * idx.size
+    n = max(1, indices.size)
+    return bg / n, fg / n
 
 
 def _auc(labels: np.ndarray, proba: np.ndarray) -> float:
@@ -176,6 +200,7 @@ def train(
         "step_in_epoch": 0,
         "global_step": 0,
         "best_auc": -math.inf,
+        "best_score": math.inf,
         "best_epoch": -1,
         "best_state": None,
         "bad_epochs": 0,
@@ -291,13 +316,24 @@ def train(
                 model, data.images[a_idx], data.masks[a_idx], data.labels[a_idx], epsilon=hm.epsilon
             )
             metrics["val_background_share"] = float(share.mean())
+        if heat_on:
+            bg, fg = val_heatmap_terms(
+                model, data, val_idx, loss_config(state["c1"], state["c2"]), cfg.batch_size, cfg.seed
+            )
+            metrics["val_background"], metrics["val_foreground"] = bg, fg
+            metrics["val_isnet_loss"] = (1 - hm.P) * metrics["val_ce"] + hm.P * (hm.A * bg + hm.B * fg)
         metrics["lr"] = opt.param_groups[0]["lr"]
         metrics["heatmap_loss_on"] = float(heat_on)
         state["history"].append({"epoch": epoch, **metrics})
+        # Selection: the standard model by validation AUC; the ISNet by its validation objective (CE plus
+        # the heatmap terms), so that a model which regains accuracy through the background is not chosen.
         eligible = not isnet or heat_on
-        auc = metrics["val_auc"] if not math.isnan(metrics["val_auc"]) else -math.inf
-        if eligible and auc > state["best_auc"]:
-            state["best_auc"], state["best_epoch"], state["bad_epochs"] = auc, epoch, 0
+        score = metrics["val_isnet_loss"] if heat_on else -metrics["val_auc"]
+        if math.isnan(score):
+            score = math.inf
+        if eligible and score < state["best_score"]:
+            state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch, 0
+            state["best_auc"] = metrics["val_auc"]
             state["best_state"] = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         elif eligible:
             state["bad_epochs"] += 1

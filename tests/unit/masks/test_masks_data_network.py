@@ -74,7 +74,7 @@ def test_phantom_heart_region_is_ignored_not_lung() -> None:
 
 @pytest.mark.parametrize("arch", ["unet", "segresnet", "basicunet", "attentionunet"])
 def test_every_architecture_builds_and_runs(arch: str) -> None:
-    spec = SegmenterSpec(architecture=arch, network=default_network_kwargs(arch, (4, 8, 8, 16, 16)))
+    spec = SegmenterSpec(architecture=arch, network=default_network_kwargs(arch, (8, 8, 16, 16, 16)))
     net = build_network(spec).eval()
     with torch.no_grad():
         assert net(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)

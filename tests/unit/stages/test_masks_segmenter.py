@@ -15,7 +15,10 @@ from isnetflow.config import SegmenterTrainConfig
 from isnetflow.masks import SHIPPED_SPEC, SegmenterSpec
 from isnetflow.stages.segmenter import REGISTERED_MODEL, load_segmenter, register_shipped, train
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
 
 
 def test_register_shipped_is_idempotent(tmp_path: Path) -> None:
@@ -56,7 +59,7 @@ def test_train_segmenter_end_to_end(tmp_path: Path) -> None:
         image_size=48,
         epochs=2,
         batch_size=4,
-        val_fraction=0.34,
+        val_fraction=0.3,
         synthetic_n=4,
         eval_synthetic_n=2,
         workers=0,

@@ -1,0 +1,54 @@
+"""Component: train one classifier (ISNet or the standard baseline) and log it to MLflow."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def train_model(
+    settings_json: str,
+    mode: str,
+    tracking_uri: str,
+    data: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    heatmaps: Output[HTML],
+) -> str:
+    """Train with ``mode`` (isnet | standard); returns the MLflow model URI."""
+    import json
+    from pathlib import Path
+
+    from isnetflow.config import Settings
+    from isnetflow.stages import ingest
+    from isnetflow.stages import train as stage
+    from isnetflow.viz import images_html
+
+    settings = Settings.model_validate_json(settings_json)
+    cfg = settings.train.model_copy(update={"mode": mode})
+    info = json.loads((Path(data.path) / "ingest.json").read_text())
+    masks = ingest.resolve(data.path, info.get("masks") or info["provided_masks"])
+    summary = stage.run(
+        cfg,
+        Path(data.path) / info["validated"],
+        masks,
+        model.path,
+        tracking_uri=tracking_uri or None,
+        run_name=f"train-{mode}",
+        classes=list(settings.validate.classes),
+        progress=False,
+    )
+    metrics.log_metric("best_val_auc", float(summary["best_val_auc"]))
+    metrics.log_metric("best_epoch", float(summary["best_epoch"]))
+    metrics.log_metric("wall_seconds", float(summary["wall_seconds"]))
+    model.metadata.update(
+        {"mlflow_model_uri": summary["model_uri"], "mode": mode, "run_id": summary["run_id"]}
+    )
+    Path(heatmaps.path).write_text(
+        images_html(
+            f"{mode}: validation heatmaps",
+            [("LRP relevance, label class", Path(model.path) / "heatmaps.png")],
+        )
+    )
+    return str(summary["model_uri"])
