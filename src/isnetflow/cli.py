@@ -365,7 +365,7 @@ def run(
     workdir: Annotated[
         Path, typer.Option("--workdir", help="Where runs, artifacts and the local MLflow store live.")
     ] = Path(".isnetflow"),
-    summary: Annotated[Path | None, typer.Option("--summary", help="Write the run summary JSON here.")] = None,
+    summary: Annotated[Path | None, typer.Option("--summary", help="Write the summary JSON here.")] = None,
     n: Annotated[int | None, typer.Option("--n", help="Synthetic cohort size (default: config).")] = None,
     tracking_uri: Annotated[
         str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite in --workdir).")

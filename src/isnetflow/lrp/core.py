@@ -367,6 +367,7 @@ class _Instrumenter:
 
     def _relu_hook(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor | None:
         if self.pending is None:
+            self.last_raw, self.last_out = None, output
             return None
         source_out, target, scale = self.pending
         if inputs[0] is not source_out:
