@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks: print JSON figures for speed targets.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+registry_app = typer.Typer(help="The MLflow model registry: versions, aliases, gates.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
 
 console = Console(stderr=True)
 
@@ -394,6 +396,188 @@ def run(
     typer.echo(text)
 
 
+@app.command()
+def evaluate(
+    model: Annotated[
+        str,
+        typer.Option("--model", "-m", help="Local model.pt (or its folder), runs:/... or models:/... URI."),
+    ],
+    data: Annotated[Path, typer.Option("--data", help="Output folder of `isnetflow validate`.")],
+    masks: Annotated[
+        Path | None,
+        typer.Option("--masks", help="Folder of <SOPInstanceUID>.png lung masks (default: manifest column)."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output: evaluation.json, report.html, figures/.")
+    ] = Path("evaluate-out"),
+    sites: Annotated[
+        list[str] | None, typer.Option("--sites", help="Only these sites (repeatable; default: all).")
+    ] = None,
+    n_boot: Annotated[int | None, typer.Option("--n-boot", help="Bootstrap replicates for AUC CIs.")] = None,
+    no_audit: Annotated[
+        bool, typer.Option("--no-audit", help="Skip the zennit audit and the counterfactual test.")
+    ] = False,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option("--tracking-uri", help="MLflow tracking URI (also used for MLflow model URIs)."),
+    ] = None,
+    experiment: Annotated[str, typer.Option("--experiment")] = "isnetflow",
+    config: ConfigOpt = None,
+) -> None:
+    """Metrics on the internal test split and each external site, shortcut audit, report (+ MLflow)."""
+    import sys
+
+    from isnetflow.config import EvaluateConfig
+    from isnetflow.stages import evaluate as stage
+
+    settings = _settings(config)
+    cfg = _section(config, "evaluate", EvaluateConfig, n_boot=n_boot)
+    try:
+        payload = stage.run(
+            cfg,
+            model,
+            data,
+            masks,
+            out,
+            sites=sites or [],
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            train_fallback=settings.train,
+            audit=not no_audit,
+            progress=sys.stderr.isatty(),
+        )
+    except stage.EvaluateStageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    splits, audit = payload["splits"], payload.get("audit", {})
+
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    console.print(
+        f"internal test AUC {fmt(splits['internal_test']['auc'])}, external pooled AUC "
+        f"{fmt(splits['external_pooled']['auc'])} "
+        f"(95% CI low {fmt(splits['external_pooled']['auc_ci_low'])}), "
+        f"background share {fmt(audit.get('background_share', {}).get('pooled'))}, counterfactual flip rate "
+        f"{fmt(audit.get('counterfactual', {}).get('flip_rate'))} -> {out / 'evaluation.json'}",
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def promote(
+    candidate: Annotated[
+        str | None,
+        typer.Option(
+            "--candidate", help="Model to promote: runs:/..., models:/<name>/<version> or model.pt."
+        ),
+    ] = None,
+    policy_file: Annotated[
+        Path | None,
+        typer.Option("--policy", help="YAML with PromotionPolicy keys (top level or under promote:)."),
+    ] = None,
+    evaluation: Annotated[
+        Path | None,
+        typer.Option("--evaluation", help="evaluation.json (or its folder); default: latest evaluate run."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Compute the gates; change nothing.")] = False,
+    rollback: Annotated[
+        bool, typer.Option("--rollback", help="Make previous-champion the champion again.")
+    ] = False,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Validated data for the champion (default: the evaluation's)."),
+    ] = None,
+    masks: Annotated[
+        Path | None, typer.Option("--masks", help="Lung masks for the champion evaluation.")
+    ] = None,
+    mask_model_version: Annotated[
+        str, typer.Option("--mask-model-version", help="Lung-mask model version, recorded as lineage.")
+    ] = "",
+    name: Annotated[
+        str | None, typer.Option("--name", help="Registered model name (default: policy).")
+    ] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Register a candidate, gate it, move `champion` only if every gate passes (or --rollback).
+
+    Exit status 0 when promoted (dry run: would be promoted; rollback: done), 1 when a gate failed,
+    2 when the inputs cannot be used.
+    """
+    from isnetflow.config import PromotionPolicy
+    from isnetflow.stages import promote as stage
+
+    settings = _settings(config)
+    try:
+        policy = (
+            PromotionPolicy.from_yaml(policy_file, section="promote") if policy_file else settings.promote
+        )
+        if name:
+            policy = policy.model_copy(update={"registered_model": name})
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        if rollback:
+            typer.echo(json.dumps(stage.rollback(policy, tracking_uri=tracking_uri), indent=2))
+            return
+        if candidate is None:
+            raise typer.BadParameter("give --candidate URI (or --rollback)")
+        result = stage.run(
+            policy,
+            candidate,
+            evaluation=evaluation,
+            tracking_uri=tracking_uri,
+            dry_run=dry_run,
+            mask_model_version=mask_model_version,
+            data=data,
+            masks=masks,
+            evaluate_cfg=settings.evaluate,
+            train_fallback=settings.train,
+        )
+    except stage.PromoteStageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(json.dumps(result, indent=2))
+    for g in result["gates"]:
+        mark = "[green]pass[/]" if g["passed"] else "[red]FAIL[/]"
+        console.print(f"  {mark} {g['name']}: {g['value']} {g['comparison']} {g['threshold']} {g['detail']}")
+    if not result["all_gates_passed"] or (not dry_run and not result.get("promoted")):
+        raise typer.Exit(1)
+
+
+@registry_app.command("show")
+def registry_show(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    name: Annotated[
+        list[str] | None, typer.Option("--name", help="Only this registered model (repeatable).")
+    ] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI.")] = None,
+) -> None:
+    """Registered models, versions, aliases, gate results and lineage."""
+    from isnetflow.stages import promote as stage
+
+    try:
+        models = stage.show(tracking_uri=tracking_uri, names=name or None)
+    except stage.PromoteStageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(json.dumps(models, indent=2))
+        return
+    if not models:
+        typer.echo("no registered models")
+    for m in models:
+        aliases = ", ".join(f"{a}=v{v}" for a, v in m["aliases"].items()) or "no aliases"
+        typer.echo(f"{m['name']}  ({aliases})")
+        for v in m["versions"]:
+            gates = " ".join(
+                f"{g}:{'ok' if r.get('passed') == 'true' else 'FAIL'}" for g, r in v["gates"].items()
+            )
+            tags = ",".join(v["aliases"])
+            typer.echo(f"  v{v['version']:<4} {tags:<28} {v['decision'] or '-':<9} {gates}")
+
+
 @bench_app.command("synth")
 def bench_synth(
     n: Annotated[int, typer.Option("--n", help="Images to render.")] = 200,
@@ -438,6 +622,39 @@ def bench_segment(
     from isnetflow.bench.segment import bench_segment as run
 
     result = run(n=n, size=size, model=model, threads=threads, batch_size=batch_size)
+    typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+
+
+@bench_app.command("training")
+def bench_training(
+    model: Annotated[
+        str, typer.Option("--model", help="Network name (isnetflow.nets.NETS).")
+    ] = "densenet-small",
+    batch: Annotated[int, typer.Option("--batch")] = 8,
+    image_size: Annotated[int, typer.Option("--image-size")] = 128,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    steps: Annotated[int, typer.Option("--steps", help="Timed steps per mode (after one warm-up).")] = 5,
+    variant: Annotated[str, typer.Option("--variant", help="selective, stochastic or all.")] = "selective",
+    threads: Annotated[int, typer.Option("--threads", help="torch CPU threads; 0 = all cores.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Standard vs ISNet training step time on the same network and batch (ratio = ISNet / standard)."""
+    import os
+
+    import torch
+
+    from isnetflow.isnet import ISNetLossConfig
+    from isnetflow.lrp.bench import step_times
+    from isnetflow.training.loop import resolve_device
+
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    dev = resolve_device(device)
+    result = step_times(model, batch, image_size, dev, steps, ISNetLossConfig(variant=variant))
+    result["images_per_s_standard"] = round(batch / result["standard_step_s"], 2)
+    result["images_per_s_isnet"] = round(batch / result["isnet_step_s"], 2)
+    result["threads"] = torch.get_num_threads()
+    if dev.type == "cuda":
+        result["gpu"] = torch.cuda.get_device_name(dev)
     typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 

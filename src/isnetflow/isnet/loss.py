@@ -79,6 +79,9 @@ class ISNetLossConfig:
         Stochastic variant: with probability ``stochastic_anchor_prob`` explain the anchor class
         (``"label"``: the ground truth, ``"highest"``: the arg-max logit as in the authors' LRP-Flex),
         otherwise a uniformly drawn other class.
+    bn_stats_grad
+        Let the training gradient flow through the batch variance used by the batch-norm LRP rule
+        (exact total derivative). Default ``False``: treated as a constant, as the authors do (cheaper).
     """
 
     P: float = 0.7
@@ -96,6 +99,7 @@ class ISNetLossConfig:
     selective_eps: float = 0.01
     stochastic_anchor: Literal["label", "highest"] = "label"
     stochastic_anchor_prob: float = 0.5
+    bn_stats_grad: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -134,9 +138,10 @@ def global_weighted_rank_pooling(x: Tensor, d: float, dim: int = -1) -> Tensor:
     Values are sorted in descending order and averaged with weights ``d**i`` (``i = 0, 1, ...``)
     normalised to sum to one; ``d = 0`` yields the maximum, ``d = 1`` the mean.
 
-    For ``d < 1`` only the ``k`` largest values whose weights exceed ``finfo(dtype).tiny``-level
-    significance are gathered (``d**k`` below the dtype's machine epsilon squared), which equals the full
-    weighted sum to within floating-point rounding and avoids a full sort.
+    For ``0 < d < 1`` only the ``k`` largest values are gathered (``torch.topk``), with ``k`` the first
+    index where ``d**k`` drops below the square of the dtype's machine epsilon; the omitted terms are
+    below floating-point rounding of the result, and a full sort is avoided. The normalisation always
+    uses all ``n`` weights.
     """
     if not 0.0 <= d <= 1.0:
         raise ValueError(f"d must be in [0, 1], got {d}")
@@ -187,7 +192,8 @@ def background_loss(heatmaps: Tensor, masks: Tensor, *, d: float = 0.9, E: float
     heatmaps
         ``(B, C, H, W)`` (one map per sample) or ``(B, K, C, H, W)`` (``K`` maps per sample) relevance.
     masks
-        Binary foreground (lung) masks, ``(B, H, W)``, ``(B, 1, H, W)`` or ``(B, C, H, W)``; float or bool.
+        Binary foreground (lung) masks (1 inside), ``(B, H, W)``, ``(B, 1, H, W)`` or ``(B, C, H, W)``;
+        float or bool, same spatial size as the heatmaps.
     d, E
         GWRP decay and activation constant.
 

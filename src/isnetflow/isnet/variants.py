@@ -180,6 +180,7 @@ def explain_batch(
         first_layer=config.first_layer,
         low=config.low,
         high=config.high,
+        bn_stats_grad=config.bn_stats_grad,
     )
     maps = variant.build(trace, labels, config, generator, create_graph)
     return trace.logits, maps if create_graph else maps.detach()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,16 +28,14 @@ def _synthetic_batch(
     return images, labels, masks
 
 
-def _time(step: Callable[[], Any], steps: int, device: torch.device) -> float:
-    step()  # warm-up (allocator, kernels)
+def _timed(step: Callable[[], Any], device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    for _ in range(steps):
-        step()
+    step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / steps
+    return time.perf_counter() - start
 
 
 def step_times(
@@ -52,14 +51,19 @@ def step_times(
     Standard step: forward, cross-entropy backward, SGD step. ISNet step: one instrumented forward, the
     variant's relevance maps with ``create_graph=True``, ISNet loss backward, SGD step (see
     :func:`isnetflow.isnet.isnet_objective`). Both run in training mode on a random synthetic batch with
-    two classes and a fixed lung-shaped mask; each is warmed up once, then timed over ``steps`` steps.
+    two classes and a fixed lung-shaped mask. After one warm-up step of each kind, ``steps`` standard
+    and ``steps`` ISNet steps are timed *alternately* and the medians are reported, which keeps the ratio
+    meaningful on a machine whose load changes during the measurement.
 
     Returns
     -------
     dict
-        ``standard_step_s``, ``isnet_step_s`` (mean seconds per step), ``ratio`` (ISNet / standard),
-        ``device``, ``model``, ``batch``, ``image_size`` (and ``variant``).
+        ``standard_step_s``, ``isnet_step_s`` (median seconds per step), ``ratio`` (ISNet / standard),
+        ``device``, ``model``, ``batch``, ``image_size``, ``variant``, ``steps``, ``threads`` (CPU
+        intra-op threads).
     """
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
     dev = torch.device(device)
     cfg = config or ISNetLossConfig()
     gen = torch.Generator().manual_seed(0)
@@ -78,8 +82,14 @@ def step_times(
         isnet_objective(model, images, labels, masks, cfg, generator=gen).loss.backward()
         optimizer.step()
 
-    standard_s = _time(standard, steps, dev)
-    isnet_s = _time(isnet, steps, dev)
+    _timed(standard, dev)
+    _timed(isnet, dev)
+    standard_times, isnet_times = [], []
+    for _ in range(steps):
+        standard_times.append(_timed(standard, dev))
+        isnet_times.append(_timed(isnet, dev))
+    standard_s = statistics.median(standard_times)
+    isnet_s = statistics.median(isnet_times)
     return {
         "standard_step_s": standard_s,
         "isnet_step_s": isnet_s,
@@ -89,4 +99,6 @@ def step_times(
         "batch": batch,
         "image_size": image_size,
         "variant": cfg.variant,
+        "steps": steps,
+        "threads": torch.get_num_threads(),
     }

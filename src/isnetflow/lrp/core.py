@@ -5,35 +5,45 @@ Formulation
 Write the relevance of every activation tensor ``a`` as ``R_a = a * c_a``. For an affine layer
 ``z = W x + b`` the epsilon rule ``R_x = x * W^T (R_z / stab(z))`` then reads
 ``c_x = W^T (c_z * z / stab(z))``: the ordinary backward pass of the layer applied to the incoming
-"gradient" ``c_z`` multiplied by the *stabilised ratio* ``z / stab(z)``. For ReLU (relevance passed
-unchanged), max pooling (winner-takes-all), concatenation, flatten and any reshaping, the relevance rule
-coincides exactly with the ordinary gradient in this formulation. Hence the LRP relevance of the input is
+"gradient" ``c_z`` multiplied by the *stabilised ratio* ``z / stab(z)``, with zennit's stabiliser
+``stab(z) = z + epsilon * (sign(z) + (z == 0))`` (zeros count as positive). For ReLU (relevance passed
+unchanged), max pooling (winner-takes-all), concatenation, flatten, dropout and reshaping the LRP rule
+coincides exactly with the ordinary gradient in this formulation. Hence the input relevance is
 ``x * g`` where ``g`` is the gradient of ``sum(logits * seed)`` computed with one modification: at the
 output of every affine layer (Conv, Linear, batch norm, average pooling) the incoming gradient is
-multiplied by ``z / stab(z)``, with zennit's stabiliser ``stab(z) = z + epsilon * (sign(z) + (z == 0))``
-(zeros count as positive).
+multiplied by ``z / stab(z)``.
 
-The modification is done by small custom autograd functions inserted (through temporary forward hooks)
-after each affine layer. They are the identity in the forward pass and in ordinary backward passes; only
-while :meth:`LRPTrace.relevance` runs ``torch.autograd.grad`` do they apply the LRP rule. With
-``create_graph=True`` that backward pass is itself recorded by autograd, so the relevance is an ordinary
-differentiable function of the parameters (and of the input): the double backward of a loss on the
-relevance, plus the ordinary backward of a loss on the logits of the *same* forward pass, cost one
-additional backward pass and one double backward -- no per-layer Python propagation code.
+Implementation
+--------------
+Temporary forward hooks wrap each affine layer's output in a small custom autograd node (``_Ratio``)
+that is the identity in the forward pass and in ordinary backward passes. Only while
+:meth:`LRPTrace.relevance` runs ``torch.autograd.grad`` (a per-trace switch is on) do these nodes apply
+the LRP factor. With ``create_graph=True`` that backward pass is recorded by autograd, so the relevance
+is an ordinary differentiable function of the parameters and of the input; a training step uses the
+*same* forward pass for the classification loss, one recorded relevance pass, and one final backward
+pass. The factor itself (``_LRPScale``) has a hand-written derivative to keep the number of passes over
+large activation tensors small. When an affine layer or batch norm is directly followed by a ReLU in a
+plain ``nn.Sequential``, the node sits on the ReLU output and uses ``relu(y) / (relu(y) + eps)``, which
+equals "ReLU backward, then the layer's factor" exactly and saves passes (pure implementation detail;
+the rules are unchanged).
 
-Batch norm is treated as its own affine layer ``y = a * x + c`` with ``a = gamma / sqrt(var + eps)`` and
+Batch norm
+----------
+Batch norm is its own affine layer ``y = a * x + c`` with ``a = gamma / sqrt(var + eps)`` and
 ``c = beta - a * mean``, using the statistics the forward pass normalised with (the current batch's
-biased mean/var in training mode, the running statistics in eval mode). The propagation rule treats
-``mean``/``var`` as constants: ``R_x = x * a * R_y / stab(y)`` (no relevance flows "through" the batch
-statistics to other samples), exactly as the ISNet authors' LRP block does. Unlike the authors' code, the
-*training* gradient is not truncated: ``a`` keeps its autograd graph to ``gamma`` and (in training mode)
-to the batch variance, biases are not detached, so the gradient of any loss on the relevance is the exact
-derivative of that loss (checked against finite differences in the tests).
+biased mean/var in training mode, the running statistics in eval mode): ``R_x = x * a * R_y / stab(y)``.
+The statistics are constants of the propagation rule (no relevance flows between samples), as in the
+ISNet authors' LRP block; BN is not fused into neighbouring convolutions (in DenseNet it follows a
+concatenation). ``gamma`` keeps its autograd graph; in training mode the batch variance inside ``a`` is
+detached for the gradient as well (the authors' choice, cheaper) unless ``bn_stats_grad=True`` is passed
+to :func:`lrp_forward`, which makes the gradient the exact total derivative. Biases are never detached.
 
-The z^B (box) rule at the input layer uses ``zbox = W x - W^+ l - W^- h`` (zennit's ``ZBox`` -- the bias
-cancels in its three-way difference) and ``R_x = x * W^T s - l * W^+^T s - h * W^-^T s`` with
-``s = R_z / stab(zbox)``, evaluated as ``(x - l) * W^+^T s + (x - h) * W^-^T s`` by one explicit
-transposed convolution (the relevance pass stops at the input layer's output).
+Input layer
+-----------
+The z^B (box) rule uses ``zbox = W x - W^+ l - W^- h`` (zennit's ``ZBox``: the bias cancels in its
+three-way difference) and ``R_x = x * W^T s - l * W^+^T s - h * W^-^T s`` with ``s = R_z / stab(zbox)``,
+evaluated as ``(x - l) * W^+^T s + (x - h) * W^-^T s`` by one explicit transposed convolution (the
+relevance pass stops at the input layer's output).
 """
 
 from __future__ import annotations
@@ -127,7 +137,8 @@ class _LRPScale(torch.autograd.Function):
         ctx: Any, grad: Tensor, ref: Tensor, scale: Tensor | None, epsilon: float, nonneg: bool
     ) -> Tensor:
         if nonneg:
-            ratio = ref / (ref + epsilon)
+            ratio = ref + epsilon
+            ratio = torch.div(ref, ratio, out=ratio)
         else:
             ratio = ref.abs()
             ratio = ratio.div_(ratio + epsilon)
@@ -212,9 +223,9 @@ def _saved_inverse_std(output: Tensor, x: Tensor, num_features: int, eps: float)
     type; ``None`` is returned (and the caller recomputes) if it is missing or does not match.
     """
     node = output.grad_fn
-    name = type(node).__name__
-    if node is None or name not in _BN_BACKWARD_NODES:
+    if node is None or type(node).__name__ not in _BN_BACKWARD_NODES:
         return None
+    name = type(node).__name__
     invstd = getattr(node, "_saved_result2", None)
     if not isinstance(invstd, Tensor) or invstd.shape != (num_features,) or not invstd.is_floating_point():
         return None
@@ -322,6 +333,7 @@ class _Instrumenter:
         self.last_out: Tensor | None = None
         self.fuse_sources: set[int] = set()
         self.fuse_targets: set[int] = set()
+        self.inplace_ok: set[int] = set()
         self.pending: tuple[Tensor, Tensor, Tensor | None] | None = None
 
     def _wrap(self, out: Tensor, target: Tensor, ref: Tensor, scale: Tensor | None, nonneg: bool) -> Tensor:
@@ -420,6 +432,10 @@ class _Instrumenter:
                 if isinstance(prev, sources) and type(nxt) is nn.ReLU:
                     self.fuse_sources.add(id(prev))
                     self.fuse_targets.add(id(nxt))
+                    if isinstance(prev, _BatchNorm):
+                        # The fused node routes LRP to the BN *input*; an in-place ReLU on the BN output is
+                        # harmless (the BN backward does not use its output), so keep it and save a copy.
+                        self.inplace_ok.add(id(nxt))
 
     @contextmanager
     def installed(self) -> Iterator[None]:
@@ -429,7 +445,7 @@ class _Instrumenter:
         try:
             for name, module in self.model.named_modules():
                 flag = getattr(module, "inplace", None)
-                if isinstance(flag, bool):
+                if isinstance(flag, bool) and id(module) not in self.inplace_ok:
                     inplace.append((module, flag))
                     setattr(module, "inplace", False)  # noqa: B010
                 if isinstance(module, _AFFINE_WEIGHTED):
@@ -551,6 +567,12 @@ class LRPTrace:
             )
         finally:
             self._mode.lrp = False
+        with torch.set_grad_enabled(create_graph):
+            return self._finish(grad)
+
+    def _finish(self, grad: Tensor) -> Tensor:
+        """Input relevance from the gradient at the images (epsilon) or at the input layer's output."""
+        layer = self._input_layer
         if layer is None:
             return self._images * grad
         # z^B rule at the input layer: s = c_z * z / stab(zbox) and
@@ -585,7 +607,8 @@ def lrp_forward(
     """Run one forward pass of ``model`` prepared for LRP and return an :class:`LRPTrace`.
 
     The model is instrumented only for the duration of the forward pass (temporary forward hooks;
-    ``inplace`` flags of activations switched off) and restored exactly afterwards. The returned logits
+    ``inplace`` flags switched off where an in-place activation would overwrite a tensor the relevance
+    pass needs) and restored exactly afterwards. The returned logits
     have their ordinary autograd graph, so a training step can use the same forward pass for the
     classification loss and for the relevance maps (see :mod:`isnetflow.isnet`).
 
@@ -667,7 +690,10 @@ def relevance(
     * Batch norm: its own affine layer ``y = a x + c`` (``a = gamma / sqrt(var + eps)``,
       ``c = beta - a mean``) under the epsilon rule, with the statistics used by the forward pass
       (batch statistics in training mode, running statistics in eval mode) treated as constants of the
-      rule (no relevance flows between samples). BN is not fused into neighbouring convolutions.
+      rule (no relevance flows between samples). BN is not fused into neighbouring convolutions. With
+      ``create_graph=True`` in training mode the gradient does not flow through the batch variance
+      inside ``a`` (the ISNet authors' choice); use :func:`lrp_forward` with ``bn_stats_grad=True`` for
+      the exact total derivative.
     * ReLU, dropout, flatten, concatenation: relevance passed unchanged.
     * Max pooling: winner-takes-all (relevance of each pooled value goes to its arg-max input).
     * Input layer with ``first_layer="zbox"``: z^B rule with bounds ``low``/``high``, stabiliser
@@ -706,6 +732,6 @@ def relevance(
     num_classes = trace.logits.shape[1]
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
         raise ValueError(f"targets must lie in [0, {num_classes})")
-    seed = F.one_hot(targets, num_classes).to(trace.logits.dtype)
+    seed = F.one_hot(targets.to(trace.logits.device), num_classes).to(trace.logits.dtype)
     rel = trace.relevance(seed, create_graph=create_graph)
     return rel if create_graph else rel.detach()

@@ -212,13 +212,6 @@ def _maxpool(module: nn.MaxPool2d, tape: _Tape, src: int) -> int:
     return key
 
 
-def reference_forward(model: nn.Module, images: torch.Tensor) -> np.ndarray:
-    """Logits computed with the explicit matrices (sanity check of the reference itself)."""
-    tape = _Tape()
-    out = _run(model, tape, tape.new(_np(images)))
-    return tape.values[out]
-
-
 def reference_relevance(
     model: nn.Module,
     images: torch.Tensor,
@@ -228,8 +221,10 @@ def reference_relevance(
     first_layer: str,
     low: float = 0.0,
     high: float = 1.0,
-) -> np.ndarray:
-    """Relevance of ``images`` for ``logits[i, targets[i]]`` following the rules in the module docstring."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(logits, relevance)``: the explicit-matrix forward pass (to check the reference itself
+    against the model) and the relevance of ``images`` for ``logits[i, targets[i]]`` following the rules
+    in the module docstring."""
     tape = _Tape()
     inp = tape.new(_np(images))
     out = _run(model, tape, inp)
@@ -270,4 +265,4 @@ def reference_relevance(
                 s = rf / _stab(xf @ m.T + b, epsilon)
                 contrib = (xf * (s @ m)).reshape(x.shape)
         rel[src] = rel.get(src, 0.0) + contrib
-    return rel[inp]
+    return logits, rel[inp]
