@@ -12,6 +12,7 @@ def train_model(
     mode: str,
     tracking_uri: str,
     data: Input[Dataset],
+    masks: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
     heatmaps: Output[HTML],
@@ -21,18 +22,16 @@ def train_model(
     from pathlib import Path
 
     from isnetflow.config import Settings
-    from isnetflow.stages import ingest
     from isnetflow.stages import train as stage
     from isnetflow.viz import images_html
 
     settings = Settings.model_validate_json(settings_json)
     cfg = settings.train.model_copy(update={"mode": mode})
     info = json.loads((Path(data.path) / "ingest.json").read_text())
-    masks = ingest.resolve(data.path, info.get("masks") or info["provided_masks"])
     summary = stage.run(
         cfg,
         Path(data.path) / info["validated"],
-        masks,
+        Path(masks.path) / "masks",
         model.path,
         tracking_uri=tracking_uri or None,
         run_name=f"train-{mode}",

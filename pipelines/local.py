@@ -1,4 +1,9 @@
-"""Run the training pipeline on this machine with kfp.local (SubprocessRunner), behind ``isnetflow run``."""
+"""Run the training pipeline on this machine with kfp.local (SubprocessRunner), behind ``isnetflow run``.
+
+After the run, :func:`run_local` reads the tasks' artifacts under the pipeline root and returns the run
+summary (stable keys: ``models.{isnet,standard}.{internal_auc,external_auc,background_relevance}``,
+``promotion.{decision,model_uri}``, ``wall_seconds``).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,77 @@ from isnetflow.registry.tracking import default_tracking_uri
 from pipelines.training import training_pipeline
 
 
+def _get(d: dict[str, Any], *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def collect_summary(run_dir: Path, tracking_uri: str, wall: float) -> dict[str, Any]:
+    """The run summary from the artifacts of one pipeline run."""
+    ingest = json.loads(next(run_dir.rglob("ingest.json")).read_text())
+    models: dict[str, Any] = {}
+    for summary_file in run_dir.rglob("train_summary.json"):
+        s = json.loads(summary_file.read_text())
+        models[s["mode"]] = {
+            "model_uri": s["model_uri"],
+            "run_id": s["run_id"],
+            "best_val_auc": s["best_val_auc"],
+        }
+    for ev_file in run_dir.rglob("evaluation.json"):
+        ev = json.loads(ev_file.read_text())
+        mode = _get(ev, "model", "mode")
+        if mode not in models:
+            continue
+        gates = (
+            json.loads((ev_file.parent / "gates.json").read_text())
+            if (ev_file.parent / "gates.json").exists()
+            else {}
+        )
+        models[mode].update(
+            {
+                "internal_auc": _get(ev, "splits", "internal_test", "auc"),
+                "external_auc": _get(ev, "splits", "external_pooled", "auc"),
+                "external_auc_ci": [
+                    _get(ev, "splits", "external_pooled", "auc_ci_low"),
+                    _get(ev, "splits", "external_pooled", "auc_ci_high"),
+                ],
+                "background_relevance": _get(ev, "audit", "background_share", "pooled"),
+                "counterfactual_flip_rate": _get(ev, "audit", "counterfactual", "flip_rate"),
+                "gates_passed": gates.get("all_gates_passed"),
+                "gates": {g["name"]: g.get("passed") for g in gates.get("gates", [])},
+                "report": str(ev_file.parent / "report.html"),
+            }
+        )
+    promotion: dict[str, Any] = {"decision": "rejected", "model_uri": None, "candidate": "isnet"}
+    decisions = [p for p in run_dir.rglob("decision") if p.is_file()]
+    if decisions:
+        d = json.loads(decisions[0].read_text())
+        promotion.update(
+            {"decision": d.get("decision"), "model_uri": d.get("model_uri"), "reason": d.get("reason")}
+        )
+    elif _get(models, "isnet", "gates_passed") is False:
+        failed = [k for k, v in models["isnet"]["gates"].items() if v is False]
+        promotion["reason"] = f"gates failed: {', '.join(failed)}"
+    return {
+        "pipeline_root": str(run_dir),
+        "tracking_uri": tracking_uri,
+        "data": {
+            "source": ingest["source"],
+            "valid": ingest["validation"]["counts"].get("valid", 0),
+            "quarantined": ingest["validation"]["counts"].get("quarantined", 0),
+            "validation_passed": ingest["passed"],
+            "internal_sites": ingest["internal_sites"],
+            "external_sites": ingest["external_sites"],
+        },
+        "models": models,
+        "promotion": promotion,
+        "wall_seconds": round(wall, 1),
+    }
+
+
 def run_local(
     settings: Settings,
     workdir: str | Path,
@@ -23,7 +99,7 @@ def run_local(
     external_sites: list[str] | None = None,
     tracking_uri: str | None = None,
 ) -> dict[str, Any]:
-    """Execute every pipeline task in a subprocess of the current environment; return a run summary."""
+    """Execute every pipeline task in a subprocess of the current environment; return the run summary."""
     workdir = Path(workdir).resolve()
     root = workdir / "kfp"
     root.mkdir(parents=True, exist_ok=True)
@@ -39,27 +115,4 @@ def run_local(
     )
     wall = time.perf_counter() - t0
     run_dir = max((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    ingest = json.loads(next(run_dir.rglob("ingest.json")).read_text())
-    models = {}
-    for summary_file in run_dir.rglob("train_summary.json"):
-        s = json.loads(summary_file.read_text())
-        models[s["mode"]] = {
-            "best_val_auc": s["best_val_auc"],
-            "model_uri": s["model_uri"],
-            "run_id": s["run_id"],
-            "train_wall_seconds": s["wall_seconds"],
-        }
-    return {
-        "pipeline_root": str(run_dir),
-        "tracking_uri": tracking_uri,
-        "data": {
-            "source": ingest["source"],
-            "valid": ingest["validation"]["counts"].get("valid", 0),
-            "quarantined": ingest["validation"]["counts"].get("quarantined", 0),
-            "validation_passed": ingest["passed"],
-            "internal_sites": ingest["internal_sites"],
-            "external_sites": ingest["external_sites"],
-        },
-        "models": models,
-        "wall_seconds": round(wall, 1),
-    }
+    return collect_summary(run_dir, tracking_uri, wall)

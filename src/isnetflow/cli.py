@@ -541,7 +541,11 @@ def promote(
     typer.echo(json.dumps(result, indent=2))
     for g in result["gates"]:
         mark = "[green]pass[/]" if g["passed"] else "[red]FAIL[/]"
-        console.print(f"  {mark} {g['name']}: {g['value']} {g['comparison']} {g['threshold']} {g['detail']}")
+        value = "n/a" if g["value"] is None else f"{g['value']:.4f}"
+        threshold = "" if g["threshold"] is None else f"{g['threshold']:.4f}"
+        console.print(
+            f"  {mark} {g['name']}: {value} {g['comparison']} {threshold} {g['detail']}", soft_wrap=True
+        )
     if not result["all_gates_passed"] or (not dry_run and not result.get("promoted")):
         raise typer.Exit(1)
 
@@ -593,8 +597,14 @@ def bench_synth(
 
 @bench_app.command("ingest")
 def bench_ingest(
-    n: Annotated[int, typer.Option("--n", help="Synthetic files to generate (without --input).")] = 300,
-    size: Annotated[int, typer.Option("--size", help="Image size of the cohort and of the output.")] = 256,
+    n: Annotated[int, typer.Option("--n", help="Synthetic files to generate (without --input).")] = 400,
+    size: Annotated[
+        int, typer.Option("--size", help="Side of the synthetic input images, px (real CR/DX: ~2000-3000).")
+    ] = 1024,
+    output_size: Annotated[
+        int | None, typer.Option("--output-size", help="Side of the normalized images (default: validate).")
+    ] = None,
+    repeats: Annotated[int, typer.Option("--repeats", help="Interleaved rounds; the best is reported.")] = 3,
     source: Annotated[
         str | None, typer.Option("--input", help="Existing DICOM folder or s3:// prefix instead.")
     ] = None,
@@ -605,7 +615,9 @@ def bench_ingest(
     """Validate-stage throughput vs a bare pydicom dcmread + pixel_array loop over the same files."""
     from isnetflow.bench.ingest import bench_ingest as run
 
-    result = run(n=n, size=size, input=source, labels=labels, workers=workers)
+    result = run(
+        n=n, size=size, image_size=output_size, input=source, labels=labels, workers=workers, repeats=repeats
+    )
     typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 

@@ -244,7 +244,7 @@ def _default_sites() -> list[SiteProfile]:
 class SynthConfig(StrictModel):
     """Settings for ``isnetflow synth``: a synthetic multi-hospital chest-radiograph DICOM cohort."""
 
-    n: int = Field(400, ge=1, le=1_000_000, description="number of images")
+    n: int = Field(1200, ge=1, le=1_000_000, description="number of images")
     seed: int = Field(0, ge=0)
     size: int = Field(256, ge=64, le=4096, description="nominal image height in pixels (sites scale it)")
     classes: list[str] = Field(
@@ -446,7 +446,7 @@ class TrainConfig(StrictModel):
     model: str = Field("densenet-small", description="name in isnetflow.nets.NETS")
     image_size: int = Field(128, ge=32, le=1024, description="square training resolution")
     batch_size: int = Field(16, ge=2)
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(20, ge=1)
     warmup_epochs: int = Field(
         4, ge=0, description="standard-training epochs before the heatmap loss; they also set C1/C2"
     )
@@ -586,6 +586,89 @@ class MaskConfig(StrictModel):
 
 
 # --------------------------------------------------------------------------------------------------
+# Evaluation (external hospitals + shortcut audit) and promotion (MLflow registry gates)
+# --------------------------------------------------------------------------------------------------
+
+
+class EvaluateConfig(StrictModel):
+    """Settings for ``isnetflow evaluate``: metrics per split and site, shortcut audit, figures."""
+
+    sites: list[str] = Field(
+        default_factory=list,
+        description="sites to report and pool (empty = all); the threshold always uses all internal "
+        "validation images",
+    )
+    threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="operating threshold on the positive score (1 - P(first class)); None = Youden's J "
+        "on the internal validation split",
+    )
+    n_boot: int = Field(1000, ge=0, description="patient-level bootstrap replicates for AUC CIs (0 = none)")
+    ci_level: float = Field(0.95, gt=0.5, lt=1.0, description="confidence level of the bootstrap intervals")
+    ece_bins: int = Field(10, ge=2, le=100, description="equal-width bins of the expected calibration error")
+    batch_size: int = Field(32, ge=1, description="images per forward pass")
+    num_threads: int = Field(0, ge=0, description="torch CPU threads; 0 = leave torch's default")
+    audit_per_site: int = Field(
+        24, ge=0, description="images per site explained with zennit for the background share (0 = no audit)"
+    )
+    audit_composite: Literal["epsilon_gamma_box", "epsilon_plus_flat", "epsilon"] = Field(
+        "epsilon_gamma_box", description="zennit composite (see isnetflow.evaluation.explain)"
+    )
+    audit_target: Literal["label", "predicted"] = Field(
+        "label", description="class whose logit is explained: the true label or the predicted class"
+    )
+    audit_epsilon: float = Field(1e-6, gt=0.0, description="epsilon of the zennit Epsilon rule")
+    audit_gamma: float = Field(0.25, ge=0.0, description="gamma of the zennit Gamma rule (epsilon_gamma_box)")
+    counterfactual_max: int = Field(
+        400, ge=0, description="recipient images of the background-swap test (0 = no test)"
+    )
+    counterfactual_pairing: Literal["opposite_label", "random"] = Field(
+        "opposite_label", description="donor choice: another site, with the other label when possible"
+    )
+    gallery_per_group: int = Field(
+        4, ge=0, le=16, description="heatmaps per group (internal/external x correct/incorrect)"
+    )
+    seed: int = Field(0, ge=0, description="seed of the bootstrap, the audit sample and the donor choice")
+
+
+class PromotionPolicy(StrictModel):
+    """Gates a candidate must pass to become ``champion`` (a threshold of ``None`` disables that gate)."""
+
+    registered_model: str = Field("cxr-isnet", description="MLflow registered model name")
+    min_external_auc_ci_low: float | None = Field(
+        0.70, ge=0.0, le=1.0, description="lower 95% bound of the pooled external AUC must reach this"
+    )
+    max_auc_gap: float | None = Field(
+        0.10, ge=0.0, le=1.0, description="internal test AUC minus pooled external AUC may not exceed this"
+    )
+    max_background_share: float | None = Field(
+        0.40, ge=0.0, le=1.0, description="mean share of positive relevance outside the lungs (audit)"
+    )
+    max_flip_rate: float | None = Field(
+        0.10, ge=0.0, le=1.0, description="share of predictions flipped by the counterfactual background swap"
+    )
+    min_site_auc: float | None = Field(
+        0.65,
+        ge=0.0,
+        le=1.0,
+        description="every external site's AUC must reach this (single-class sites skip)",
+    )
+    max_auc_drop_vs_champion: float | None = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="pooled external AUC may be at most this much below the current champion's on the "
+        "same data (the champion is re-evaluated; no champion = pass)",
+    )
+    lock_ttl_seconds: float = Field(
+        900.0, gt=0, description="promotion lock lease; an older lock is considered abandoned"
+    )
+    lock_wait_seconds: float = Field(300.0, ge=0, description="how long to wait for another promotion")
+
+
+# --------------------------------------------------------------------------------------------------
 # The whole pipeline
 # --------------------------------------------------------------------------------------------------
 
@@ -602,6 +685,8 @@ class Settings(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     segmenter: SegmenterTrainConfig = Field(default_factory=SegmenterTrainConfig)
     masks: MaskConfig = Field(default_factory=MaskConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    promote: PromotionPolicy = Field(default_factory=PromotionPolicy)
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> Settings:

@@ -57,6 +57,7 @@ class MlflowStack:
     """PostgreSQL + moto S3 + ``mlflow server``; call :meth:`start` then :meth:`stop`."""
 
     bucket: str = "mlflow-it"
+    workers: int = 2
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="isnetflow-mlflow-it-")))
     tracking_uri: str = ""
     db_uri: str = ""
@@ -165,7 +166,7 @@ class MlflowStack:
                 "--port",
                 str(port),
                 "--workers",
-                "2",
+                str(self.workers),
             ],
             env=env,
             stdout=self._log,
@@ -194,7 +195,7 @@ class MlflowStack:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._server.pid, 15)  # the server's own session: uvicorn and its workers
             try:
-                self._server.wait(timeout=20)
+                self._server.wait(timeout=3)  # throw-away data: no need for a long graceful shutdown
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self._server.pid, 9)

@@ -20,7 +20,7 @@ def _compiled(tmp_path: Path) -> dict:  # type: ignore[type-arg]
     return yaml.safe_load(out.read_text())
 
 
-def test_compiled_tasks_images_gpu_and_condition(tmp_path: Path) -> None:
+def test_compiled_tasks_images_gpu_and_conditions(tmp_path: Path) -> None:
     spec = _compiled(tmp_path)
     for ex in spec["deploymentSpec"]["executors"].values():
         assert ex["container"]["image"].startswith("ghcr.io/isnetflow/isnetflow:")
@@ -29,14 +29,25 @@ def test_compiled_tasks_images_gpu_and_condition(tmp_path: Path) -> None:
     cond = next(t for name, t in root.items() if name.startswith("condition"))
     assert "ingest" in cond["triggerPolicy"]["condition"] and "Output" in cond["triggerPolicy"]["condition"]
     inner = spec["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
+    assert "lung-masks" in inner
     trains = [t for n, t in inner.items() if n.startswith("train-model")]
-    assert len(trains) == 2
+    evals = [t for n, t in inner.items() if n.startswith("evaluate-model")]
+    assert len(trains) == 2 and len(evals) == 2
     modes = {t["inputs"]["parameters"]["mode"]["runtimeValue"]["constant"] for t in trains}
     assert modes == {"isnet", "standard"}
-    train_execs = [e for n, e in spec["deploymentSpec"]["executors"].items() if "train-model" in n]
-    for ex in train_execs:
-        acc = ex["container"]["resources"]["accelerator"]
-        assert acc["resourceCount"] == "1" and "gpu" in acc["resourceType"]
+    for ex_name, ex in spec["deploymentSpec"]["executors"].items():
+        resources = ex["container"].get("resources", {})
+        if "train-model" in ex_name:
+            acc = resources["accelerator"]
+            assert acc["resourceCount"] == "1" and "gpu" in acc["resourceType"]
+        else:
+            assert "accelerator" not in resources
+        assert resources.get("cpuRequest") and resources.get("memoryLimit"), ex_name
+    # Promotion sits behind a second condition on the ISNet evaluation's gate result.
+    gate = next(t for n, t in inner.items() if n.startswith("condition"))
+    assert "evaluate-model" in gate["triggerPolicy"]["condition"]
+    gate_tasks = spec["components"][gate["componentRef"]["name"]]["dag"]["tasks"]
+    assert list(gate_tasks) == ["promote-model"]
 
 
 def test_local_run_end_to_end(tmp_path: Path) -> None:
@@ -54,6 +65,10 @@ def test_local_run_end_to_end(tmp_path: Path) -> None:
     result = run_local(s, tmp_path)
     assert result["data"]["valid"] == 72 and result["data"]["validation_passed"]
     assert set(result["models"]) == {"isnet", "standard"}
+    for m in result["models"].values():
+        assert {"internal_auc", "external_auc", "background_relevance", "gates_passed"} <= set(m)
+    assert result["promotion"]["decision"] in {"promoted", "rejected"}
+    assert result["wall_seconds"] > 0
     mlflow.set_tracking_uri(result["tracking_uri"])
     for mode, m in result["models"].items():
         run = mlflow.get_run(m["run_id"])

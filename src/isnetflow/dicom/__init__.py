@@ -18,6 +18,7 @@ from .normalize import (
     intensity_window,
     letterbox,
     normalize_intensity,
+    normalize_letterbox,
     to_uint16,
     unletterbox,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "load_dicom",
     "modality_values",
     "normalize_intensity",
+    "normalize_letterbox",
     "read_image",
     "to_uint16",
     "unletterbox",

@@ -23,6 +23,7 @@ from pydicom.uid import UID
 from isnetflow.config import ValidateConfig
 
 from .issues import Issue, Severity
+from .reader import element_values, pixel_data_buffer
 
 __all__ = [
     "check_pixels",
@@ -177,13 +178,14 @@ def find_phi(ds: Dataset, cfg: ValidateConfig, patient_id: str | None = None) ->
     """
     placeholders = {p.upper() for p in cfg.deid_placeholders}
     found: list[str] = []
-    for kw in cfg.phi_attributes:
+    for kw, vr, value in element_values(ds, cfg.phi_attributes):
+        if isinstance(value, Exception):
+            found.append(kw)
+            continue
+        if value is None:
+            continue
         try:
-            elem = ds.data_element(kw) if kw in ds else None
-            if elem is None or elem.value is None:
-                continue
-            value = elem.value
-            if elem.VR == "SQ":
+            if vr == "SQ":
                 if len(value):
                     found.append(kw)
                 continue
@@ -239,11 +241,14 @@ def check_policy(f: Mapping[str, Any], cfg: ValidateConfig, *, phi: list[str] | 
     return issues
 
 
-def check_stored_range(ds: Dataset, f: Mapping[str, Any]) -> list[Issue]:
+def check_stored_range(
+    ds: Dataset, f: Mapping[str, Any], pixels: np.ndarray | None = None, *, maximum: int | None = None
+) -> list[Issue]:
     """Native unsigned pixel data: stored values must fit in BitsStored.
 
     pydicom masks the bits above BitsStored when decoding, so an image whose values do not fit (a
-    wrong BitsStored) would silently wrap; this looks at the raw buffer instead.
+    wrong BitsStored) would silently wrap; this looks at the raw buffer instead (``pixels``: an
+    unmasked view of it when the caller has one, ``maximum``: its maximum when already known).
     """
     ba, bs = f.get("bits_allocated"), f.get("bits_stored")
     ts = f.get("transfer_syntax_uid")
@@ -259,7 +264,12 @@ def check_stored_range(ds: Dataset, f: Mapping[str, Any]) -> list[Issue]:
     ):
         return []
     n = int(f["rows"]) * int(f["columns"])
-    buf: np.ndarray = np.frombuffer(ds.PixelData, dtype=np.uint8 if ba == 8 else np.dtype("<u2"), count=n)
+    if pixels is None:
+        dtype = np.dtype(np.uint8 if ba == 8 else "<u2")
+        pixels = np.frombuffer(pixel_data_buffer(ds), dtype=dtype, count=n)
+    buf = pixels.reshape(-1)
+    if not (int(buf.max()) if maximum is None else maximum) >> bs:  # one pass, no temporary
+        return []
     over = int(np.count_nonzero(np.right_shift(buf, bs)))
     if over:
         return [
@@ -273,21 +283,30 @@ def check_stored_range(ds: Dataset, f: Mapping[str, Any]) -> list[Issue]:
 
 def check_pixels(
     raw: np.ndarray,
-    values: np.ndarray,
+    values: np.ndarray | None,
     robust_window: tuple[float, float],
     f: Mapping[str, Any],
     cfg: ValidateConfig,
+    *,
+    stats: tuple[int, float, float] | None = None,
 ) -> list[Issue]:
     """Checks on decoded stored values ``raw`` and modality values ``values``.
 
-    ``robust_window`` is the percentile window of ``values`` (``cfg.percentiles``).
+    ``robust_window`` is the percentile window of ``values`` (``cfg.percentiles``). ``stats`` =
+    (non-finite count, min, max) of ``values`` when the caller knows them without the array (then
+    ``values`` may be None).
     """
     issues: list[Issue] = []
-    finite = np.isfinite(values)
-    if not finite.all():
-        bad = int(values.size - np.count_nonzero(finite))
-        return [Issue("non_finite", f"non-finite pixel values ({bad} of {values.size} NaN/Inf)")]
-    vmin, vmax = float(values.min()), float(values.max())
+    if stats is None:
+        if values is None:
+            raise ValueError("check_pixels needs values or stats")
+        finite = np.isfinite(values)
+        bad = 0 if finite.all() else int(values.size - np.count_nonzero(finite))
+        vmin, vmax = (float(values.min()), float(values.max())) if not bad else (0.0, 0.0)
+    else:
+        bad, vmin, vmax = stats
+    if bad:
+        return [Issue("non_finite", f"non-finite pixel values ({bad} of {raw.size} NaN/Inf)")]
     if vmin == vmax:
         return [Issue("constant_image", f"constant image (every pixel = {vmin:g})")]
     lo, hi = robust_window

@@ -20,8 +20,23 @@ from isnetflow.config import ValidateConfig
 
 from .checks import check_pixels, check_policy, check_stored_range, check_structure, find_phi
 from .issues import DicomReadError, Issue, errors
-from .normalize import Letterbox, intensity_window, letterbox, normalize_intensity
-from .reader import _record_warnings, decode_pixels, header_fields, load_dicom, modality_values, short_error
+from .normalize import (
+    Letterbox,
+    _dicom_window,
+    _percentile_window,
+    _robust_sample,
+    normalize_letterbox,
+)
+from .reader import (
+    _native_view,
+    _record_warnings,
+    apply_rescale,
+    decode_pixels,
+    header_fields,
+    load_dicom,
+    modality_values,
+    short_error,
+)
 
 __all__ = ["Analysis", "analyze", "read_image"]
 
@@ -49,24 +64,70 @@ class Analysis:
         return not errors(self.issues)
 
 
-def _normalize_checked(
+@dataclass
+class _Pixels:
+    """Checked pixels, ready to render: ``pixels * slope + intercept`` are the modality values."""
+
+    pixels: np.ndarray
+    slope: float
+    intercept: float
+    window: tuple[float, float]
+
+
+def _affine_lut(fields: dict[str, Any], raw: np.ndarray) -> tuple[float, float] | None:
+    """(slope, intercept) when the modality LUT is affine with finite coefficients on integer stored
+    values, i.e. can be applied lazily; None when the modality values must be materialized."""
+    if fields.get("has_modality_lut_sequence") or not np.issubdtype(raw.dtype, np.integer):
+        return None
+    slope = fields.get("rescale_slope")
+    slope = 1.0 if slope is None else float(slope)
+    intercept = float(fields.get("rescale_intercept") or 0.0)
+    if not (np.isfinite(slope) and np.isfinite(intercept)):
+        return None
+    return slope, intercept
+
+
+def _value_stats(
+    raw: np.ndarray, slope: float, intercept: float, extremes: tuple[Any, Any] | None = None
+) -> tuple[int, float, float] | None:
+    """(non-finite count, min, max) of the modality values without computing them: the float32 affine
+    map is monotone, so its extremes are the images of the stored extremes (same float32 operations
+    as :func:`modality_values`; ``extremes``: the stored min and max when known). None when an
+    extreme overflows (then count on the full array)."""
+    lo, hi = extremes if extremes is not None else (raw.min(), raw.max())
+    ext = apply_rescale(np.array([lo, hi], dtype=raw.dtype), slope, intercept)
+    if not np.isfinite(ext).all():
+        return None
+    return 0, float(ext.min()), float(ext.max())
+
+
+def _checked_pixels(
     ds: Any, fields: dict[str, Any], cfg: ValidateConfig
-) -> tuple[np.ndarray | None, tuple[float, float] | None, list[Issue]]:
-    """Decode, check and normalize (full resolution). Returns (image or None, window, issues)."""
-    issues = check_stored_range(ds, fields)
+) -> tuple[_Pixels | None, list[Issue]]:
+    """Decode and check the pixels, compute the window (full resolution; no output image yet).
+
+    Native pixel data is viewed in place and its extremes are computed once (for the BitsStored
+    check and the value statistics); other data is decoded by pydicom after the check.
+    """
+    try:  # unmasked: check_stored_range looks at the raw bits
+        view = _native_view(ds, fields, mask=False)
+    except Exception:
+        view = None  # then pydicom decodes below, and reports what is wrong
+    extremes = None if view is None else (view.min(), view.max())
+    issues = check_stored_range(ds, fields, view, maximum=None if extremes is None else int(extremes[1]))
     if issues:
-        return None, None, issues
+        return None, issues
+    values: np.ndarray | None = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            raw = decode_pixels(ds)
-            values = modality_values(ds, raw, fields)
+            # no masking needed: values above BitsStored were rejected just above
+            raw = view if view is not None else decode_pixels(ds, fields, writeable=False)
+            affine = _affine_lut(fields, raw)
+            if affine is None:
+                values = modality_values(ds, raw, fields)
         except Exception as exc:
-            return (
-                None,
-                None,
-                [Issue("decode_failed", f"pixel data could not be decoded: {short_error(exc)}")],
-            )
+            return None, [Issue("decode_failed", f"pixel data could not be decoded: {short_error(exc)}")]
     issues += _record_warnings(caught)
     if raw.shape != (fields["rows"], fields["columns"]):
         issues.append(
@@ -76,29 +137,43 @@ def _normalize_checked(
                 f"({fields['rows']}, {fields['columns']})",
             )
         )
-        return None, None, issues
+        return None, issues
     with np.errstate(all="ignore"):
-        robust = intensity_window(values, method="percentile", percentiles=cfg.percentiles)
-        issues += check_pixels(raw, values, robust, fields, cfg)
+        stats = None
+        if affine is not None:
+            stats = _value_stats(raw, *affine, extremes=extremes)
+            if stats is None:
+                values, affine = apply_rescale(raw, *affine), None
+        # the percentile sample (intensity_window's sub-grid): from the stored values when the modality
+        # LUT is lazy, so only the sub-grid is converted (same float32 operations, same values)
+        if affine is not None:
+            sample = apply_rescale(_robust_sample(raw), *affine)
+        else:
+            assert values is not None
+            sample = _robust_sample(values)
+        robust = _percentile_window(sample, cfg.percentiles)
+        issues += check_pixels(raw, values, robust, fields, cfg, stats=stats)
         if errors(issues):
-            return None, None, issues
+            return None, issues
         window = robust
         if cfg.window == "dicom":
-            window = intensity_window(
-                values,
-                method="dicom",
-                percentiles=cfg.percentiles,
-                window_center=fields.get("window_center"),
-                window_width=fields.get("window_width"),
-            )
-        image, window = normalize_intensity(
-            values,
+            window = _dicom_window(fields.get("window_center"), fields.get("window_width")) or robust
+    if affine is not None:
+        return _Pixels(raw, affine[0], affine[1], window), issues
+    assert values is not None
+    return _Pixels(values, 1.0, 0.0, window), issues
+
+
+def _render(pix: _Pixels, fields: dict[str, Any], size: int | None) -> tuple[np.ndarray, Letterbox | None]:
+    with np.errstate(all="ignore"):
+        return normalize_letterbox(
+            pix.pixels,
+            window=pix.window,
             photometric=fields["photometric_interpretation"],
-            method="percentile",
-            percentiles=cfg.percentiles,
-            window=window,
+            size=size,
+            slope=pix.slope,
+            intercept=pix.intercept,
         )
-    return image, window, issues
 
 
 def analyze(
@@ -130,12 +205,12 @@ def analyze(
         issues += check_policy(fields, cfg, phi=phi)
         if errors(issues):
             return Analysis(fields, issues, digest, len(data))
-        image, window, pixel_issues = _normalize_checked(ds, fields, cfg)
+        pix, pixel_issues = _checked_pixels(ds, fields, cfg)
         issues += pixel_issues
-        if image is None:
+        if pix is None:
             return Analysis(fields, issues, digest, len(data))
-        boxed, box = letterbox(image, cfg.image_size)
-        return Analysis(fields, issues, digest, len(data), image=boxed, letterbox=box, window=window)
+        boxed, box = _render(pix, fields, cfg.image_size)
+        return Analysis(fields, issues, digest, len(data), image=boxed, letterbox=box, window=pix.window)
     except Exception as exc:  # a malformed file must never crash the run
         issues.append(Issue("unreadable", f"unreadable DICOM: {short_error(exc)}"))
         return Analysis(fields, issues, digest, len(data))
@@ -166,12 +241,12 @@ def read_image(
     problems = errors(issues)
     if problems:
         raise DicomReadError(problems[0], name)
-    image, window, pixel_issues = _normalize_checked(loaded.dataset, fields, cfg)
+    pix, pixel_issues = _checked_pixels(loaded.dataset, fields, cfg)
     issues += pixel_issues
-    if image is None:
+    if pix is None:
         raise DicomReadError(errors(pixel_issues)[0], name)
-    header: dict[str, Any] = {**fields, "window": window, "warnings": [i.message for i in issues]}
-    if size is not None:
-        image, box = letterbox(image, size)
+    header: dict[str, Any] = {**fields, "window": pix.window, "warnings": [i.message for i in issues]}
+    image, box = _render(pix, fields, size)
+    if box is not None:
         header["letterbox"] = box.to_dict()
     return image, header

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import posixpath
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -151,12 +152,19 @@ def list_files(root: str | os.PathLike[str], *, exclude: Sequence[str] = (".*",)
             rel = name if rel_dir == "." else f"{rel_dir}/{name}"
             if _excluded(rel, exclude):
                 continue
-            full = Path(dirpath) / name
+            # ``p`` is canonical and os.walk does not descend into linked folders, so only a linked
+            # file needs resolving (realpath costs a syscall per path component)
+            full = os.path.join(dirpath, name)
+            size: int | None = None
             try:
-                size: int | None = full.stat().st_size
+                st = os.lstat(full)
+                if stat.S_ISLNK(st.st_mode):
+                    full = os.path.realpath(full)
+                    st = os.stat(full)
+                size = st.st_size
             except OSError:
-                size = None
-            out.append(SourceFile(str(full.resolve()), rel, size))
+                pass
+            out.append(SourceFile(full, rel, size))
     return sorted(out, key=lambda f: f.relpath)
 
 

@@ -82,7 +82,7 @@ def mergeable_batch_norms(model: nn.Module) -> list[tuple[str, str]]:
 
     try:
         graph = torch.fx.symbolic_trace(model).graph
-    except Exception as exc:  # noqa: BLE001 - any tracing failure means "do not merge"
+    except Exception as exc:  # any tracing failure means "do not merge"
         log.warning("torch.fx cannot trace %s (%s): no batch norm is merged", type(model).__name__, exc)
         return []
     modules = dict(model.named_modules())
@@ -101,7 +101,7 @@ def mergeable_batch_norms(model: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
-class GraphMergeBatchNorm(MergeBatchNorm):  # type: ignore[misc]
+class GraphMergeBatchNorm(MergeBatchNorm):
     """zennit canonizer merging only the batch norms that :func:`mergeable_batch_norms` proves safe.
 
     Merging needs the running statistics, so the model must be in eval mode.
@@ -119,9 +119,14 @@ class GraphMergeBatchNorm(MergeBatchNorm):  # type: ignore[misc]
         return instances
 
 
-def make_composite(name: CompositeName, *, epsilon: float = 1e-6, gamma: float = 0.25) -> Composite:
-    """One of :data:`COMPOSITES` with the graph-checked batch-norm canonizer; inputs are in [0, 1]."""
-    canonizers = [GraphMergeBatchNorm()]
+def make_composite(
+    name: CompositeName, *, epsilon: float = 1e-6, gamma: float = 0.25, canonize: bool = True
+) -> Composite:
+    """One of :data:`COMPOSITES`; inputs are in [0, 1].
+
+    ``canonize`` adds :class:`GraphMergeBatchNorm`; without it every batch norm gets the epsilon rule.
+    """
+    canonizers = [GraphMergeBatchNorm()] if canonize else []
     bn_rule: list[tuple[Any, Any]] = [(BatchNorm, Epsilon(epsilon=epsilon))]
     if name == "epsilon_gamma_box":
         return EpsilonGammaBox(
@@ -173,6 +178,7 @@ def explain(
     gamma: float = 0.25,
     batch_size: int = 16,
     num_threads: int = 0,
+    canonize: bool = True,
 ) -> np.ndarray:
     """Relevance maps ``(N, 1, H, W)`` (float32) of the ``targets`` logits, computed with zennit.
 
@@ -182,7 +188,7 @@ def explain(
         raise ValueError(f"images must be (N, C, H, W) and targets (N,), got {images.shape}, {targets.shape}")
     m = _explainable_copy(model)
     device = next(m.parameters()).device
-    comp = make_composite(composite, epsilon=epsilon, gamma=gamma)
+    comp = make_composite(composite, epsilon=epsilon, gamma=gamma, canonize=canonize)
     out: list[np.ndarray] = []
     with _threads(num_threads), Gradient(model=m, composite=comp) as attributor:
         for i in range(0, images.shape[0], batch_size):
@@ -191,7 +197,7 @@ def explain(
             with torch.no_grad():
                 n_out = m(x[:1]).shape[1]
             seed = torch.nn.functional.one_hot(t, n_out).float()
-            logits, rel = attributor(x, lambda o, s=seed: o * s)
+            _, rel = attributor(x, lambda o, s=seed: o * s)
             out.append(rel.detach().cpu().float().numpy())
     if not out:
         return np.zeros(tuple(images.shape), dtype=np.float32)

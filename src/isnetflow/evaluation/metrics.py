@@ -43,7 +43,7 @@ __all__ = [
 
 
 def positive_scores(proba: np.ndarray) -> np.ndarray:
-    """Score of the positive ("abnormal") outcome per image: ``1 - P(class 0)`` from ``(N, C)`` probabilities."""
+    """Positive ("abnormal") score per image: ``1 - P(class 0)`` from ``(N, C)`` probabilities."""
     p = np.asarray(proba, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] < 2:
         raise ValueError(f"expected (N, C>=2) probabilities, got shape {p.shape}")
@@ -76,7 +76,9 @@ def youden_threshold(y: np.ndarray, score: np.ndarray) -> float:
     j = tpr - fpr
     finite = np.isfinite(thr)
     j = np.where(finite, j, -np.inf)
-    best = int(np.argmax(j))  # roc_curve orders thresholds decreasingly: argmax picks the highest on ties
+    # roc_curve orders thresholds decreasingly: the first (near-)maximum is the highest threshold; the
+    # tolerance makes ties robust to rounding (2/3 vs 1 - 1/3)
+    best = int(np.flatnonzero(j >= j.max() - 1e-12)[0])
     return float(thr[best])
 
 
@@ -145,7 +147,9 @@ def _ratio(num: int, den: int) -> float:
     return num / den if den else math.nan
 
 
-def binary_metrics(y: np.ndarray, score: np.ndarray, threshold: float, *, ece_bins: int = 10) -> BinaryMetrics:
+def binary_metrics(
+    y: np.ndarray, score: np.ndarray, threshold: float, *, ece_bins: int = 10
+) -> BinaryMetrics:
     """AUC, F1, sensitivity, specificity, balanced accuracy (at ``score >= threshold``), Brier and ECE."""
     y = np.asarray(y, dtype=np.int64)
     s = np.asarray(score, dtype=np.float64)

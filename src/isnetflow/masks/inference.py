@@ -23,9 +23,9 @@ from torch import nn
 from isnetflow.dicom.normalize import Letterbox
 
 from .network import load_network
-from .postprocess import keep_largest_components, postprocess
+from .postprocess import fill_holes, keep_largest_components
 from .spec import SegmenterSpec
-from .transforms import from_model_space, intensity_window, to_model_space
+from .transforms import from_model_space, to_model_space
 
 __all__ = ["LungSegmenter", "Prediction", "confidence_margin"]
 
@@ -79,28 +79,6 @@ class LungSegmenter:
             image, self.size, percentiles=self.spec.percentiles, pad_value=self.spec.pad_value
         )
 
-    def prepare_letterboxed(self, image: np.ndarray, box: Letterbox) -> np.ndarray:
-        """Re-normalize an image that is already letterboxed to the network size (e.g. the validate
-        stage's ``images/``): the intensity window is computed on the unpadded part only."""
-        if image.shape != (self.size, self.size) or box.size != self.size:
-            raise ValueError(
-                f"letterboxed image is {image.shape} with box size {box.size}; the network needs "
-                f"{self.size}x{self.size}"
-            )
-        s = box.scale
-        r0, c0 = round(box.pad_top * s), round(box.pad_left * s)
-        r1, c1 = (
-            max(r0 + 1, round((box.pad_top + box.rows) * s)),
-            max(c0 + 1, round((box.pad_left + box.columns) * s)),
-        )
-        lo, hi = intensity_window(image[r0:r1, c0:c1], self.spec.percentiles)
-        span = hi - lo if hi > lo else 1.0
-        out = np.clip((image.astype(np.float32) - lo) / span, 0.0, 1.0)
-        pad = np.ones(image.shape, dtype=bool)
-        pad[r0:r1, c0:c1] = False
-        out[pad] = self.spec.pad_value
-        return out.astype(np.float32)
-
     @torch.inference_mode()
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Lung probabilities for a ``(n, size, size)`` batch in network space."""
@@ -123,10 +101,10 @@ class LungSegmenter:
             )
             full_prob = np.asarray(resized[0], dtype=np.float32)
         full = full_prob > self.threshold
-        mask = postprocess(full)
+        kept = keep_largest_components(full)
         raw_area = int(full.sum())
-        kept = int(keep_largest_components(full).sum()) if raw_area else 0
-        fragment = 0.0 if raw_area == 0 else 1.0 - kept / raw_area
+        fragment = 0.0 if raw_area == 0 else 1.0 - int(kept.sum()) / raw_area
+        mask = fill_holes(kept) if raw_area else kept
         return Prediction(
             mask=mask,
             probability=prob.astype(np.float32),
@@ -140,7 +118,7 @@ class LungSegmenter:
         prepared: Sequence[tuple[np.ndarray, Letterbox]],
         out_shapes: Sequence[tuple[int, int] | None] | None = None,
     ) -> Iterator[Prediction]:
-        """Segment images already in network space (from :meth:`prepare`/:meth:`prepare_letterboxed`),
+        """Segment images already in network space (from :meth:`prepare`),
         ``batch_size`` at a time; ``out_shapes`` as in :meth:`finish`."""
         shapes = list(out_shapes) if out_shapes is not None else [None] * len(prepared)
         for start in range(0, len(prepared), self.batch_size):

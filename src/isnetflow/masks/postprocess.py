@@ -12,7 +12,7 @@ import torch
 from monai.transforms import FillHoles
 from scipy import ndimage
 
-__all__ = ["component_areas", "keep_largest_components", "postprocess"]
+__all__ = ["component_areas", "fill_holes", "keep_largest_components", "postprocess"]
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 _FILL = FillHoles(applied_labels=[1], connectivity=1)

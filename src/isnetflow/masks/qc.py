@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from isnetflow.config import MaskConfig
 
@@ -79,7 +80,7 @@ def assess(
         top2 = np.argsort(areas)[-2:] + 1
         a_small, a_big = sorted(float(areas[i - 1]) for i in top2)
         balance = a_small / a_big
-        centres = [float(np.nonzero(labels == i)[1].mean()) for i in top2]
+        centres = [float(c[1]) for c in ndimage.center_of_mass(m, labels, [int(i) for i in top2])]
         mid = cols / 2.0
         if (centres[0] - mid) * (centres[1] - mid) > 0:
             failures.append("both lung components on the same side of the image")

@@ -188,7 +188,7 @@ def train_transforms(
     if strength == "none":
         return Compose([])
     light = strength == "light"
-    shift = (0.05 if light else 0.1) * size
+    shift = (0.05 if light else 0.12) * size
     return Compose(
         [
             # Photometric: site tone curves, detector response, processing, burned-in markers.
@@ -211,7 +211,7 @@ def train_transforms(
                 ],
                 weights=[0.3, 0.2, 0.5],
             ),
-            RandGaussianNoised("image", prob=0.4, mean=0.0, std=0.02 if light else 0.06),
+            RandGaussianNoised("image", prob=0.4, mean=0.0, std=0.03 if light else 0.1),
             RandCoarseDropoutd(
                 "image",
                 prob=0.0 if light else 0.25,
@@ -229,7 +229,7 @@ def train_transforms(
             RandZoomd(
                 keys,
                 prob=0.6,
-                min_zoom=0.8 if light else 0.6,
+                min_zoom=0.8 if light else 0.5,
                 max_zoom=1.1 if light else 1.15,
                 mode=["area", "nearest", "nearest"],
                 padding_mode="constant",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -233,7 +234,12 @@ def _unpadded(image: np.ndarray, box: Letterbox) -> np.ndarray:
     return image[r0:r1, c0:c1]
 
 
-def _provided_mask(row: pd.Series, provided: Path | None) -> tuple[np.ndarray, str] | None:
+def _provided_mask(row: pd.Series, provided: Path | None) -> tuple[np.ndarray | None, str, str] | None:
+    """``(mask or None, origin, error)`` for the first provided mask found, None when there is none.
+
+    In provided masks the 127 'ignore' value counts as lung. An unreadable file gives ``mask=None`` and
+    the error message (the image is then quarantined, not silently re-segmented).
+    """
     uid = str(row["sop_instance_uid"])
     candidates: list[str] = []
     if provided is not None:
@@ -241,16 +247,24 @@ def _provided_mask(row: pd.Series, provided: Path | None) -> tuple[np.ndarray, s
     if isinstance(row.get("mask"), str) and row["mask"]:
         candidates.append(str(row["mask"]))
     for c in candidates:
-        if c.startswith("s3://"):
-            import io
+        try:
+            if c.startswith("s3://"):
+                import io
 
-            from isnetflow.dicom.source import read_bytes
+                from isnetflow.dicom.source import SourceError, read_bytes
 
-            ref = read_reference_mask(io.BytesIO(read_bytes(c)), name=c)
-            return ref.lung | ref.ignore, c
-        if Path(c).is_file():
-            ref = read_reference_mask(c)
-            return ref.lung | ref.ignore, c
+                try:
+                    data = read_bytes(c)
+                except SourceError as exc:
+                    return None, c, f"cannot read provided mask: {exc}"
+                ref = read_reference_mask(io.BytesIO(data), name=c)
+            elif Path(c).is_file():
+                ref = read_reference_mask(c)
+            else:
+                continue
+        except ValueError as exc:
+            return None, c, str(exc)
+        return ref.lung | ref.ignore, c, ""
     return None
 
 
@@ -280,7 +294,12 @@ def run(
     if provided is not None and not provided.is_dir():
         raise FileNotFoundError(f"{provided}: provided-masks folder not found")
     for sub in ("masks", "quarantine"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+        folder = out / sub
+        if folder.is_dir() and any(folder.iterdir()):
+            if not (out / "masks.json").is_file():
+                raise FileExistsError(f"{folder}: exists, is not empty and is not from a mask-stage run")
+            shutil.rmtree(folder)  # our own previous output: start clean, no stale masks
+        folder.mkdir(parents=True, exist_ok=True)
 
     records: list[dict[str, Any]] = []
     failed_tiles: list[GalleryTile] = []
@@ -336,14 +355,25 @@ def run(
     for i in tqdm(range(len(valid)), desc="masks", unit="img", disable=not progress):
         row = valid.iloc[i]
         box = _box(row)
-        image = _unpadded(_read_validated(vdir / str(row["image"])), box)
+        try:
+            image = _unpadded(_read_validated(vdir / str(row["image"])), box)
+        except (OSError, ValueError) as exc:
+            problem = f"cannot read normalized image {row['image']}: {exc}"
+            empty = np.zeros((box.rows, box.columns), dtype=bool)
+            blank = np.zeros((8, 8), dtype=np.float32)
+            finish(i, blank, empty, "none", str(row["image"]), MaskQC(0.0, 0, 0.0, 0.0, 0.0, None, [problem]))
+            continue
         given = _provided_mask(row, provided) if cfg.use_provided else None
         if given is None:
             pending.append((i, image, box))
             if len(pending) >= cfg.batch_size:
                 flush()
             continue
-        mask, origin = given
+        mask, origin, error = given
+        if mask is None:
+            empty = np.zeros((box.rows, box.columns), dtype=bool)
+            finish(i, image, empty, "provided", origin, MaskQC(0.0, 0, 0.0, 0.0, 0.0, None, [error]))
+            continue
         if mask.shape != (box.rows, box.columns):
             shape = f"{mask.shape[0]}x{mask.shape[1]}"
             problem = f"provided mask {origin} is {shape}, image is {box.rows}x{box.columns}"

@@ -81,13 +81,16 @@ def resolve_tracking_uri(uri: str | None, out: str | Path | None = None) -> str:
 
 @contextmanager
 def _tracking(uri: str) -> Iterator[MlflowClient]:
-    """Point the fluent MLflow API (and a client) at ``uri`` for the block, then restore the old URI."""
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    """Point the fluent MLflow API (and a client) at ``uri`` for the block, then restore the previous
+    state. ``mlflow.set_tracking_uri`` also sets ``$MLFLOW_TRACKING_URI``; that is restored too."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         yield MlflowClient(tracking_uri=uri)
     finally:
-        mlflow.set_tracking_uri(previous or "")
+        mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None unsets (MLflow 3 behaviour)
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def _experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
@@ -121,13 +124,14 @@ def load_segmenter(
     if model is None or not is_mlflow_uri(str(model)):
         return LungSegmenter.load(model, batch_size=batch_size)
     uri = str(model)
-    with tempfile.TemporaryDirectory(prefix="isnetflow-seg-") as tmp:
-        if tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
-            mlflow.set_tracking_uri(tracking_uri or os.environ["MLFLOW_TRACKING_URI"])
+    store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if store is None:
+        raise ValueError(f"{uri}: an MLflow URI needs a tracking URI (--tracking-uri or MLFLOW_TRACKING_URI)")
+    with tempfile.TemporaryDirectory(prefix="isnetflow-seg-") as tmp, _tracking(store):
         try:
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
-        except MlflowException as exc:
-            raise ValueError(f"{uri}: cannot download the model from MLflow: {exc}") from exc
+        except (MlflowException, OSError) as exc:
+            raise ValueError(f"{uri}: cannot download the model from MLflow ({store}): {exc}") from exc
         return LungSegmenter.load(resolve_spec_path(local), batch_size=batch_size)
 
 
@@ -142,6 +146,10 @@ class LungSegmenterModel(PythonModel):
         self.segmenter = LungSegmenter.load(context.artifacts["spec"])
 
     def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+        if isinstance(model_input, dict):  # a named-tensor input: take its single entry
+            if len(model_input) != 1:
+                raise ValueError(f"expected one input tensor of images, got {sorted(model_input)}")
+            model_input = next(iter(model_input.values()))
         arr = np.asarray(model_input, dtype=np.float32)
         if arr.ndim not in (2, 3):
             raise ValueError(f"expected images shaped (H, W) or (N, H, W), got {arr.shape}")
@@ -180,8 +188,8 @@ def _log_model(spec_path: Path, card: Path | None) -> Any:
     if card is not None and card.is_file():
         artifacts["model_card"] = str(card)
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1), "images")]),
-        outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1), "masks")]),
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1))]),
+        outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1))]),
     )
     with tempfile.TemporaryDirectory(prefix="isnetflow-pyfunc-") as tmp:
         code = Path(tmp) / "lung_segmenter_model.py"

@@ -47,13 +47,15 @@ def manifest_sha256(validated: str | Path) -> str:
 
 
 def _excluded_by_qc(masks: Path) -> set[str]:
-    qc = masks / "mask_qc.csv"
-    if not qc.is_file():
+    """SOP UIDs whose mask failed QC, from ``mask_qc.csv`` in the masks folder or beside it."""
+    candidates = [masks / "mask_qc.csv", masks.parent / "mask_qc.csv"]
+    qc = next((c for c in candidates if c.is_file()), None)
+    if qc is None:
         return set()
     df = pd.read_csv(qc, dtype=str).fillna("")
     if "status" not in df or "sop_instance_uid" not in df:
         raise TrainDataError(f"{qc}: expected columns sop_instance_uid and status")
-    return set(df.loc[df["status"] != "valid", "sop_instance_uid"])
+    return set(df.loc[~df["status"].isin(["ok", "valid"]), "sop_instance_uid"])
 
 
 def load_train_data(

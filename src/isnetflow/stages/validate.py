@@ -246,22 +246,43 @@ def _available_cores() -> int:
         return os.cpu_count() or 1
 
 
+class _Bar(tqdm):
+    """A progress bar without tqdm's monitor thread.
+
+    tqdm starts a (daemon) monitor thread with its first bar, even a disabled one, and it lives until
+    the process exits. Any later run in the same process would then see a second thread and start its
+    workers with ``forkserver`` instead of ``fork`` (see :func:`_pool_context`), where every worker
+    re-imports the main module before its first file: seconds, not milliseconds.
+    """
+
+    monitor_interval = 0
+
+
+def _progress(items: Iterator[dict[str, Any]], total: int, progress: bool) -> Iterator[dict[str, Any]]:
+    if not progress:
+        return items
+    return iter(_Bar(items, total=total, desc="validate", unit="file", mininterval=0.5))
+
+
 def _map(tasks: list[_Task], cfg: ValidateConfig, tmp_dir: Path, progress: bool) -> Iterator[dict[str, Any]]:
+    """Run :func:`_process` over ``tasks``: in this process for tiny inputs, else in a process pool.
+
+    The pool has one worker per available core, started once per run; tasks go out in chunks
+    (about 8 per worker) so the per-task messaging is amortized, and each worker writes its images
+    itself: only the small row dicts come back.
+    """
     fn = functools.partial(_process, cfg=cfg, tmp_dir=str(tmp_dir))
     workers = cfg.workers or _available_cores()
     workers = max(1, min(workers, math.ceil(len(tasks) / 16)))  # tiny inputs are faster in-process
-    bar: dict[str, Any] = dict(
-        total=len(tasks), desc="validate", unit="file", disable=not progress, mininterval=0.5
-    )
     if workers == 1:
-        yield from tqdm(map(fn, tasks), **bar)
+        yield from _progress(map(fn, tasks), len(tasks), progress)
         return
     env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
     chunk = max(1, min(32, len(tasks) // (workers * 8)))
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=_pool_context(), initializer=_init_worker, initargs=(env,)
     ) as pool:
-        yield from tqdm(pool.map(fn, tasks, chunksize=chunk), **bar)
+        yield from _progress(pool.map(fn, tasks, chunksize=chunk), len(tasks), progress)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -290,14 +311,23 @@ def _quarantine(row: dict[str, Any], issue: Issue) -> None:
     row["issues"] = _SEP.join(x for x in (row.get("issues") or "", issue.message) if x)
 
 
+def _labels_by_uri(table: pd.DataFrame, labels_uri: str) -> dict[str, dict[str, Any]]:
+    """labels.csv records keyed by the resolved location of their file (computed once per run)."""
+    base = parent(labels_uri)
+    records = [{str(k): v for k, v in rec.items()} for rec in table.to_dict("records")]
+    return {join(base, str(p)): rec for p, rec in zip(table["path"], records, strict=True)}
+
+
 def _apply_labels(
-    rows: list[dict[str, Any]], table: pd.DataFrame | None, labels_uri: str | None, root: str
+    rows: list[dict[str, Any]],
+    by_uri: dict[str, dict[str, Any]] | None,
+    labels_uri: str | None,
+    root: str,
 ) -> list[dict[str, Any]]:
     """Join labels onto rows; quarantine unlabelled files; add rows for labels missing on disk."""
-    if table is None or labels_uri is None:
+    if by_uri is None or labels_uri is None:
         return rows
     base = parent(labels_uri)
-    by_uri = {join(base, str(p)): rec for p, rec in zip(table["path"], table.to_dict("records"), strict=True)}
     seen: set[str] = set()
     name = labels_uri.rsplit("/", 1)[-1]
     for row in rows:
@@ -496,12 +526,8 @@ def run(
     if not files and (table is None or table.empty):
         raise ValidateError(f"{input}: no input files found")
 
-    overrides: dict[str, dict[str, Any]] = {}
-    if table is not None and labels_uri is not None:
-        base = parent(labels_uri)
-        overrides = {
-            join(base, str(r["path"])): {str(k): v for k, v in r.items()} for r in table.to_dict("records")
-        }
+    by_uri = _labels_by_uri(table, labels_uri) if table is not None and labels_uri is not None else None
+    overrides = by_uri or {}
     tasks = [
         _Task(
             index=i,
@@ -518,7 +544,7 @@ def run(
     rows = list(_map(tasks, cfg, tmp_dir, progress))
     per_file_seconds = time.perf_counter() - t_files
 
-    rows = _apply_labels(rows, table, labels_uri, root_dir)
+    rows = _apply_labels(rows, by_uri, labels_uri, root_dir)
     _assign_roles(rows, cfg)
     _quarantine_duplicates(rows)
     leaks = _quarantine_leakage(rows, cfg)

@@ -16,8 +16,11 @@ data-docs renderer.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,7 +73,16 @@ def leaking_patients(valid: pd.DataFrame) -> dict[str, str]:
     if not len(valid):
         return out
     df = valid[valid["patient_id"].notna()]
-    for pid, g in df.groupby("patient_id", sort=True):
+    if not len(df):
+        return out
+    # vectorized screen: only patients with more than one site or role are looked at one by one
+    patients = df["patient_id"]
+    n_sites = df["site"].groupby(patients).nunique()
+    n_roles = df["role"].where(df["role"].fillna("") != "").groupby(patients).nunique()
+    suspects = set(n_sites.index[n_sites > 1]) | set(n_roles.index[n_roles > 1])
+    if not suspects:
+        return out
+    for pid, g in df[patients.isin(suspects)].groupby("patient_id", sort=True):
         sites = sorted(s for s in g["site"].dropna().unique())
         roles = sorted(r for r in g["role"].dropna().unique() if r)
         if len(sites) > 1:
@@ -182,6 +194,30 @@ def _condense(result: Any) -> dict[str, Any]:
     return out
 
 
+@functools.cache
+def _page_view() -> Any:
+    """GX's HTML page view; one per process, so its Jinja templates are compiled once, not per run."""
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    return DefaultJinjaPageView()
+
+
+@contextlib.contextmanager
+def _no_tqdm_monitor() -> Iterator[None]:
+    """GX creates (disabled) tqdm bars; tqdm then starts a monitor thread that outlives the run, and a
+    later validate run in this process would see it and start its workers the slow way (forkserver,
+    see ``isnetflow.stages.validate._pool_context``). ``monitor_interval = 0`` is tqdm's documented
+    switch for that thread; it is restored afterwards."""
+    from tqdm import std
+
+    saved = std.tqdm.monitor_interval
+    std.tqdm.monitor_interval = 0
+    try:
+        yield
+    finally:
+        std.tqdm.monitor_interval = saved
+
+
 def run_suite(valid: pd.DataFrame, cfg: ValidateConfig, *, has_labels: bool) -> SuiteOutcome:
     """Validate the valid rows (with :func:`dataset_columns` added) against the expectation suite.
 
@@ -194,29 +230,29 @@ def run_suite(valid: pd.DataFrame, cfg: ValidateConfig, *, has_labels: bool) -> 
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
     from great_expectations.render.renderer import ValidationResultsPageRenderer
-    from great_expectations.render.view import DefaultJinjaPageView
 
     # this GX module pins its logger to INFO and announces a temporary docs directory on every context
     logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     df = dataset_columns(valid, cfg, has_labels=has_labels).reset_index(drop=True)
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    batch_def = (
-        context.data_sources.add_pandas("manifest")
-        .add_dataframe_asset("valid_rows")
-        .add_batch_definition_whole_dataframe("all")
-    )
-    suite = context.suites.add(
-        gx.ExpectationSuite(name=SUITE_NAME, expectations=_expectations(cfg, has_labels=has_labels))
-    )
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name="manifest-valid-rows", data=batch_def, suite=suite)
-    )
-    result = definition.run(batch_parameters={"dataframe": df}, result_format="SUMMARY")
+    with _no_tqdm_monitor():
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        batch_def = (
+            context.data_sources.add_pandas("manifest")
+            .add_dataframe_asset("valid_rows")
+            .add_batch_definition_whole_dataframe("all")
+        )
+        suite = context.suites.add(
+            gx.ExpectationSuite(name=SUITE_NAME, expectations=_expectations(cfg, has_labels=has_labels))
+        )
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name="manifest-valid-rows", data=batch_def, suite=suite)
+        )
+        result = definition.run(batch_parameters={"dataframe": df}, result_format="SUMMARY")
     condensed = [_condense(r) for r in result.results]
     try:
         document = ValidationResultsPageRenderer().render(result)
-        html = DefaultJinjaPageView().render(document)
+        html = _page_view().render(document)
     except Exception as exc:  # rendering is a report, never a reason to lose the validation itself
         log.warning("could not render the GX validation result to HTML: %s", exc)
         html = ""

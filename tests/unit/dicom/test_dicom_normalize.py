@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -12,6 +16,7 @@ from isnetflow.dicom import (
     intensity_window,
     letterbox,
     normalize_intensity,
+    normalize_letterbox,
     to_uint16,
     unletterbox,
 )
@@ -98,3 +103,110 @@ def test_uint16_storage_roundtrip() -> None:
     stored = to_uint16(x)
     assert stored.dtype == np.uint16 and stored.min() == 0 and stored.max() == 65535
     assert np.abs(from_uint16(stored) - x).max() <= 0.5 / 65535 + 1e-7
+
+
+# --------------------------------------------------------------------------------------------------
+# The one-pass path used by the validate stage equals the step-by-step one
+# --------------------------------------------------------------------------------------------------
+
+
+def _two_step(
+    pixels: np.ndarray,
+    window: tuple[float, float],
+    photometric: str,
+    size: int | None,
+    slope: float,
+    icpt: float,
+) -> np.ndarray:
+    values = pixels.astype(np.float32)
+    if slope != 1.0:
+        values *= np.float32(slope)
+    if icpt:
+        values += np.float32(icpt)
+    image, _ = normalize_intensity(values, photometric=photometric, window=window)
+    return image if size is None else letterbox(image, size)[0]
+
+
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [((120, 90), 64), ((90, 120), 64), ((101, 101), 64), ((77, 130), 64), ((40, 50), 64), ((64, 50), 64)],
+)
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
+@pytest.mark.parametrize(
+    ("dtype", "slope", "icpt"),
+    [(np.uint16, 1.0, 0.0), (np.uint8, 1.0, 0.0), (np.uint16, 0.5, -100.0), (np.int16, -2.0, 1000.0)],
+)
+def test_normalize_letterbox_equals_normalize_then_letterbox(
+    shape: tuple[int, int], size: int, photometric: str, dtype: Any, slope: float, icpt: float
+) -> None:
+    rng = np.random.default_rng(sum(shape))
+    hi = 250 if dtype == np.uint8 else 4000
+    pixels = rng.integers(0, hi, shape).astype(dtype)
+    values = pixels.astype(np.float32) * np.float32(slope) + np.float32(icpt)
+    window = intensity_window(values)
+    for out_size in (size, None):
+        got, box = normalize_letterbox(
+            pixels, window=window, photometric=photometric, size=out_size, slope=slope, intercept=icpt
+        )
+        want = _two_step(pixels, window, photometric, out_size, slope, icpt)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+        if out_size is None:
+            assert box is None
+        else:
+            assert box == Letterbox.for_shape(*shape, size)
+            # as stored (uint16), at most one level apart from the two-step result
+            assert np.abs(to_uint16(got).astype(int) - to_uint16(want).astype(int)).max() <= 1
+
+
+def test_normalize_letterbox_degenerate_window_matches_normalize_intensity() -> None:
+    pixels = np.full((10, 12), 7, np.uint16)
+    for photometric in ("MONOCHROME1", "MONOCHROME2"):
+        got, _ = normalize_letterbox(pixels, window=(7.0, 7.0), photometric=photometric, size=None)
+        want, _ = normalize_intensity(pixels.astype(np.float32), photometric=photometric, window=(7.0, 7.0))
+        np.testing.assert_array_equal(got, want)
+
+
+def test_shared_memory_pillow_image_resizes_like_fromarray() -> None:
+    from PIL import Image
+
+    from isnetflow.dicom.normalize import _float_image
+
+    image = np.random.default_rng(1).random((97, 131), dtype=np.float32)
+    a = np.asarray(_float_image(image).resize((40, 40), Image.Resampling.BILINEAR))
+    b = np.asarray(Image.fromarray(image).resize((40, 40), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------------------------------
+# The percentile window is computed on a sub-grid: close to the full-image percentiles
+# --------------------------------------------------------------------------------------------------
+
+
+def _window_errors(values: np.ndarray) -> float:
+    """Largest distance between sub-grid and full-image limits, as a fraction of the window width."""
+    full = np.percentile(values, (0.5, 99.5))
+    sub = np.asarray(intensity_window(values))
+    return float(np.abs(full - sub).max() / (full[1] - full[0]))
+
+
+def test_subsampled_percentiles_match_the_full_image(
+    synth_cohort: Path, request: pytest.FixtureRequest
+) -> None:
+    from isnetflow.dicom import decode_pixels, header_fields, load_dicom, modality_values
+
+    files = sorted((synth_cohort / "dicom").rglob("*.dcm"))
+    with contextlib.suppress(pytest.skip.Exception):  # the real files too, when the shared data is there
+        files += sorted(Path(request.getfixturevalue("real_dicom_dir")).glob("*.dcm"))
+    errors = []
+    for f in files:
+        ds = load_dicom(f).dataset
+        fields = header_fields(ds)
+        values = modality_values(ds, decode_pixels(ds, fields), fields)
+        errors.append(_window_errors(values))
+    # typically exact or within a fraction of a percent; the worst case is an upper limit that falls in
+    # the gap between tissue and a few burned-in text pixels (documented in isnetflow.dicom.normalize)
+    assert np.median(errors) < 0.005 and max(errors) < 0.05, (np.median(errors), max(errors))
+    # large images are really subsampled: the sub-grid has at most ~2^15 pixels
+    big = np.random.default_rng(2).normal(1000, 200, (2048, 1536)).astype(np.float32)
+    assert _window_errors(big) < 0.005

@@ -140,3 +140,17 @@ def test_collimation_blanks_image_and_lung_in_the_band() -> None:
     assert band[0].all() and band[-1].all() and band[:, 0].all() and band[:, -1].all()
     assert (np.asarray(d["label"][0])[band] == 0).all() and (np.asarray(d["ignore"][0])[band] == 0).all()
     assert (np.asarray(d["label"][0])[~band] == 1).all()
+
+
+@pytest.mark.parametrize("name", ["zoom_out", "aspect_crop", "rotate", "collimation"])
+def test_geometric_perturbations_keep_masks_aligned(name: str) -> None:
+    from isnetflow.masks.robustness import perturb
+
+    _, blob = _asymmetric(120, 100)
+    blob[60:100, 50:90] = True
+    image = blob.astype(np.float32) * 0.8 + 0.1
+    im, lung, ign = perturb(name, image, blob, np.zeros_like(blob), seed=3)
+    assert im.shape == lung.shape == ign.shape
+    assert lung.any() and dice((im > 0.5) & (im < 0.95), lung) > 0.9  # white shutters are not lung
+    again = perturb(name, image, blob, np.zeros_like(blob), seed=3)
+    assert np.array_equal(again[0], im) and np.array_equal(again[1], lung)  # deterministic

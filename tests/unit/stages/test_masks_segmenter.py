@@ -4,8 +4,11 @@ weights, loading a registered version back, and a tiny end-to-end training run."
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import mlflow
+import mlflow.pyfunc
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -21,7 +24,8 @@ pytestmark = [
 ]
 
 
-def test_register_shipped_is_idempotent(tmp_path: Path) -> None:
+def test_register_shipped_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     v1 = register_shipped(uri)
     v2 = register_shipped(uri)
@@ -36,6 +40,14 @@ def test_register_shipped_is_idempotent(tmp_path: Path) -> None:
     assert seg.spec.weights_sha256 == sha
     image = np.zeros((64, 80), dtype=np.float32)
     assert seg.segment(image).shape == (64, 80)
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # global MLflow state restored
+    mlflow.set_tracking_uri(uri)
+    try:
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}/{v1}")
+        masks = pyfunc.predict(np.zeros((2, 64, 80), dtype=np.float32))
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    assert masks.shape == (2, 64, 80) and masks.dtype == np.uint8
 
 
 def test_train_segmenter_end_to_end(tmp_path: Path) -> None:

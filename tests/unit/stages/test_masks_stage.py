@@ -82,18 +82,29 @@ def test_predicted_masks_are_qcd(synth_cohort: Path, validated: Path, tmp_path: 
 def test_bad_provided_mask_is_quarantined(synth_cohort: Path, validated: Path, tmp_path: Path) -> None:
     provided = tmp_path / "provided"
     shutil.copytree(synth_cohort / "masks", provided)
-    victims: list[Any] = sorted(p.name for p in provided.iterdir())[:2]
+    victims: list[Any] = sorted(p.name for p in provided.iterdir())[:3]
     empty = np.zeros_like(np.asarray(Image.open(provided / victims[0])))
     Image.fromarray(empty).save(provided / victims[0])
     Image.fromarray(np.zeros((5, 5), dtype=np.uint8)).save(provided / victims[1])
-    result = stage.run(MaskConfig(), validated, tmp_path / "out", provided_masks=provided)
+    (provided / victims[2]).write_bytes(b"not a png")
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    (out / "masks" / "stale.png").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="not from a mask-stage run"):
+        stage.run(MaskConfig(), validated, out, provided_masks=provided)
+    (out / "masks" / "stale.png").unlink()
+    for _ in range(2):  # a rerun into the same folder starts clean
+        result = stage.run(MaskConfig(), validated, out, provided_masks=provided)
     t = result.table.set_index("sop_instance_uid")
-    first, second = (Path(v).stem for v in victims)
+    first, second, third = (Path(v).stem for v in victims)
     assert t.loc[first, "status"] == "quarantined" and "lung area" in t.loc[first, "reason"]
     assert t.loc[second, "status"] == "quarantined" and "5x5" in t.loc[second, "reason"]
-    assert not (tmp_path / "out" / "masks" / victims[0]).exists()
-    assert (tmp_path / "out" / "quarantine" / victims[0]).exists()
-    assert result.summary["n_quarantined"] == 2
+    assert t.loc[third, "status"] == "quarantined" and "cannot read mask" in t.loc[third, "reason"]
+    assert victims[2] in t.loc[third, "reason"]
+    assert not (out / "masks" / victims[0]).exists()
+    assert (out / "quarantine" / victims[0]).exists()
+    assert result.summary["n_quarantined"] == 3
+    assert len(list((out / "masks").iterdir())) == 57
 
 
 def test_missing_manifest_is_a_clear_error(tmp_path: Path) -> None:

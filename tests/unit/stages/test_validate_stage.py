@@ -384,3 +384,41 @@ def test_random_header_damage_never_crashes_the_stage(damage_base: Dataset, batc
         assert q["reason"].map(lambda r: isinstance(r, str) and r.strip() != "").all()
         for rel in m.loc[m["status"] == "valid", "image"]:
             assert np.load(Path(tmp) / "out" / rel).shape == (32, 32)
+
+
+# --------------------------------------------------------------------------------------------------
+# Speed guards: no threads left behind (workers keep starting with fork), the benchmark's figures
+# --------------------------------------------------------------------------------------------------
+
+
+def test_runs_leave_no_threads_behind(synth_cohort: Path, tmp_path: Path) -> None:
+    """tqdm (our progress bar, GX's bars) starts a monitor thread that would outlive the run; with it
+    alive the next run in this process starts its workers with forkserver, where each worker
+    re-imports the main module before its first file (seconds instead of milliseconds)."""
+    import multiprocessing
+    import threading
+
+    from isnetflow.stages import validate
+
+    before = threading.active_count()
+    cfg = _cohort_config(synth_cohort, image_size=32, workers=2)
+    labels = synth_cohort / "labels.csv"
+    for i, progress in enumerate((False, True)):
+        run(cfg, synth_cohort / "dicom", tmp_path / f"o{i}", labels=labels, progress=progress)
+        assert threading.active_count() == before, threading.enumerate()
+    if before == 1 and "fork" in multiprocessing.get_all_start_methods():
+        assert validate._pool_context().get_start_method() == "fork"
+
+
+def test_bench_ingest_reports_its_figures() -> None:
+    from isnetflow.bench.ingest import bench_ingest
+
+    r = bench_ingest(n=24, size=64, image_size=32, repeats=1, unique=12)
+    assert r["files"] == r["valid"] == 24 and r["image_size"] == 64 and r["output_size"] == 32
+    assert r["unique_images"] == 12 and r["bare_failed"] == 0
+    for key in ("bare_dcmread_files_per_s", "validate_files_per_s", "per_file_phase_files_per_s"):
+        assert r[key] > 0
+    ratio = r["validate_files_per_s"] / r["bare_dcmread_files_per_s"]
+    assert r["ratio"] == pytest.approx(ratio, rel=0.01, abs=0.001)  # rounded to 3 decimals
+    assert r["fixed_seconds"] == pytest.approx(r["validate_seconds"] - r["per_file_phase_seconds"], abs=0.002)
+    assert len(r["runs"]["bare_seconds"]) == 1 and len(r["load_average_before"]) == 3

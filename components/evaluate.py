@@ -1,0 +1,68 @@
+"""Component: external-hospital evaluation + shortcut audit of one trained model, and its gate check."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def evaluate_model(
+    settings_json: str,
+    tracking_uri: str,
+    mask_model_version: str,
+    data: Input[Dataset],
+    masks: Input[Dataset],
+    model: Input[Model],
+    evaluation: Output[Artifact],
+    report: Output[HTML],
+    roc_external: Output[ClassificationMetrics],
+    metrics: Output[Metrics],
+) -> bool:
+    """Evaluate, then check the promotion gates without registering (dry run); returns all-gates-passed."""
+    import json
+    from pathlib import Path
+
+    from isnetflow.config import Settings
+    from isnetflow.stages import evaluate, promote
+
+    settings = Settings.model_validate_json(settings_json)
+    info = json.loads((Path(data.path) / "ingest.json").read_text())
+    validated = Path(data.path) / info["validated"]
+    model_uri = model.metadata["mlflow_model_uri"]
+    masks_dir = Path(masks.path) / "masks"
+    payload = evaluate.run(
+        settings.evaluate,
+        model_uri,
+        validated,
+        masks_dir,
+        evaluation.path,
+        tracking_uri=tracking_uri or None,
+        train_fallback=settings.train,
+        progress=False,
+    )
+    decision = promote.run(
+        settings.promote,
+        model_uri,
+        evaluation=Path(evaluation.path) / "evaluation.json",
+        tracking_uri=tracking_uri or None,
+        dry_run=True,
+        mask_model_version=mask_model_version,
+        data=validated,
+        masks=masks_dir,
+        evaluate_cfg=settings.evaluate,
+        train_fallback=settings.train,
+    )
+    (Path(evaluation.path) / "gates.json").write_text(json.dumps(decision, indent=2, default=str))
+    for split in ("internal_test", "external_pooled"):
+        auc = payload["splits"][split]["auc"]
+        if auc is not None:
+            metrics.log_metric(f"{split}_auc", float(auc))
+    share = payload.get("audit", {}).get("background_share", {}).get("pooled")
+    if share is not None:
+        metrics.log_metric("background_share", float(share))
+    cm = payload["classification_metrics"]["external_pooled"]
+    roc_external.log_roc_curve(cm["roc"]["fpr"], cm["roc"]["tpr"], cm["roc"]["thresholds"])
+    roc_external.log_confusion_matrix(cm["confusion_matrix"]["categories"], cm["confusion_matrix"]["matrix"])
+    Path(report.path).write_text((Path(evaluation.path) / "report.html").read_text())
+    return bool(decision["all_gates_passed"])

@@ -1,0 +1,194 @@
+"""Rendering of an evaluation: JSON-safe payload, flat metrics, kfp data and a self-contained HTML report."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["flat_metrics", "json_safe", "kfp_classification_metrics", "render_html"]
+
+
+def json_safe(obj: Any) -> Any:
+    """Recursively convert NumPy scalars/arrays to Python and non-finite floats to ``None``."""
+    import numpy as np
+
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer, int)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    return obj
+
+
+def _key(name: str) -> str:
+    """MLflow metric keys allow alphanumerics, ``_ - . /`` and spaces; map anything else to ``_``."""
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)
+
+
+def flat_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:
+    """Numeric headline values as ``{"splits.external_pooled.auc": 0.81, ...}`` for ``mlflow.log_metrics``."""
+    out: dict[str, float] = {}
+
+    def put(key: str, value: Any) -> None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value)):
+            out[_key(key)] = float(value)
+
+    fields: tuple[str, ...] = ("auc", "auc_ci_low", "auc_ci_high", "f1", "sensitivity", "specificity")
+    fields += ("balanced_accuracy", "brier", "ece", "n")
+    for split, m in evaluation.get("splits", {}).items():
+        for f in fields:
+            put(f"splits.{split}.{f}", m.get(f))
+    for site, m in evaluation.get("sites", {}).items():
+        for f in ("auc", "auc_ci_low", "sensitivity", "specificity", "n"):
+            put(f"sites.{site}.{f}", m.get(f))
+    put("gap.internal_minus_external_auc", evaluation.get("gap", {}).get("internal_minus_external_auc"))
+    put("threshold", evaluation.get("threshold", {}).get("value"))
+    audit = evaluation.get("audit", {})
+    bg = audit.get("background_share", {})
+    for k in ("pooled", "internal", "external"):
+        put(f"audit.background_share.{k}", bg.get(k))
+    for site, v in bg.get("per_site", {}).items():
+        put(f"audit.background_share.per_site.{site}", v)
+    cf = audit.get("counterfactual", {})
+    for k in ("flip_rate", "mean_abs_score_change", "n_pairs"):
+        put(f"audit.counterfactual.{k}", cf.get(k))
+    return out
+
+
+def kfp_classification_metrics(evaluation: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per split: ``{"roc": {"fpr", "tpr", "thresholds"}, "confusion_matrix": {"categories", "matrix"}}``.
+
+    Plain lists for a kfp ``ClassificationMetrics`` artifact: the component calls
+    ``metrics.log_roc_curve(fpr, tpr, thresholds)`` and ``metrics.log_confusion_matrix(categories, matrix)``.
+    """
+    return dict(evaluation.get("classification_metrics", {}))
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return "–" if not math.isfinite(v) else f"{v:.{digits}f}"
+    return html.escape(str(v))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _ci(m: Mapping[str, Any]) -> str:
+    lo, hi = m.get("auc_ci_low"), m.get("auc_ci_high")
+    return f"{_fmt(lo)}–{_fmt(hi)}" if lo is not None and hi is not None else "–"
+
+
+_METRIC_COLS: tuple[str, ...] = ("n", "n_patients", "auc", "AUC 95% CI", "f1", "sensitivity", "specificity")
+_METRIC_COLS += ("balanced_accuracy", "brier", "ece")
+
+
+def _metric_row(name: str, m: Mapping[str, Any], extra: Sequence[Any] = ()) -> list[Any]:
+    vals = [m.get(c) if c != "AUC 95% CI" else _ci(m) for c in _METRIC_COLS]
+    return [name, *extra, *vals]
+
+
+def render_html(
+    evaluation: Mapping[str, Any], figures: Sequence[tuple[str, str | Path]], *, title: str = "Evaluation"
+) -> str:
+    """A self-contained HTML page: headline numbers, tables per split/site, audit, embedded PNG figures."""
+    ev = evaluation
+    model = ev.get("model", {})
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:1.2em;max-width:1200px}"
+        "table{border-collapse:collapse;margin:0.5em 0 1.2em;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}"
+        "figure{margin:0 0 1.5em}img{max-width:100%;border:1px solid #ccc}"
+        ".note{color:#555;font-size:13px}</style></head><body>",
+        f"<h2>{html.escape(title)}</h2>",
+        "<p class='note'>Score = 1 − P("
+        + html.escape(str((model.get("classes") or ["first class"])[0]))
+        + "); threshold "
+        + _fmt(ev.get("threshold", {}).get("value"))
+        + " ("
+        + html.escape(str(ev.get("threshold", {}).get("method", "")))
+        + "). AUC intervals: patient-level bootstrap. Model: "
+        + html.escape(str(model.get("uri", "")))
+        + "</p>",
+    ]
+    headline = [
+        ["internal test AUC", ev.get("splits", {}).get("internal_test", {}).get("auc")],
+        ["external pooled AUC", ev.get("splits", {}).get("external_pooled", {}).get("auc")],
+        ["external pooled AUC 95% CI low", ev.get("splits", {}).get("external_pooled", {}).get("auc_ci_low")],
+        ["internal − external AUC gap", ev.get("gap", {}).get("internal_minus_external_auc")],
+        [
+            "background relevance share (pooled)",
+            ev.get("audit", {}).get("background_share", {}).get("pooled"),
+        ],
+        ["counterfactual flip rate", ev.get("audit", {}).get("counterfactual", {}).get("flip_rate")],
+        [
+            "counterfactual mean |Δscore|",
+            ev.get("audit", {}).get("counterfactual", {}).get("mean_abs_score_change"),
+        ],
+    ]
+    parts += ["<h3>Headline</h3>", _table(["quantity", "value"], headline)]
+    rows = [_metric_row(k, m) for k, m in ev.get("splits", {}).items()]
+    parts += ["<h3>Splits</h3>", _table(["split", *_METRIC_COLS], rows)]
+    rows = [_metric_row(k, m, [m.get("role")]) for k, m in ev.get("sites", {}).items()]
+    parts += ["<h3>Sites</h3>", _table(["site", "role", *_METRIC_COLS], rows)]
+    audit = ev.get("audit", {})
+    if audit:
+        bg = audit.get("background_share", {})
+        cf = audit.get("counterfactual", {})
+        cf_sites = cf.get("per_site", {})
+        sites = list(dict.fromkeys([*bg.get("per_site", {}), *cf_sites]))
+        rows = [
+            [
+                s,
+                bg.get("per_site", {}).get(s),
+                cf_sites.get(s, {}).get("flip_rate"),
+                cf_sites.get(s, {}).get("mean_abs_score_change"),
+                cf_sites.get(s, {}).get("n_pairs"),
+            ]
+            for s in sites
+        ]
+        parts += [
+            "<h3>Shortcut audit</h3>",
+            "<p class='note'>Background share: positive zennit relevance ("
+            + html.escape(str(bg.get("composite", "")))
+            + ") outside the lung mask / all positive relevance, mean over "
+            + _fmt(bg.get("n_images"))
+            + " images (background area: "
+            + _fmt(bg.get("background_area"))
+            + " of the image, the share an even spread would get). Counterfactual: "
+            + html.escape(str(cf.get("construction", "")))
+            + f"; donors from another site ({html.escape(str(cf.get('pairing', '')))}).</p>",
+            _table(["site", "background share", "flip rate", "mean |Δscore|", "pairs"], rows),
+        ]
+    parts.append("<h3>Figures</h3>")
+    for caption, png in figures:
+        data = base64.b64encode(Path(png).read_bytes()).decode()
+        parts.append(
+            f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,308 @@
+"""Loading classifiers from any URI, and packaging them as an MLflow pyfunc model for the registry.
+
+Model URIs
+----------
+:func:`load_classifier` accepts
+
+* a local ``model.pt`` (the train stage's pickled ``nn.Module``) or the folder containing it; the
+  facts needed to evaluate it (image size, class order, the split seed and fractions) come from the
+  ``train_summary.json`` beside it, and the split parameters fall back to the given
+  :class:`~isnetflow.config.TrainConfig` when the summary lacks them;
+* ``runs:/<run_id>/<path>`` and ``models:/<name>/<version>`` / ``models:/<name>@<alias>`` MLflow URIs of
+  either the train stage's ``pytorch`` model (facts from the run's parameters) or a package made here
+  (facts from the model's ``isnetflow`` metadata).
+
+The pyfunc package
+------------------
+:func:`log_pyfunc` logs :class:`CXRClassifier` with the pickled torch module as the artifact
+``torch_model`` and the facts as ``metadata["isnetflow"]``. It is what the registry holds, so
+
+.. code-block:: python
+
+    import mlflow, numpy as np
+    model = mlflow.pyfunc.load_model("models:/cxr-isnet@champion")
+    x = np.zeros((5, 1, 128, 128), dtype=np.float32)   # any batch size; normalized images in [0, 1]
+    proba = model.predict(x)                            # DataFrame: one column per class, rows sum to 1
+    torch_module = model.unwrap_python_model().module   # the nn.Module itself, e.g. for LRP
+
+Signature: input ``TensorSpec(float32, (-1, 1, S, S))`` where ``S`` is the training image size (images
+letterboxed and normalized exactly as the validate stage does: bright = dense, 0..1); output one
+``double`` column per class name, in training order (the first is the negative class).
+
+Security: ``model.pt`` files are pickles; load only models from a store you trust.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pyfunc
+import mlflow.pytorch
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.pyfunc import PythonModel
+from torch import nn
+
+from isnetflow import __version__
+from isnetflow.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CXRClassifier",
+    "LoadedClassifier",
+    "ModelFacts",
+    "ModelLoadError",
+    "is_mlflow_uri",
+    "load_classifier",
+    "log_pyfunc",
+    "model_signature",
+]
+
+METADATA_KEY = "isnetflow"
+TORCH_ARTIFACT = "torch_model"
+
+
+class ModelLoadError(ValueError):
+    """A model URI cannot be loaded or lacks the facts needed to use it (message names the URI)."""
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What evaluation and serving need to know about a trained classifier."""
+
+    image_size: int
+    classes: list[str]
+    val_fraction: float
+    test_fraction: float
+    seed: int
+    mode: str = ""
+    architecture: str = ""
+    run_id: str = ""
+    source_uri: str = ""
+    split_source: str = (
+        "run"  # where val/test fractions and seed came from: run | metadata | summary | config
+    )
+
+    def as_metadata(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def train_config(self) -> TrainConfig:
+        """A TrainConfig carrying the facts that :func:`isnetflow.stages.train.load_train_data` uses."""
+        return TrainConfig(
+            image_size=self.image_size,
+            val_fraction=self.val_fraction,
+            test_fraction=self.test_fraction,
+            seed=self.seed,
+            **({"model": self.architecture} if self.architecture else {}),
+        )
+
+
+@dataclass
+class LoadedClassifier:
+    """An ``nn.Module`` in eval mode on the CPU plus its :class:`ModelFacts`."""
+
+    module: nn.Module
+    facts: ModelFacts
+
+
+def is_mlflow_uri(uri: str) -> bool:
+    return uri.startswith(("runs:/", "models:/", "mlflow-artifacts:/", "s3://"))
+
+
+def model_signature(image_size: int, classes: list[str]) -> Any:
+    """The pyfunc signature: ``(-1, 1, S, S)`` float32 images in, one probability column per class out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, image_size, image_size), name="images")]),
+        outputs=Schema([ColSpec("double", c) for c in classes]),
+    )
+
+
+class CXRClassifier(PythonModel):
+    """pyfunc wrapper: normalized images ``(N, 1, S, S)`` -> class probabilities (DataFrame).
+
+    Input validation is the signature's job (:func:`model_signature`); the ``np.ndarray`` type hint
+    tells MLflow not to infer a schema from ``predict``.
+    """
+
+    def __init__(self, classes: list[str], image_size: int, batch_size: int = 32) -> None:
+        self.classes = list(classes)
+        self.image_size = int(image_size)
+        self.batch_size = int(batch_size)
+        self.module: nn.Module | None = None
+
+    def load_context(self, context: Any) -> None:
+        self.module = torch.load(context.artifacts[TORCH_ARTIFACT], map_location="cpu", weights_only=False)
+        assert self.module is not None
+        self.module.eval()
+
+    def predict(
+        self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        if self.module is None:
+            raise RuntimeError("CXRClassifier used before load_context")
+        x = _as_batch(model_input, self.image_size)
+        out = []
+        with torch.no_grad():
+            for i in range(0, x.shape[0], self.batch_size):
+                logits = self.module(torch.from_numpy(x[i : i + self.batch_size]))
+                out.append(torch.softmax(logits.float(), dim=1).double().numpy())
+        proba = np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+        return pd.DataFrame(proba, columns=self.classes)
+
+
+def _as_batch(model_input: Any, size: int) -> np.ndarray:
+    if isinstance(model_input, dict):
+        if len(model_input) != 1:
+            raise ValueError(f"expected one input tensor, got keys {sorted(model_input)}")
+        model_input = next(iter(model_input.values()))
+    x = np.asarray(model_input, dtype=np.float32)
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[1:] != (1, size, size):
+        raise ValueError(f"expected images of shape (N, 1, {size}, {size}), got {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+def log_pyfunc(
+    module: nn.Module, facts: ModelFacts, *, name: str = "pyfunc_model", batch_size: int = 32
+) -> Any:
+    """Log :class:`CXRClassifier` (torch module as an artifact) to the *active* run; returns the ModelInfo."""
+    if mlflow.active_run() is None:
+        raise RuntimeError("log_pyfunc needs an active MLflow run")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.pt"
+        torch.save(module.to("cpu").eval(), path)
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=CXRClassifier(facts.classes, facts.image_size, batch_size),
+            artifacts={TORCH_ARTIFACT: str(path)},
+            signature=model_signature(facts.image_size, facts.classes),
+            input_example=np.zeros((1, 1, facts.image_size, facts.image_size), dtype=np.float32),
+            metadata={METADATA_KEY: facts.as_metadata()},
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"isnetflow=={__version__}"],
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+def _facts_from_params(params: dict[str, str], uri: str, run_id: str) -> ModelFacts:
+    try:
+        classes = [c for c in params["data.classes"].split(",") if c]
+        return ModelFacts(
+            image_size=int(params["image_size"]),
+            classes=classes,
+            val_fraction=float(params["val_fraction"]),
+            test_fraction=float(params["test_fraction"]),
+            seed=int(params["seed"]),
+            mode=params.get("mode", ""),
+            architecture=params.get("model", ""),
+            run_id=run_id,
+            source_uri=uri,
+            split_source="run",
+        )
+    except (KeyError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{uri}: run {run_id} lacks the training parameters needed for evaluation "
+            f"(image_size, val_fraction, test_fraction, seed, data.classes): {exc}"
+        ) from exc
+
+
+def _load_local(path: Path, fallback: TrainConfig | None) -> LoadedClassifier:
+    model_file = path / "model.pt" if path.is_dir() else path
+    if not model_file.is_file():
+        raise ModelLoadError(f"{model_file}: model file not found")
+    try:
+        module = torch.load(model_file, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ModelLoadError(f"{model_file}: cannot load the pickled model: {exc}") from exc
+    if not isinstance(module, nn.Module):
+        raise ModelLoadError(f"{model_file}: expected a pickled torch.nn.Module, got {type(module).__name__}")
+    summary_file = model_file.parent / "train_summary.json"
+    summary: dict[str, Any] = {}
+    if summary_file.is_file():
+        summary = json.loads(summary_file.read_text())
+    cfg = fallback
+    if "image_size" not in summary and cfg is None:
+        raise ModelLoadError(
+            f"{model_file}: no train_summary.json beside it and no training config to fall back on"
+        )
+    if "classes" not in summary:
+        raise ModelLoadError(f"{summary_file}: the class order ('classes') is needed and missing")
+    keys = ("val_fraction", "test_fraction", "seed")
+    if all(k in summary for k in keys):
+        split = {k: summary[k] for k in keys}
+        source = "summary"
+    else:
+        if cfg is None:
+            raise ModelLoadError(
+                f"{summary_file}: no split parameters and no training config to fall back on"
+            )
+        split = {"val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction, "seed": cfg.seed}
+        source = "config"
+        log.warning(
+            "%s: split seed/fractions not recorded; using the training config's (%s)", summary_file, split
+        )
+    facts = ModelFacts(
+        image_size=int(summary.get("image_size", cfg.image_size if cfg else 0)),
+        classes=list(summary["classes"]),
+        val_fraction=float(split["val_fraction"]),
+        test_fraction=float(split["test_fraction"]),
+        seed=int(split["seed"]),
+        mode=str(summary.get("mode", "")),
+        architecture=str(summary.get("model", "")),
+        run_id=str(summary.get("run_id", "")),
+        source_uri=str(model_file.resolve()),
+        split_source=source,
+    )
+    return LoadedClassifier(module.eval(), facts)
+
+
+def _load_mlflow(uri: str) -> LoadedClassifier:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        info = mlflow.models.get_model_info(uri)
+    except (MlflowException, OSError) as exc:
+        raise ModelLoadError(f"{uri}: cannot read the model: {exc}") from exc
+    flavors = info.flavors or {}
+    meta = (info.metadata or {}).get(METADATA_KEY)
+    try:
+        if meta is not None:
+            facts = ModelFacts(**{**meta, "source_uri": uri, "split_source": "metadata"})
+            module = mlflow.pyfunc.load_model(uri).unwrap_python_model().module
+        elif "pytorch" in flavors:
+            if not info.run_id:
+                raise ModelLoadError(f"{uri}: the model has no source run to read training parameters from")
+            params = mlflow.MlflowClient().get_run(info.run_id).data.params
+            facts = _facts_from_params(params, uri, info.run_id)
+            module = mlflow.pytorch.load_model(uri, map_location="cpu")
+        else:
+            raise ModelLoadError(
+                f"{uri}: neither an isnetflow pyfunc package nor a pytorch model ({sorted(flavors)})"
+            )
+    except MlflowException as exc:
+        raise ModelLoadError(f"{uri}: cannot load the model: {exc}") from exc
+    if not isinstance(module, nn.Module):
+        raise ModelLoadError(f"{uri}: loaded object is {type(module).__name__}, not a torch.nn.Module")
+    return LoadedClassifier(module.to("cpu").eval(), facts)
+
+
+def load_classifier(uri: str, *, fallback: TrainConfig | None = None) -> LoadedClassifier:
+    """Load a classifier and its facts from a local path or an MLflow URI (tracking URI already set)."""
+    if is_mlflow_uri(uri):
+        return _load_mlflow(uri)
+    return _load_local(Path(uri), fallback)

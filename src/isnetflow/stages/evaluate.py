@@ -1,0 +1,268 @@
+"""Evaluate stage: a trained classifier on the internal test split and each external hospital.
+
+Inputs: a model URI (local ``model.pt`` / its folder, ``runs:/...`` or ``models:/...``), the validate
+stage's output (``manifest.csv`` + normalized images) and the lung masks. The split seed and fractions
+come with the model (run parameters or package metadata), so ``internal_test`` is exactly the training
+run's held-out patients (see :mod:`isnetflow.evaluation.core` for the split logic and the keys).
+
+Outputs under ``out``::
+
+    evaluation.json        all numbers (documented keys; NaN written as null)
+    report.html            self-contained report (tables + embedded figures), readable without MLflow
+    figures/roc.png        ROC curves: internal test, pooled external, every site
+    figures/reliability.png
+    figures/heatmaps.png   zennit heatmaps: internal/external x correct/incorrect
+    figures/counterfactual.png   background-swap examples
+    predictions.csv        per evaluated image: key, site, split, label, score, predicted
+
+When a tracking server is in use (an MLflow model URI, ``tracking_uri``, or ``MLFLOW_TRACKING_URI``)
+the same files and the headline metrics are logged to a new run tagged ``isnetflow.stage=evaluate``
+and ``isnetflow.evaluated_run_id=<training run>``, which is how ``isnetflow promote`` finds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from isnetflow import __version__
+from isnetflow.config import EvaluateConfig, TrainConfig
+from isnetflow.evaluation.core import EvaluationError, EvaluationResult, evaluate_model
+from isnetflow.evaluation.counterfactual import swap_background
+from isnetflow.evaluation.plots import counterfactual_figure, reliability_figure, roc_figure
+from isnetflow.evaluation.report import flat_metrics, json_safe, render_html
+from isnetflow.registry.packaging import LoadedClassifier, ModelLoadError, is_mlflow_uri, load_classifier
+from isnetflow.registry.tracking import use_tracking
+from isnetflow.training.data import TrainData
+from isnetflow.viz.heatmaps import heatmap_gallery
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EvaluateStageError", "load_evaluation", "load_evaluation_data", "run"]
+
+EVALUATION_FILE = "evaluation.json"
+
+
+class EvaluateStageError(ValueError):
+    """Inputs of the evaluate stage cannot be used (message names the file/URI and the problem)."""
+
+
+def load_evaluation_data(
+    validated: str | Path, masks: str | Path | None, loaded: LoadedClassifier
+) -> TrainData:
+    """The validated images at the model's resolution with the training run's split assignment."""
+    from isnetflow.stages.train import TrainDataError, load_train_data
+
+    try:
+        return load_train_data(validated, masks, loaded.facts.train_config(), classes=loaded.facts.classes)
+    except (TrainDataError, FileNotFoundError) as exc:
+        raise EvaluateStageError(str(exc)) from exc
+
+
+def _manifest_sha256(validated: Path) -> str:
+    return hashlib.sha256((validated / "manifest.csv").read_bytes()).hexdigest()
+
+
+def _tracking_wanted(model_uri: str, tracking_uri: str | None) -> bool:
+    return is_mlflow_uri(model_uri) or tracking_uri is not None or bool(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def _gallery(res: EvaluationResult, data: TrainData, per_group: int, png: Path) -> Path | None:
+    sample = res.audit
+    if sample is None or sample.indices.size == 0 or per_group == 0:
+        return None
+    thr = float(res.payload["threshold"]["value"])
+    picks: list[int] = []
+    titles: list[str] = []
+    for role in ("internal", "external"):
+        for correct in (True, False):
+            n = 0
+            for k, i in enumerate(sample.indices):
+                is_ext = data.splits[i] == "external"
+                ok = bool((res.scores[i] >= thr) == bool(res.targets[i]))
+                if (is_ext == (role == "external")) and ok == correct and n < per_group:
+                    picks.append(k)
+                    titles.append(
+                        f"{role} {'correct' if correct else 'WRONG'}\n{data.sites[i][:20]}\n"
+                        f"{data.classes[int(data.labels[i])]} s={res.scores[i]:.2f} bg={sample.shares[k]:.2f}"
+                    )
+                    n += 1
+    if not picks:
+        return None
+    idx = sample.indices[picks]
+    return heatmap_gallery(
+        data.images[idx].numpy()[:, 0],
+        sample.relevance[picks][:, 0],
+        data.masks[idx].numpy()[:, 0],
+        titles,
+        png,
+        suptitle="zennit LRP relevance for the explained class (red +, blue -); green: lung mask",
+    )
+
+
+def _counterfactual_examples(res: EvaluationResult, data: TrainData, png: Path, n: int = 4) -> Path | None:
+    cf = res.counterfactual
+    if cf is None or not cf.recipients:
+        return None
+    order = np.argsort(-np.abs(np.subtract(cf.composite_scores, cf.original_scores)))[:n]
+    imgs, masks = data.images.numpy(), data.masks.numpy()
+    rec = [cf.recipients[k] for k in order]
+    don = [cf.donors[k] for k in order]
+    comps = np.stack(
+        [swap_background(imgs[r], masks[r], imgs[d], masks[d])[0] for r, d in zip(rec, don, strict=True)]
+    )
+    captions = [
+        f"{data.sites[r][:16]} on background of {data.sites[d][:16]}: "
+        f"{cf.original_scores[k]:.2f} -> {cf.composite_scores[k]:.2f}{' FLIP' if cf.flipped[k] else ''}"
+        for k, r, d in zip(order, rec, don, strict=True)
+    ]
+    return counterfactual_figure(imgs[rec][:, 0], imgs[don][:, 0], comps, captions, png)
+
+
+def _predictions_frame(res: EvaluationResult, data: TrainData) -> pd.DataFrame:
+    keep = [i for i, sp in enumerate(data.splits) if sp in ("val", "test", "external")]
+    thr = float(res.payload["threshold"]["value"])
+    return pd.DataFrame(
+        {
+            "key": [data.keys[i] for i in keep],
+            "patient_id": [data.patient_ids[i] for i in keep],
+            "site": [data.sites[i] for i in keep],
+            "split": [data.splits[i] for i in keep],
+            "label": [data.classes[int(data.labels[i])] for i in keep],
+            "score": [float(res.scores[i]) for i in keep],
+            "predicted_positive": [bool(res.scores[i] >= thr) for i in keep],
+            **{f"p_{c}": res.proba[keep, j] for j, c in enumerate(data.classes)},
+        }
+    )
+
+
+def run(
+    cfg: EvaluateConfig,
+    model_uri: str,
+    validated: str | Path,
+    masks: str | Path | None,
+    out: str | Path,
+    *,
+    sites: Sequence[str] = (),
+    tracking_uri: str | None = None,
+    experiment: str = "isnetflow",
+    train_fallback: TrainConfig | None = None,
+    audit: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``model_uri`` on ``validated`` (+ ``masks``), write ``out/``, track; returns the payload."""
+    out = Path(out)
+    validated = Path(validated)
+    if not (validated / "manifest.csv").is_file():
+        raise EvaluateStageError(f"{validated / 'manifest.csv'}: not found (run `isnetflow validate` first)")
+    track = _tracking_wanted(model_uri, tracking_uri)
+    if track:
+        use_tracking(tracking_uri, experiment)
+    try:
+        loaded = load_classifier(model_uri, fallback=train_fallback)
+    except ModelLoadError as exc:
+        raise EvaluateStageError(str(exc)) from exc
+    data = load_evaluation_data(validated, masks, loaded)
+    log.info(
+        "evaluating %s on %d images (%s)",
+        model_uri,
+        len(data),
+        {s: data.splits.count(s) for s in set(data.splits)},
+    )
+    try:
+        res = evaluate_model(loaded.module, data, cfg, sites=list(sites), audit=audit, progress=progress)
+    except EvaluationError as exc:
+        raise EvaluateStageError(f"{validated}: {exc}") from exc
+
+    f = loaded.facts
+    payload: dict[str, Any] = {
+        "schema_version": 1,
+        "generator": f"isnetflow {__version__}",
+        "model": {
+            "uri": model_uri,
+            "run_id": f.run_id,
+            "mode": f.mode,
+            "architecture": f.architecture,
+            "image_size": f.image_size,
+            "classes": f.classes,
+            "score": f"1 - P({f.classes[0]})",
+        },
+        "data": {
+            "validated": str(validated.resolve()),
+            "masks": str(Path(masks).resolve()) if masks is not None else None,
+            "manifest_sha256": _manifest_sha256(validated),
+            "n_images": len(data),
+            "splits": {s: data.splits.count(s) for s in ("train", "val", "test", "external")},
+            "split_seed": f.seed,
+            "val_fraction": f.val_fraction,
+            "test_fraction": f.test_fraction,
+            "split_source": f.split_source,
+        },
+        **res.payload,
+        "config": cfg.model_dump(mode="json"),
+    }
+    figs_dir = out / "figures"
+    figures: list[tuple[str, Path]] = [
+        (
+            "ROC curves per split and site",
+            roc_figure(res.curves, figs_dir / "roc.png", title=f"ROC: {model_uri}"),
+        ),
+        ("Reliability diagram", reliability_figure(res.reliability, figs_dir / "reliability.png")),
+    ]
+    gallery = _gallery(res, data, cfg.gallery_per_group, figs_dir / "heatmaps.png")
+    if gallery is not None:
+        figures.append(("Heatmap gallery: internal/external x correct/incorrect", gallery))
+    cf_png = _counterfactual_examples(res, data, figs_dir / "counterfactual.png")
+    if cf_png is not None:
+        figures.append(("Counterfactual background swap: largest score changes", cf_png))
+    payload["figures"] = {p.stem: str(p.relative_to(out)) for _, p in figures}
+
+    safe = json_safe(payload)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / EVALUATION_FILE).write_text(json.dumps(safe, indent=2))
+    (out / "report.html").write_text(render_html(safe, figures, title=f"Evaluation of {model_uri}"))
+    _predictions_frame(res, data).to_csv(out / "predictions.csv", index=False)
+
+    if track:
+        import mlflow
+
+        tags = {
+            "isnetflow.stage": "evaluate",
+            "isnetflow.version": __version__,
+            "isnetflow.evaluated_model_uri": model_uri,
+            "isnetflow.evaluated_run_id": f.run_id,
+            "data.manifest_sha256": payload["data"]["manifest_sha256"],
+        }
+        with mlflow.start_run(run_name=f"evaluate-{f.mode or 'model'}", tags=tags) as active:
+            mlflow.log_params({k: str(v)[:500] for k, v in cfg.model_dump(mode="json").items()})
+            mlflow.log_metrics(flat_metrics(safe))
+            for _, png in figures:
+                mlflow.log_artifact(str(png), artifact_path="figures")
+            mlflow.log_artifact(str(out / EVALUATION_FILE))
+            mlflow.log_artifact(str(out / "report.html"))
+            mlflow.log_artifact(str(out / "predictions.csv"))
+            safe["evaluation_run_id"] = active.info.run_id
+        (out / EVALUATION_FILE).write_text(json.dumps(safe, indent=2))
+    return dict(safe)
+
+
+def load_evaluation(path_or_dir: str | Path) -> dict[str, Any]:
+    """Read an ``evaluation.json`` (or the folder holding one); errors name the file."""
+    p = Path(path_or_dir)
+    if p.is_dir():
+        p = p / EVALUATION_FILE
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EvaluateStageError(f"{p}: cannot read the evaluation: {exc}") from exc
+    if not isinstance(data, dict) or "splits" not in data:
+        raise EvaluateStageError(f"{p}: not an isnetflow evaluation (no 'splits')")
+    return data

@@ -1,0 +1,363 @@
+"""Promote stage: register a candidate in the MLflow model registry and move aliases behind gates.
+
+``run`` (``isnetflow promote --candidate URI``):
+
+1. reads the candidate's ``evaluation.json`` (``--evaluation``, or the latest evaluate-stage run of the
+   candidate's training run in MLflow);
+2. evaluates the current ``champion`` (if any) on the same data -- the validated folder, masks and
+   sites recorded in the candidate's evaluation, checked against its manifest hash -- falling back to
+   the champion's recorded metrics only when that data is unreadable and the manifest hash matches;
+3. computes the gates (:mod:`isnetflow.registry.gates`) from the policy;
+4. unless ``dry_run``: packages the candidate as a pyfunc (:mod:`isnetflow.registry.packaging`),
+   registers it, tags the version with the gate results, the lineage and the headline evaluation,
+   and calls :func:`isnetflow.registry.promotion.promote_version` (lock, re-read aliases, re-check
+   against a champion that changed meanwhile, move ``champion``/``previous-champion``).
+
+``rollback`` and ``show`` wrap the registry functions of the same names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from isnetflow import __version__
+from isnetflow.config import EvaluateConfig, PromotionPolicy, TrainConfig
+from isnetflow.registry.gates import ChampionReference, GateResult, all_passed, evaluate_gates
+from isnetflow.registry.packaging import LoadedClassifier, ModelLoadError, load_classifier, log_pyfunc
+from isnetflow.registry.promotion import (
+    CHAMPION,
+    PromotionError,
+    aliases,
+    ensure_registered_model,
+    promote_version,
+    registry_overview,
+)
+from isnetflow.registry.promotion import rollback as registry_rollback
+from isnetflow.registry.tracking import default_tracking_uri, use_tracking
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PromoteStageError", "code_version", "lineage_tags", "rollback", "run", "show"]
+
+_VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
+
+
+class PromoteStageError(ValueError):
+    """The promotion cannot proceed (message names the URI/file and the problem)."""
+
+
+def code_version() -> str:
+    """The git commit of the package source when it is a checkout, else ``isnetflow==<version>``."""
+    src = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        if re.fullmatch(r"[0-9a-f]{40}", sha):
+            return sha
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"isnetflow=={__version__}"
+
+
+def _validation_summary(evaluation: Mapping[str, Any]) -> str:
+    validated = (evaluation.get("data") or {}).get("validated")
+    if not validated:
+        return ""
+    p = Path(validated) / "validation.json"
+    try:
+        v = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return ""
+    summary = {
+        "files": v.get("files"),
+        "counts": v.get("counts"),
+        "pass_rate": v.get("pass_rate"),
+        "expectations_success": (v.get("expectations") or {}).get("success"),
+        "passed": v.get("passed"),
+    }
+    return json.dumps(summary, separators=(",", ":"))
+
+
+def lineage_tags(
+    evaluation: Mapping[str, Any],
+    training_run_id: str,
+    *,
+    mask_model_version: str = "",
+    candidate_uri: str = "",
+) -> dict[str, str]:
+    """``lineage.*`` tags of a model version (data, validation, masks, training run, code, image)."""
+    data = evaluation.get("data") or {}
+    return {
+        "lineage.data_manifest_sha256": str(data.get("manifest_sha256") or ""),
+        "lineage.validation_summary": _validation_summary(evaluation)[:4900],
+        "lineage.lung_mask_model_version": mask_model_version,
+        "lineage.training_run_id": training_run_id,
+        "lineage.code_version": code_version(),
+        "lineage.container_image": os.environ.get("ISNETFLOW_IMAGE", ""),
+        "lineage.evaluation_run_id": str(evaluation.get("evaluation_run_id") or ""),
+        "lineage.candidate_uri": candidate_uri,
+    }
+
+
+def _evaluation_tags(evaluation: Mapping[str, Any]) -> dict[str, str]:
+    def num(v: Any) -> str:
+        return "" if v is None else f"{float(v):.6g}"
+
+    splits = evaluation.get("splits") or {}
+    audit = evaluation.get("audit") or {}
+    return {
+        "eval.internal_test.auc": num((splits.get("internal_test") or {}).get("auc")),
+        "eval.external_pooled.auc": num((splits.get("external_pooled") or {}).get("auc")),
+        "eval.external_pooled.auc_ci_low": num((splits.get("external_pooled") or {}).get("auc_ci_low")),
+        "eval.background_share": num((audit.get("background_share") or {}).get("pooled")),
+        "eval.flip_rate": num((audit.get("counterfactual") or {}).get("flip_rate")),
+        "eval.threshold": num((evaluation.get("threshold") or {}).get("value")),
+        "eval.site_auc": json.dumps({k: v.get("auc") for k, v in (evaluation.get("sites") or {}).items()})[
+            :4900
+        ],
+        "eval.evaluated_sites": json.dumps(evaluation.get("evaluated_sites") or [])[:4900],
+        "eval.data_manifest_sha256": str((evaluation.get("data") or {}).get("manifest_sha256") or ""),
+    }
+
+
+def _find_evaluation(training_run_id: str) -> dict[str, Any]:
+    """The newest evaluate-stage run's evaluation.json for a training run (tracking URI already set)."""
+    import mlflow
+
+    if not training_run_id:
+        raise PromoteStageError("the candidate has no training run id: pass --evaluation PATH")
+    runs = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=(
+            f"tags.`isnetflow.evaluated_run_id` = '{training_run_id}' and tags.`isnetflow.stage` = 'evaluate'"
+        ),
+        order_by=["start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    if not runs:
+        raise PromoteStageError(
+            f"no evaluate-stage run found for training run {training_run_id}: run `isnetflow evaluate` "
+            "or pass --evaluation PATH"
+        )
+    run = runs[0]
+    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="evaluation.json")
+    evaluation = json.loads(Path(path).read_text())
+    evaluation.setdefault("evaluation_run_id", run.info.run_id)
+    return dict(evaluation)
+
+
+def _manifest_hash(validated: Path) -> str | None:
+    import hashlib
+
+    p = validated / "manifest.csv"
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+
+
+def champion_reference(
+    version: str,
+    name: str,
+    evaluation: Mapping[str, Any],
+    evaluate_cfg: EvaluateConfig,
+    *,
+    data: str | Path | None = None,
+    masks: str | Path | None = None,
+) -> ChampionReference:
+    """Pooled external AUC of champion ``version`` on the candidate's evaluation data and sites."""
+    from mlflow import MlflowClient
+
+    from isnetflow.evaluation.core import EvaluationError, evaluate_model
+    from isnetflow.stages.evaluate import EvaluateStageError, load_evaluation_data
+
+    ev_data = evaluation.get("data") or {}
+    want_hash = ev_data.get("manifest_sha256")
+    location = data or ev_data.get("validated")
+    validated = Path(location) if location else None
+    mask_dir = masks or ev_data.get("masks")
+    sites = list(evaluation.get("evaluated_sites") or [])
+    reason = ""
+    got = _manifest_hash(validated) if validated is not None else None
+    if validated is not None and got is not None:
+        if want_hash and got != want_hash:
+            reason = f"{validated}/manifest.csv changed since the candidate's evaluation"
+        else:
+            try:
+                loaded = load_classifier(f"models:/{name}/{version}")
+                edata = load_evaluation_data(validated, mask_dir, loaded)
+                cfg = evaluate_cfg.model_copy(update={"threshold": 0.5, "n_boot": 0, "sites": []})
+                res = evaluate_model(loaded.module, edata, cfg, sites=sites, audit=False)
+                auc = res.payload["splits"]["external_pooled"]["auc"]
+                value = None if math.isnan(auc) else float(auc)
+                return ChampionReference(version, value, f"evaluated on {validated}")
+            except (ModelLoadError, EvaluateStageError, EvaluationError) as exc:
+                reason = f"cannot evaluate the champion: {exc}"
+    else:
+        reason = f"evaluation data {location or '(not recorded)'}: manifest.csv is not readable here"
+    # fall back to the champion's own evaluation when it was made on the very same data and sites
+    tags = MlflowClient().get_model_version(name, version).tags
+    try:
+        recorded_sites = json.loads(tags.get("eval.evaluated_sites", "null"))
+    except json.JSONDecodeError:
+        recorded_sites = None
+    same = tags.get("eval.data_manifest_sha256") == want_hash and recorded_sites == sites
+    if want_hash and same and tags.get("eval.external_pooled.auc"):
+        return ChampionReference(version, float(tags["eval.external_pooled.auc"]), f"recorded ({reason})")
+    log.warning("champion v%s cannot be compared: %s", version, reason)
+    return ChampionReference(version, None, reason)
+
+
+def _package_and_register(name: str, candidate: str, loaded: LoadedClassifier, tags: dict[str, str]) -> str:
+    """Log the candidate as a pyfunc package (into its training run when that run is in this store)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    run_id = loaded.facts.run_id
+    exists = False
+    if run_id:
+        try:
+            mlflow.get_run(run_id)
+            exists = True
+        except MlflowException:
+            exists = False
+    if exists:
+        with mlflow.start_run(run_id=run_id):
+            info = log_pyfunc(loaded.module, loaded.facts)
+    else:
+        run_tags = {"isnetflow.stage": "package", "isnetflow.candidate_uri": candidate}
+        with mlflow.start_run(run_name="package", tags=run_tags):
+            info = log_pyfunc(loaded.module, loaded.facts)
+    ensure_registered_model(mlflow.MlflowClient(), name, "ISNet chest X-ray classifier (isnetflow)")
+    mv = mlflow.register_model(info.model_uri, name, tags=tags, await_registration_for=120)
+    return str(mv.version)
+
+
+def run(
+    policy: PromotionPolicy,
+    candidate: str,
+    *,
+    evaluation: str | Path | None = None,
+    tracking_uri: str | None = None,
+    experiment: str = "isnetflow",
+    dry_run: bool = False,
+    mask_model_version: str = "",
+    data: str | Path | None = None,
+    masks: str | Path | None = None,
+    evaluate_cfg: EvaluateConfig | None = None,
+    train_fallback: TrainConfig | None = None,
+) -> dict[str, Any]:
+    """Gate ``candidate`` and (unless ``dry_run``) register it and move aliases; returns the decision."""
+    import mlflow
+
+    from isnetflow.stages.evaluate import EvaluateStageError, load_evaluation
+
+    use_tracking(tracking_uri, experiment)
+    client = mlflow.MlflowClient()
+    name = policy.registered_model
+    evaluate_cfg = evaluate_cfg or EvaluateConfig()
+
+    existing = _VERSION_URI.match(candidate)
+    version: str | None = None
+    loaded: LoadedClassifier | None = None
+    if existing and existing["name"] == name:
+        version = existing["version"]
+        try:
+            training_run_id = client.get_model_version(name, version).run_id or ""
+        except mlflow.exceptions.MlflowException as exc:
+            raise PromoteStageError(f"{candidate}: {exc}") from exc
+    else:
+        try:
+            loaded = load_classifier(candidate, fallback=train_fallback)
+        except ModelLoadError as exc:
+            raise PromoteStageError(str(exc)) from exc
+        training_run_id = loaded.facts.run_id
+    try:
+        ev = load_evaluation(evaluation) if evaluation is not None else _find_evaluation(training_run_id)
+    except EvaluateStageError as exc:
+        raise PromoteStageError(str(exc)) from exc
+
+    def reference(champ: str) -> ChampionReference:
+        return champion_reference(champ, name, ev, evaluate_cfg, data=data, masks=masks)
+
+    champion_seen = aliases(client, name).get(CHAMPION)
+    ref = reference(champion_seen) if champion_seen is not None and champion_seen != version else None
+    gates = evaluate_gates(ev, policy, ref)
+    result: dict[str, Any] = {
+        "name": name,
+        "candidate": candidate,
+        "champion_before": champion_seen,
+        "gates": [g.as_dict() for g in gates],
+        "all_gates_passed": all_passed(gates),
+    }
+    if dry_run:
+        result |= {"decision": "dry-run", "would_promote": all_passed(gates), "version": version}
+        return result
+
+    tags = {
+        **lineage_tags(ev, training_run_id, mask_model_version=mask_model_version, candidate_uri=candidate),
+        **_evaluation_tags(ev),
+    }
+    if version is None:
+        assert loaded is not None
+        version = _package_and_register(name, candidate, loaded, tags)
+    else:
+        for k, v in tags.items():
+            client.set_model_version_tag(name, version, k, v)
+
+    def recheck(new_champion: str) -> list[GateResult]:
+        log.info("champion moved to v%s during promotion: re-checking v%s against it", new_champion, version)
+        return evaluate_gates(ev, policy, reference(new_champion))
+
+    try:
+        decision = promote_version(
+            client,
+            name,
+            version,
+            gates,
+            champion_seen=champion_seen,
+            recheck=recheck,
+            lock_ttl=policy.lock_ttl_seconds,
+            lock_wait=policy.lock_wait_seconds,
+        )
+    except PromotionError as exc:
+        raise PromoteStageError(str(exc)) from exc
+    return {**result, **decision.as_dict(), "model_uri": f"models:/{name}/{version}"}
+
+
+def rollback(policy: PromotionPolicy, *, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Move ``champion`` back to ``previous-champion`` (see :func:`isnetflow.registry.promotion.rollback`)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    try:
+        return registry_rollback(
+            mlflow.MlflowClient(),
+            policy.registered_model,
+            lock_ttl=policy.lock_ttl_seconds,
+            lock_wait=policy.lock_wait_seconds,
+        )
+    except PromotionError as exc:
+        raise PromoteStageError(str(exc)) from exc
+
+
+def show(*, tracking_uri: str | None = None, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """Registered models, versions, aliases and gate results (see :func:`registry_overview`)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    try:
+        return registry_overview(mlflow.MlflowClient(), names)
+    except PromotionError as exc:
+        raise PromoteStageError(str(exc)) from exc
