@@ -61,8 +61,11 @@ def evaluate_model(
     share = payload.get("audit", {}).get("background_share", {}).get("pooled")
     if share is not None:
         metrics.log_metric("background_share", float(share))
-    cm = payload["classification_metrics"]["external_pooled"]
-    roc_external.log_roc_curve(cm["roc"]["fpr"], cm["roc"]["tpr"], cm["roc"]["thresholds"])
-    roc_external.log_confusion_matrix(cm["confusion_matrix"]["categories"], cm["confusion_matrix"]["matrix"])
+    cm = payload.get("classification_metrics", {}).get("external_pooled")
+    if cm:  # absent when the external set holds a single class (no ROC curve exists)
+        roc_external.log_roc_curve(cm["roc"]["fpr"], cm["roc"]["tpr"], cm["roc"]["thresholds"])
+        roc_external.log_confusion_matrix(
+            cm["confusion_matrix"]["categories"], cm["confusion_matrix"]["matrix"]
+        )
     Path(report.path).write_text((Path(evaluation.path) / "report.html").read_text())
     return bool(decision["all_gates_passed"])
