@@ -5,7 +5,8 @@ Checks (thresholds in :class:`isnetflow.config.MaskConfig`):
 * ``area``: lung area / image area within ``[min_area_fraction, max_area_fraction]`` (empty, tiny or
   "everything is lung" masks fail);
 * ``components``: exactly two lungs after post-processing (one lung, or a mask that is one blob, fails);
-* ``sides``: the two components lie on opposite sides of the image midline (left and right lung);
+* ``sides``: the two components are side by side (left and right lung), not stacked (column ranges
+  overlap by at most half the narrower one);
 * ``balance``: smaller lung area / larger lung area >= ``min_lung_balance``;
 * ``fragments``: share of the thresholded prediction dropped by post-processing <= ``max_fragment_fraction``
   (a fragmented prediction means the network was lost);
@@ -18,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from isnetflow.config import MaskConfig
 
@@ -80,10 +80,16 @@ def assess(
         top2 = np.argsort(areas)[-2:] + 1
         a_small, a_big = sorted(float(areas[i - 1]) for i in top2)
         balance = a_small / a_big
-        centres = [float(c[1]) for c in ndimage.center_of_mass(m, labels, [int(i) for i in top2])]
-        mid = cols / 2.0
-        if (centres[0] - mid) * (centres[1] - mid) > 0:
-            failures.append("both lung components on the same side of the image")
+        # Left and right lungs sit side by side: their column ranges barely overlap. Two pieces of one
+        # lung (or lung + stomach bubble) are stacked. The image midline is not used: wide-field and
+        # off-centre images put both lungs on one side of it.
+        spans = [np.nonzero((labels == i).any(axis=0))[0] for i in top2]
+        overlap = min(spans[0][-1], spans[1][-1]) - max(spans[0][0], spans[1][0]) + 1
+        narrower = min(len(spans[0]), len(spans[1]))
+        if overlap > 0.5 * narrower:
+            failures.append(
+                f"lung components stacked, not side by side ({overlap / narrower:.0%} column overlap)"
+            )
     if area < cfg.min_area_fraction:
         failures.append(f"lung area {area:.1%} of the image < {cfg.min_area_fraction:.0%}")
     elif area > cfg.max_area_fraction:

@@ -419,6 +419,13 @@ def run(
         "n_quarantined": int((table["status"] == "quarantined").sum()),
         "n_provided": int((table["source"] == "provided").sum()),
         "n_predicted": int((table["source"] == "predicted").sum()),
+        "counts": {
+            "images": len(table),
+            "ok": int((table["status"] == "ok").sum()),
+            "quarantined": int((table["status"] == "quarantined").sum()),
+            "provided": int((table["source"] == "provided").sum()),
+            "predicted": int((table["source"] == "predicted").sum()),
+        },
         "quarantine_reasons": dict(reasons.most_common()),
         "model": _model_info(seg, cfg, model_version)
         if seg is not None

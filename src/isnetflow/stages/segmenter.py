@@ -139,17 +139,12 @@ class LungSegmenterModel(PythonModel):
     """MLflow pyfunc wrapper: ``predict`` takes images (``(H, W)`` or ``(N, H, W)`` floats in [0, 1],
     bright = dense) and returns uint8 masks (255 lung) of the same shape. Needs isnetflow installed."""
 
-    # Inputs are checked in ``predict``; MLflow's type-hint schema validation does not apply to ``Any``.
-    _skip_type_hint_validation = True
-
     def load_context(self, context: Any) -> None:
         self.segmenter = LungSegmenter.load(context.artifacts["spec"])
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
-        if isinstance(model_input, dict):  # a named-tensor input: take its single entry
-            if len(model_input) != 1:
-                raise ValueError(f"expected one input tensor of images, got {sorted(model_input)}")
-            model_input = next(iter(model_input.values()))
+    def predict(
+        self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
+    ) -> np.ndarray:
         arr = np.asarray(model_input, dtype=np.float32)
         if arr.ndim not in (2, 3):
             raise ValueError(f"expected images shaped (H, W) or (N, H, W), got {arr.shape}")

@@ -86,8 +86,17 @@ def test_evaluate_stage_outputs_and_tracking(eval_trained: Any, evaluated: tuple
 def test_evaluate_local_model_uses_split_fallback(
     eval_trained: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import shutil
+
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    local = eval_trained.summary["local_model"]
+    # A model.pt whose train_summary.json lacks the split parameters (as written by older versions).
+    local = str(tmp_path / "bare" / "model.pt")
+    (tmp_path / "bare").mkdir()
+    shutil.copy(eval_trained.summary["local_model"], local)
+    summary = {
+        k: v for k, v in eval_trained.summary.items() if k not in ("val_fraction", "test_fraction", "seed")
+    }
+    (tmp_path / "bare" / "train_summary.json").write_text(json.dumps(summary))
     with pytest.raises(evaluate.EvaluateStageError, match="no split parameters"):
         evaluate.run(FAST, local, eval_trained.validated, eval_trained.masks, tmp_path / "x", audit=False)
     payload = evaluate.run(

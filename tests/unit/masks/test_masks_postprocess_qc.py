@@ -33,6 +33,9 @@ def test_good_mask_passes(lungs: np.ndarray) -> None:
     qc = assess(lungs, fragment_fraction=0.01, confidence=0.95)
     assert qc.passed, qc.reason
     assert 0.3 < qc.left_fraction < 0.7 and qc.n_components == 2
+    off_centre = np.zeros((200, 480), dtype=bool)  # wide field: both lungs left of the image midline
+    off_centre[:, :240] = lungs
+    assert assess(off_centre, confidence=0.95).passed
 
 
 @pytest.mark.parametrize(
@@ -42,7 +45,7 @@ def test_good_mask_passes(lungs: np.ndarray) -> None:
         ("one_lung", "component"),
         ("huge", "lung area"),
         ("fragmented", "fragmented"),
-        ("same_side", "same side"),
+        ("stacked", "stacked"),
         ("unbalanced", "balance"),
         ("unsure", "confidence"),
     ],
@@ -60,15 +63,15 @@ def test_degenerate_masks_fail(lungs: np.ndarray, case: str, expected: str) -> N
         m[:, cols // 2 - 2 : cols // 2 + 2] = False
     elif case == "fragmented":
         kwargs["fragment_fraction"] = 0.3
-    elif case == "same_side":
+    elif case == "stacked":  # one lung cut in two (upper / lower), the other missing
         m[:] = False
-        m[20:180, 10:50] = True
-        m[20:180, 60:100] = True
+        m[20:90, 20:100] = True
+        m[110:180, 25:100] = True
     elif case == "unbalanced":
         m[:, cols // 2 :] = False
         m[90:100, 160:170] = True
     elif case == "unsure":
-        kwargs["confidence"] = 0.3
+        kwargs["confidence"] = 0.75
     qc = assess(m, MaskConfig(), **kwargs)
     assert not qc.passed
     assert expected in qc.reason, qc.reason

@@ -30,8 +30,9 @@ def test_held_out_real_dice(shared_data: Path, shipped: LungSegmenter) -> None:
         ref = read_reference_mask(root / r["mask"])
         assert pred.mask.shape == ref.lung.shape
         scores.append(dice(pred.mask, ref.lung, ref.ignore))
-    assert float(np.mean(scores)) >= 0.9, scores
-    assert min(scores) >= 0.8, scores
+    # Measured when the weights were trained: mean 0.952, min 0.891 (see MODEL_CARD.md).
+    assert float(np.mean(scores)) >= 0.93, scores
+    assert min(scores) >= 0.85, scores
 
 
 def test_real_dicom_from_other_sites_pass_qc(real_dicom_dir: Path, shipped: LungSegmenter) -> None:

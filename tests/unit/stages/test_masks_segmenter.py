@@ -50,7 +50,8 @@ def test_register_shipped_is_idempotent(tmp_path: Path, monkeypatch: pytest.Monk
     assert masks.shape == (2, 64, 80) and masks.dtype == np.uint8
 
 
-def test_train_segmenter_end_to_end(tmp_path: Path) -> None:
+def test_train_segmenter_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default store is under --out
     data = tmp_path / "data"
     (data / "images").mkdir(parents=True)
     (data / "masks").mkdir()

@@ -50,6 +50,13 @@ def test_provided_ground_truth_wins(synth_cohort: Path, validated: Path, tmp_pat
     t = result.table
     assert len(t) == 60 and (t["source"] == "provided").all() and (t["status"] == "ok").all()
     assert result.summary["model"]["source"] == "not needed"
+    assert result.summary["counts"] == {
+        "images": 60,
+        "ok": 60,
+        "quarantined": 0,
+        "provided": 60,
+        "predicted": 0,
+    }
     _check_outputs(tmp_path, t, manifest)
     uid = t["sop_instance_uid"].iloc[0]
     assert np.array_equal(
