@@ -446,7 +446,7 @@ class TrainConfig(StrictModel):
     model: str = Field("densenet-small", description="name in isnetflow.nets.NETS")
     image_size: int = Field(128, ge=32, le=1024, description="square training resolution")
     batch_size: int = Field(16, ge=2)
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(32, ge=1)
     warmup_epochs: int = Field(
         4, ge=0, description="standard-training epochs before the heatmap loss; they also set C1/C2"
     )
