@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from isnetflow.isnet import ISNetLossConfig, isnet_objective
 from isnetflow.nets import build_model
 
-__all__ = ["step_times"]
+__all__ = ["amp_check", "step_times"]
 
 
 def _synthetic_batch(
@@ -102,3 +102,56 @@ def step_times(
         "steps": steps,
         "threads": torch.get_num_threads(),
     }
+
+
+def amp_check(
+    model_name: str,
+    batch: int,
+    image_size: int,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.bfloat16,
+    config: ISNetLossConfig | None = None,
+) -> dict[str, Any]:
+    """How far the ISNet loss, heatmaps and gradient move when the LRP pass runs under ``torch.autocast``.
+
+    Computes one ISNet training step's loss and parameter gradient in float32 and again inside
+    ``torch.autocast(dtype)`` with the float32 guard of :func:`isnetflow.isnet.explain_batch` lifted
+    (``unguarded_*``) and kept (``guarded_*``, which must be 0). Errors are relative L2 norms against
+    float32; ``grad_cosine`` is the cosine similarity of the two gradients.
+    """
+    dev = torch.device(device)
+    cfg = config or ISNetLossConfig()
+    torch.manual_seed(0)
+    model = build_model(model_name, num_classes=2, in_channels=1).to(dev).train()
+    images, labels, masks = _synthetic_batch(batch, image_size, dev, torch.Generator().manual_seed(0))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def step(autocast: bool, allow: bool) -> tuple[float, torch.Tensor, torch.Tensor]:
+        model.load_state_dict(state)  # BN running statistics: every pass starts from the same state
+        model.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, dtype=dtype, enabled=autocast):
+            out = isnet_objective(model, images, labels, masks, cfg, allow_autocast=allow)
+        out.loss.backward()
+        grad = torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
+        assert out.heatmaps is not None
+        return float(out.loss.detach()), out.heatmaps.detach().float(), grad
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+    loss32, maps32, grad32 = step(False, False)
+    result: dict[str, Any] = {
+        "model": model_name,
+        "batch": batch,
+        "image_size": image_size,
+        "device": str(dev),
+        "autocast_dtype": str(dtype).replace("torch.", ""),
+        "variant": cfg.variant,
+    }
+    for name, allow in (("unguarded", True), ("guarded", False)):
+        loss, maps, grad = step(True, allow)
+        result[f"{name}_loss_rel_err"] = abs(loss - loss32) / max(abs(loss32), 1e-30)
+        result[f"{name}_heatmap_rel_err"] = rel(maps, maps32)
+        result[f"{name}_grad_rel_err"] = rel(grad, grad32)
+        result[f"{name}_grad_cosine"] = float(F.cosine_similarity(grad, grad32, dim=0))
+    return result

@@ -193,7 +193,8 @@ def train(
     augment = Augmenter(cfg.augment, cfg.seed)
     hm = cfg.heatmap
     isnet = cfg.mode == "isnet"
-    amp = device.type == "cuda" and cfg.amp in ("auto", "bf16") and not isnet
+    # bf16 autocast only for cross-entropy-only steps (also the ISNet warm-up); the LRP pass is float32
+    amp = device.type == "cuda" and cfg.amp in ("auto", "bf16")
 
     state: dict[str, Any] = {
         "epoch": 0,

@@ -244,3 +244,15 @@ def test_objective_on_densenet_small_trains():
     out.loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     optimizer.step()
+
+
+def test_heatmap_pass_ignores_enclosing_autocast() -> None:
+    """The LRP pass is float32 even inside bf16 autocast: same loss, heatmaps and gradient as without."""
+    from isnetflow.lrp.bench import amp_check
+
+    result = amp_check("cnn-small", batch=4, image_size=32, device="cpu", dtype=torch.bfloat16)
+    assert result["guarded_loss_rel_err"] == 0.0
+    assert result["guarded_heatmap_rel_err"] == 0.0
+    assert result["guarded_grad_rel_err"] == 0.0
+    # ...and without the guard bf16 visibly moves the heatmaps: the guard is doing something.
+    assert result["unguarded_heatmap_rel_err"] > 1e-3
