@@ -2,7 +2,8 @@
 
 After the run, :func:`run_local` reads the tasks' artifacts under the pipeline root and returns the run
 summary (stable keys: ``models.{isnet,standard}.{internal_auc,external_auc,background_relevance}``,
-``promotion.{decision,model_uri}``, ``wall_seconds``).
+``promotion.{decision,model_uri}``, ``wall_seconds``; ``data_check`` holds the retraining data check's
+decision when it ran).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def collect_summary(run_dir: Path, tracking_uri: str, wall: float) -> dict[str, 
                 "report": str(ev_file.parent / "report.html"),
             }
         )
+    checks = [p for p in run_dir.rglob("data_check") if p.is_file()]
+    data_check = json.loads(checks[0].read_text()) if checks else None
     promotion: dict[str, Any] = {"decision": "rejected", "model_uri": None, "candidate": "isnet"}
     decisions = [p for p in run_dir.rglob("decision") if p.is_file()]
     if decisions:
@@ -73,6 +76,10 @@ def collect_summary(run_dir: Path, tracking_uri: str, wall: float) -> dict[str, 
     elif _get(models, "isnet", "gates_passed") is False:
         failed = [k for k, v in models["isnet"]["gates"].items() if v is False]
         promotion["reason"] = f"gates failed: {', '.join(failed)}"
+    elif data_check is not None and not data_check.get("proceed", True):
+        promotion.update({"decision": "skipped", "reason": f"no training: {data_check.get('reason')}"})
+    elif not ingest["passed"]:
+        promotion.update({"decision": "skipped", "reason": f"validation failed: {ingest.get('reason')}"})
     return {
         "pipeline_root": str(run_dir),
         "tracking_uri": tracking_uri,
@@ -81,9 +88,11 @@ def collect_summary(run_dir: Path, tracking_uri: str, wall: float) -> dict[str, 
             "valid": ingest["validation"]["counts"].get("valid", 0),
             "quarantined": ingest["validation"]["counts"].get("quarantined", 0),
             "validation_passed": ingest["passed"],
+            "fingerprint": ingest.get("data_fingerprint"),
             "internal_sites": ingest["internal_sites"],
             "external_sites": ingest["external_sites"],
         },
+        "data_check": data_check,
         "models": models,
         "promotion": promotion,
         "wall_seconds": round(wall, 1),
@@ -98,8 +107,13 @@ def run_local(
     labels_uri: str = "",
     external_sites: list[str] | None = None,
     tracking_uri: str | None = None,
+    skip_if_unchanged: bool = False,
 ) -> dict[str, Any]:
-    """Execute every pipeline task in a subprocess of the current environment; return the run summary."""
+    """Execute every pipeline task in a subprocess of the current environment; return the run summary.
+
+    Unlike a scheduled run, a local run trains even when the data equals the champion's, unless
+    ``skip_if_unchanged``.
+    """
     workdir = Path(workdir).resolve()
     root = workdir / "kfp"
     root.mkdir(parents=True, exist_ok=True)
@@ -112,6 +126,7 @@ def run_local(
         labels_uri=labels_uri,
         external_sites_json=json.dumps(external_sites or []),
         tracking_uri=tracking_uri,
+        skip_if_unchanged=skip_if_unchanged,
     )
     wall = time.perf_counter() - t0
     run_dir = max((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)

@@ -1,13 +1,27 @@
 """The isnetflow training pipeline (kfp v2).
 
-ingest (synthetic cohort when no input; DICOM validation) -> [validation passed] -> lung masks ->
-train ISNet and the standard baseline in parallel (same network, same schedule) -> evaluate each on
-internal and external hospitals (+ shortcut audit, gate check) -> [ISNet gates passed] -> promote.
+ingest (synthetic cohort when no input; DICOM validation) -> [validation passed] -> data check (has the
+data changed since the champion's? see :mod:`isnetflow.stages.retrain`) -> [data changed, or
+``skip_if_unchanged`` off] -> lung masks -> train ISNet and the standard baseline in parallel (same
+network, same schedule) -> evaluate each on internal and external hospitals (+ shortcut audit, gate
+check) -> [ISNet gates passed] -> promote.
+
 Every task is a thin component from ``components/`` calling a stage function of :mod:`isnetflow.stages`.
+
+Kubernetes settings (kfp-kubernetes; kfp.local ignores them): every task that reads S3 or talks to
+MLflow gets its credentials from the Secrets ``isnetflow-s3-credentials`` and
+``isnetflow-mlflow-credentials`` and its endpoints from the ConfigMap ``isnetflow-config``; the two
+training tasks ask for one ``nvidia.com/gpu`` and run on GPU nodes (node selector + toleration).
+
+Caching is off where a cached result would be wrong: ingest (the same ``input_uri`` can hold new
+files), the data check (the champion moves), training and promotion (they must run every time). The
+lung masks and the evaluations are pure functions of their inputs and stay cacheable.
 """
 
-from kfp import dsl
+from kfp import dsl, kubernetes
+from kfp.dsl import PipelineTask
 
+from components.data_check import data_changed
 from components.evaluate import evaluate_model
 from components.ingest import ingest
 from components.masks import lung_masks
@@ -17,6 +31,46 @@ from isnetflow.config import Settings
 
 PIPELINE_NAME = "isnetflow-training"
 DEFAULT_SETTINGS_JSON = Settings().model_dump_json()
+
+#: Kubernetes objects the tasks read (k8s/ creates them under these names).
+S3_SECRET = "isnetflow-s3-credentials"
+S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+MLFLOW_SECRET = "isnetflow-mlflow-credentials"
+MLFLOW_SECRET_KEYS = {
+    "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD",
+}
+CONFIG_MAP = "isnetflow-config"
+CONFIG_MAP_KEYS = {
+    k: k for k in ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+}
+GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
+GPU_TAINT_KEY = "nvidia.com/gpu"
+
+
+def _s3(task: PipelineTask) -> PipelineTask:
+    """S3 credentials (required) and the endpoints/region (optional ConfigMap keys) as env variables."""
+    kubernetes.use_secret_as_env(task, S3_SECRET, S3_SECRET_KEYS)
+    kubernetes.use_config_map_as_env(task, CONFIG_MAP, CONFIG_MAP_KEYS, optional=True)
+    return task
+
+
+def _s3_and_mlflow(task: PipelineTask) -> PipelineTask:
+    """As :func:`_s3`, plus MLflow basic-auth credentials (optional: a tracking server may have none).
+
+    MLflow artifacts live in S3, so every task that talks to MLflow also needs the S3 credentials.
+    """
+    _s3(task)
+    kubernetes.use_secret_as_env(task, MLFLOW_SECRET, MLFLOW_SECRET_KEYS, optional=True)
+    return task
+
+
+def _gpu(task: PipelineTask) -> PipelineTask:
+    """One NVIDIA GPU, on a GPU node (label set by the NVIDIA GPU operator; tolerate its taint)."""
+    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+    kubernetes.add_node_selector(task, *GPU_NODE_LABEL)
+    kubernetes.add_toleration(task, key=GPU_TAINT_KEY, operator="Exists", effect="NoSchedule")
+    return task
 
 
 @dsl.pipeline(
@@ -30,6 +84,7 @@ def training_pipeline(
     labels_uri: str = "",
     external_sites_json: str = "[]",
     tracking_uri: str = "",
+    skip_if_unchanged: bool = True,
 ) -> None:
     data = ingest(
         settings_json=settings_json,
@@ -38,43 +93,55 @@ def training_pipeline(
         external_sites_json=external_sites_json,
     ).set_display_name("ingest + validate")
     data.set_cpu_request("2").set_memory_request("2Gi").set_memory_limit("8Gi").set_retry(2)
+    data.set_caching_options(False)
+    _s3(data)
     with dsl.If(data.outputs["Output"] == True, name="validation-passed"):  # noqa: E712 (kfp condition)
-        masks = lung_masks(
-            settings_json=settings_json, tracking_uri=tracking_uri, data=data.outputs["data"]
-        ).set_display_name("lung masks")
-        masks.set_cpu_request("2").set_memory_request("2Gi").set_memory_limit("8Gi").set_retry(1)
-        evaluations = {}
-        trained = {}
-        for mode in ("isnet", "standard"):
-            train = train_model(
-                settings_json=settings_json,
-                mode=mode,
-                tracking_uri=tracking_uri,
-                data=data.outputs["data"],
-                masks=masks.outputs["masks"],
-            ).set_display_name(f"train {mode}")
-            train.set_cpu_request("4").set_memory_request("8Gi").set_memory_limit("16Gi")
-            train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
-            train.set_caching_options(False)
-            ev = evaluate_model(
-                settings_json=settings_json,
-                tracking_uri=tracking_uri,
-                mask_model_version=masks.outputs["Output"],
-                data=data.outputs["data"],
-                masks=masks.outputs["masks"],
-                model=train.outputs["model"],
-            ).set_display_name(f"evaluate {mode}")
-            ev.set_cpu_request("2").set_memory_request("4Gi").set_memory_limit("8Gi").set_retry(1)
-            evaluations[mode], trained[mode] = ev, train
-        with dsl.If(evaluations["isnet"].outputs["Output"] == True, name="gates-passed"):  # noqa: E712
-            promote_model(
-                settings_json=settings_json,
-                tracking_uri=tracking_uri,
-                mask_model_version=masks.outputs["Output"],
-                data=data.outputs["data"],
-                masks=masks.outputs["masks"],
-                model=trained["isnet"].outputs["model"],
-                evaluation=evaluations["isnet"].outputs["evaluation"],
-            ).set_display_name("promote ISNet").set_caching_options(False).set_cpu_request(
-                "1"
-            ).set_memory_request("2Gi").set_memory_limit("4Gi").set_retry(2)
+        check = data_changed(
+            settings_json=settings_json,
+            tracking_uri=tracking_uri,
+            skip_if_unchanged=skip_if_unchanged,
+            data=data.outputs["data"],
+        ).set_display_name("data changed?")
+        check.set_cpu_request("1").set_memory_request("1Gi").set_memory_limit("2Gi").set_retry(2)
+        _s3_and_mlflow(check.set_caching_options(False))
+        with dsl.If(check.outputs["Output"] == True, name="data-changed"):  # noqa: E712
+            masks = lung_masks(
+                settings_json=settings_json, tracking_uri=tracking_uri, data=data.outputs["data"]
+            ).set_display_name("lung masks")
+            masks.set_cpu_request("2").set_memory_request("2Gi").set_memory_limit("8Gi").set_retry(1)
+            _s3_and_mlflow(masks)
+            evaluations = {}
+            trained = {}
+            for mode in ("isnet", "standard"):
+                train = train_model(
+                    settings_json=settings_json,
+                    mode=mode,
+                    tracking_uri=tracking_uri,
+                    data=data.outputs["data"],
+                    masks=masks.outputs["masks"],
+                ).set_display_name(f"train {mode}")
+                train.set_cpu_request("4").set_memory_request("8Gi").set_memory_limit("16Gi")
+                _s3_and_mlflow(_gpu(train.set_caching_options(False)))
+                ev = evaluate_model(
+                    settings_json=settings_json,
+                    tracking_uri=tracking_uri,
+                    mask_model_version=masks.outputs["Output"],
+                    data=data.outputs["data"],
+                    masks=masks.outputs["masks"],
+                    model=train.outputs["model"],
+                ).set_display_name(f"evaluate {mode}")
+                ev.set_cpu_request("2").set_memory_request("4Gi").set_memory_limit("8Gi").set_retry(1)
+                _s3_and_mlflow(ev)
+                evaluations[mode], trained[mode] = ev, train
+            with dsl.If(evaluations["isnet"].outputs["Output"] == True, name="gates-passed"):  # noqa: E712
+                promote = promote_model(
+                    settings_json=settings_json,
+                    tracking_uri=tracking_uri,
+                    mask_model_version=masks.outputs["Output"],
+                    data=data.outputs["data"],
+                    masks=masks.outputs["masks"],
+                    model=trained["isnet"].outputs["model"],
+                    evaluation=evaluations["isnet"].outputs["evaluation"],
+                ).set_display_name("promote ISNet")
+                promote.set_cpu_request("1").set_memory_request("2Gi").set_memory_limit("4Gi").set_retry(2)
+                _s3_and_mlflow(promote.set_caching_options(False))

@@ -372,10 +372,23 @@ def run(
     tracking_uri: Annotated[
         str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite in --workdir).")
     ] = None,
+    skip_if_unchanged: Annotated[
+        bool,
+        typer.Option(
+            "--skip-if-unchanged",
+            help="Stop before training when the data equals the champion's (as scheduled).",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary JSON instead of the table.")
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Run the whole pipeline locally with kfp.local on the embedded defaults (the `make demo` job)."""
     import importlib
+    import sys
+
+    from isnetflow.reporting import run_summary_renderable
 
     settings = _settings(config)
     if n is not None:
@@ -388,12 +401,213 @@ def run(
         labels_uri=labels or "",
         external_sites=external_sites or [],
         tracking_uri=tracking_uri,
+        skip_if_unchanged=skip_if_unchanged,
     )
     text = json.dumps(result, indent=2)
     if summary is not None:
         summary.parent.mkdir(parents=True, exist_ok=True)
         summary.write_text(text)
-    typer.echo(text)
+    if as_json:
+        typer.echo(text)
+        return
+    venv_mlflow = Path(sys.executable).parent / "mlflow"
+    mlflow_bin = str(venv_mlflow) if venv_mlflow.is_file() else "mlflow"
+    Console(soft_wrap=True).print(run_summary_renderable(result, mlflow=mlflow_bin))
+    if summary is not None:
+        typer.echo(f"summary JSON: {summary}")
+
+
+HostOpt = Annotated[
+    str,
+    typer.Option(
+        "--host",
+        envvar="KF_PIPELINES_ENDPOINT",
+        help="Kubeflow Pipelines API URL, e.g. http://127.0.0.1:8080.",
+    ),
+]
+NamespaceOpt = Annotated[
+    str | None, typer.Option("--namespace", help="Profile namespace (multi-user Kubeflow Pipelines).")
+]
+ExperimentOpt = Annotated[str, typer.Option("--experiment", help="KFP experiment (created when missing).")]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token", envvar="KF_PIPELINES_TOKEN", show_envvar=True, help="Bearer token for the KFP API."
+    ),
+]
+InputOpt = Annotated[
+    str | None, typer.Option("--input", help="DICOM folder or s3://bucket/prefix (default: synthetic).")
+]
+LabelsOpt = Annotated[
+    str | None, typer.Option("--labels", help="labels.csv (default: labels.csv in --input).")
+]
+ExternalOpt = Annotated[
+    list[str] | None, typer.Option("--external-sites", help="Site held out as external (repeatable).")
+]
+RemoteTrackingOpt = Annotated[
+    str,
+    typer.Option(
+        "--tracking-uri", help="MLflow URI for the tasks (default: MLFLOW_TRACKING_URI of the pods)."
+    ),
+]
+ImageOpt = Annotated[
+    str | None, typer.Option("--image", help="Container image of every task (default: components/image.py).")
+]
+SkipOpt = Annotated[
+    bool,
+    typer.Option(
+        "--skip-if-unchanged/--always-train",
+        help="End the run before training when the data equals the champion's data.",
+    ),
+]
+ServiceAccountOpt = Annotated[
+    str | None, typer.Option("--service-account", help="Kubernetes service account of the run's pods.")
+]
+UiHostOpt = Annotated[
+    str | None, typer.Option("--ui-host", help="KFP UI base URL for the printed link (default: --host).")
+]
+
+
+def _remote() -> Any:
+    import importlib
+
+    return importlib.import_module("pipelines.remote")  # kfp lives outside the domain package
+
+
+def _remote_arguments(
+    remote: Any,
+    settings: Settings,
+    input_uri: str | None,
+    labels: str | None,
+    external_sites: list[str] | None,
+    tracking_uri: str,
+    skip_if_unchanged: bool,
+) -> dict[str, Any]:
+    return dict(
+        remote.pipeline_arguments(
+            settings,
+            input_uri=input_uri or "",
+            labels_uri=labels or "",
+            external_sites=external_sites or [],
+            tracking_uri=tracking_uri,
+            skip_if_unchanged=skip_if_unchanged,
+        )
+    )
+
+
+@app.command("compile")
+def compile_(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Pipeline YAML to write.")] = Path("pipeline.yaml"),
+    image: ImageOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Compile the training pipeline to a KFP YAML (the config's settings become the default)."""
+    remote = _remote()
+    path = remote.compile_pipeline(out, _settings(config), image=image)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def submit(
+    host: HostOpt,
+    namespace: NamespaceOpt = None,
+    experiment: ExperimentOpt = "isnetflow",
+    run_name: Annotated[
+        str | None, typer.Option("--run-name", help="Run name (default: pipeline name + time).")
+    ] = None,
+    input_uri: InputOpt = None,
+    labels: LabelsOpt = None,
+    external_sites: ExternalOpt = None,
+    tracking_uri: RemoteTrackingOpt = "",
+    skip_if_unchanged: SkipOpt = True,
+    token: TokenOpt = None,
+    service_account: ServiceAccountOpt = None,
+    image: ImageOpt = None,
+    ui_host: UiHostOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Start one run of the training pipeline on a Kubeflow Pipelines server; print its id and URL."""
+    remote = _remote()
+    settings = _settings(config)
+    arguments = _remote_arguments(
+        remote, settings, input_uri, labels, external_sites, tracking_uri, skip_if_unchanged
+    )
+    try:
+        result = remote.submit(
+            host,
+            arguments,
+            settings,
+            namespace=namespace,
+            experiment=experiment,
+            run_name=run_name,
+            token=token,
+            service_account=service_account,
+            image=image,
+            ui_host=ui_host,
+        )
+    except remote.RemoteError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"run id:  {result.run_id}")
+    typer.echo(f"run URL: {result.url}")
+
+
+@app.command()
+def schedule(
+    host: HostOpt,
+    cron: Annotated[
+        str,
+        typer.Option(
+            "--cron",
+            help="6 fields: second minute hour day-of-month month day-of-week ('0 0 2 * * 0' = Sun 02:00).",
+        ),
+    ],
+    namespace: NamespaceOpt = None,
+    experiment: ExperimentOpt = "isnetflow",
+    job_name: Annotated[str, typer.Option("--job-name", help="Recurring run name.")] = "isnetflow-retraining",
+    input_uri: InputOpt = None,
+    labels: LabelsOpt = None,
+    external_sites: ExternalOpt = None,
+    tracking_uri: RemoteTrackingOpt = "",
+    skip_if_unchanged: SkipOpt = True,
+    token: TokenOpt = None,
+    service_account: ServiceAccountOpt = None,
+    image: ImageOpt = None,
+    ui_host: UiHostOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Schedule retraining: an enabled recurring run (one at a time, no catch-up); print its id."""
+    from isnetflow.cron import CronError, validate_cron
+
+    try:
+        cron = validate_cron(cron)
+    except CronError as exc:
+        typer.echo(f"error: --cron: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    remote = _remote()
+    settings = _settings(config)
+    arguments = _remote_arguments(
+        remote, settings, input_uri, labels, external_sites, tracking_uri, skip_if_unchanged
+    )
+    try:
+        result = remote.schedule(
+            host,
+            cron,
+            arguments,
+            settings,
+            namespace=namespace,
+            experiment=experiment,
+            job_name=job_name,
+            token=token,
+            service_account=service_account,
+            image=image,
+            ui_host=ui_host,
+        )
+    except remote.RemoteError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"recurring run id:  {result.recurring_run_id}")
+    typer.echo(f"recurring run URL: {result.url}")
 
 
 @app.command()
@@ -634,6 +848,29 @@ def bench_segment(
     from isnetflow.bench.segment import bench_segment as run
 
     result = run(n=n, size=size, model=model, threads=threads, batch_size=batch_size)
+    typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+
+
+@bench_app.command("amp")
+def bench_amp(
+    model: Annotated[
+        str, typer.Option("--model", help="Network name (isnetflow.nets.NETS).")
+    ] = "densenet-small",
+    batch: Annotated[int, typer.Option("--batch")] = 8,
+    image_size: Annotated[int, typer.Option("--image-size")] = 128,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="bfloat16 or float16 (float16: CUDA).")] = "bfloat16",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Is the ISNet heatmap loss safe under autocast? Loss/heatmap/gradient error vs float32."""
+    import torch
+
+    from isnetflow.lrp.bench import amp_check
+    from isnetflow.training.loop import resolve_device
+
+    if dtype not in ("bfloat16", "float16"):
+        raise typer.BadParameter(f"--dtype must be bfloat16 or float16, got {dtype!r}")
+    result = amp_check(model, batch, image_size, resolve_device(device), getattr(torch, dtype))
     typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 

@@ -457,7 +457,9 @@ class TrainConfig(StrictModel):
     schedule: Literal["cosine", "step", "constant"] = "cosine"
     grad_clip: float | None = Field(1.0, gt=0.0, description="max global grad norm; None disables")
     amp: Literal["auto", "off", "bf16"] = Field(
-        "auto", description="auto = bf16 autocast for the classifier forward on CUDA, off on CPU"
+        "auto",
+        description="auto = bf16 autocast for cross-entropy-only steps on CUDA, off on CPU; the LRP "
+        "heatmap pass always runs in float32 (autocast moves its gradient by >100%: isnetflow bench amp)",
     )
     class_weighting: bool = Field(True, description="inverse-frequency class weights in cross-entropy")
     patience: int = Field(8, ge=1, description="early stopping: epochs without val AUC improvement")

@@ -1,4 +1,4 @@
-"""The pipeline compiles with the expected tasks and runs end to end with kfp.local on a shrunk config."""
+"""The pipeline runs end to end with kfp.local on a shrunk config (compiled YAML: test_compiled_pipeline)."""
 
 from __future__ import annotations
 
@@ -6,53 +6,19 @@ import json
 from pathlib import Path
 
 import mlflow
-import yaml
-from kfp import compiler
+from mlflow import MlflowClient
 
 from isnetflow.config import Settings
+from isnetflow.registry.promotion import CHAMPION, ensure_registered_model
+from isnetflow.reporting import render_run_summary
+from isnetflow.stages import ingest
+from isnetflow.stages.retrain import FINGERPRINT_TAG
 from pipelines.local import run_local
-from pipelines.training import training_pipeline
 
 
-def _compiled(tmp_path: Path) -> dict:  # type: ignore[type-arg]
-    out = tmp_path / "p.yaml"
-    compiler.Compiler().compile(training_pipeline, str(out))
-    return yaml.safe_load(out.read_text())
-
-
-def test_compiled_tasks_images_gpu_and_conditions(tmp_path: Path) -> None:
-    spec = _compiled(tmp_path)
-    for ex in spec["deploymentSpec"]["executors"].values():
-        assert ex["container"]["image"].startswith("ghcr.io/isnetflow/isnetflow:")
-    root = spec["root"]["dag"]["tasks"]
-    assert "ingest" in root
-    cond = next(t for name, t in root.items() if name.startswith("condition"))
-    assert "ingest" in cond["triggerPolicy"]["condition"] and "Output" in cond["triggerPolicy"]["condition"]
-    inner = spec["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
-    assert "lung-masks" in inner
-    trains = [t for n, t in inner.items() if n.startswith("train-model")]
-    evals = [t for n, t in inner.items() if n.startswith("evaluate-model")]
-    assert len(trains) == 2 and len(evals) == 2
-    modes = {t["inputs"]["parameters"]["mode"]["runtimeValue"]["constant"] for t in trains}
-    assert modes == {"isnet", "standard"}
-    for ex_name, ex in spec["deploymentSpec"]["executors"].items():
-        resources = ex["container"].get("resources", {})
-        if "train-model" in ex_name:
-            acc = resources["accelerator"]
-            assert acc["resourceCount"] == "1" and "gpu" in acc["resourceType"]
-        else:
-            assert "accelerator" not in resources
-        assert resources.get("cpuRequest") and resources.get("memoryLimit"), ex_name
-    # Promotion sits behind a second condition on the ISNet evaluation's gate result.
-    gate = next(t for n, t in inner.items() if n.startswith("condition"))
-    assert "evaluate-model" in gate["triggerPolicy"]["condition"]
-    gate_tasks = spec["components"][gate["componentRef"]["name"]]["dag"]["tasks"]
-    assert list(gate_tasks) == ["promote-model"]
-
-
-def test_local_run_end_to_end(tmp_path: Path) -> None:
+def _small() -> Settings:
     s = Settings()
-    s = s.model_copy(
+    return s.model_copy(
         update={
             "synth": s.synth.model_copy(update={"n": 72, "size": 96}),
             "validate": s.validate.model_copy(update={"image_size": 96, "min_images_per_site": 1}),
@@ -62,8 +28,15 @@ def test_local_run_end_to_end(tmp_path: Path) -> None:
             ),
         }
     )  # fmt: skip
-    result = run_local(s, tmp_path)
+
+
+def test_local_run_end_to_end(tmp_path: Path) -> None:
+    result = run_local(_small(), tmp_path)
     assert result["data"]["valid"] == 72 and result["data"]["validation_passed"]
+    # fresh store: no champion, so the retraining data check lets the run train (recorded in MLflow)
+    check = result["data_check"]
+    assert check["changed"] is True and check["proceed"] is True and check["champion_version"] is None
+    assert check["fingerprint"] == result["data"]["fingerprint"]
     assert set(result["models"]) == {"isnet", "standard"}
     for m in result["models"].values():
         assert {"internal_auc", "external_auc", "background_relevance", "gates_passed"} <= set(m)
@@ -76,3 +49,28 @@ def test_local_run_end_to_end(tmp_path: Path) -> None:
     html = next(Path(result["pipeline_root"]).rglob("report"))
     assert "data:image/png;base64," in html.read_text()
     assert json.loads(next(Path(result["pipeline_root"]).rglob("ingest.json")).read_text())["passed"]
+
+
+def test_local_run_ends_early_when_the_data_equals_the_champions(tmp_path: Path) -> None:
+    s = _small()
+    # the synthetic cohort is deterministic: validate it once here to learn the run's data fingerprint
+    fingerprint = ingest.run(s, tmp_path / "probe")["data_fingerprint"]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    name = s.promote.registered_model
+    ensure_registered_model(client, name)
+    mv = client.create_model_version(name, source=f"file://{tmp_path}/m", tags={FINGERPRINT_TAG: fingerprint})
+    client.set_registered_model_alias(name, CHAMPION, mv.version)
+
+    result = run_local(s, tmp_path / "work", tracking_uri=uri, skip_if_unchanged=True)
+    assert result["data"]["fingerprint"] == fingerprint  # same data, other folder
+    check = result["data_check"]
+    assert check["changed"] is False and check["proceed"] is False
+    assert check["champion_version"] == str(mv.version)
+    assert result["models"] == {}
+    assert result["promotion"]["decision"] == "skipped"
+    assert "data unchanged since champion" in result["promotion"]["reason"]
+    tasks = {p.name for p in Path(result["pipeline_root"]).iterdir() if p.is_dir()}
+    assert tasks == {"ingest", "data-changed"}  # nothing after the check ran
+    assert client.get_run(check["run_id"]).data.tags["retrain.decision"] == "skip"
+    assert "no model was trained in this run" in render_run_summary(result)

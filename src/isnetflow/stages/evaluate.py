@@ -42,6 +42,7 @@ from isnetflow.evaluation.report import flat_metrics, json_safe, render_html
 from isnetflow.registry.packaging import LoadedClassifier, ModelLoadError, is_mlflow_uri, load_classifier
 from isnetflow.registry.tracking import use_tracking
 from isnetflow.training.data import TrainData
+from isnetflow.validation.fingerprint import data_fingerprint
 from isnetflow.viz.heatmaps import heatmap_gallery
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,7 @@ def run(
             "validated": str(validated.resolve()),
             "masks": str(Path(masks).resolve()) if masks is not None else None,
             "manifest_sha256": _manifest_sha256(validated),
+            "data_fingerprint": data_fingerprint(validated),
             "n_images": len(data),
             "splits": {s: data.splits.count(s) for s in ("train", "val", "test", "external")},
             "split_seed": f.seed,

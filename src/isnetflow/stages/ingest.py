@@ -19,6 +19,7 @@ from typing import Any
 
 from isnetflow.config import Settings
 from isnetflow.dicom.source import is_s3, join, parent
+from isnetflow.validation.fingerprint import data_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ def run(
         vcfg = vcfg.model_copy(update={"exclude": [*vcfg.exclude, *side]})
     result = validate.run(vcfg, source, out / "validated", labels=labels, progress=progress)
     summary = {
+        # location-independent identity of the data (what scheduled retraining compares)
+        "data_fingerprint": data_fingerprint(out / "validated"),
         "source": source,
         "labels": labels,
         # Paths inside ``out`` are relative: pipeline artifacts are mounted at different places per task.

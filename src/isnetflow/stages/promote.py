@@ -97,11 +97,17 @@ def lineage_tags(
     *,
     mask_model_version: str = "",
     candidate_uri: str = "",
+    data_fingerprint: str = "",
 ) -> dict[str, str]:
-    """``lineage.*`` tags of a model version (data, validation, masks, training run, code, image)."""
+    """``lineage.*`` tags of a model version (data, validation, masks, training run, code, image).
+
+    ``lineage.data_fingerprint`` (what scheduled retraining compares, see :mod:`isnetflow.stages.retrain`)
+    is ``data_fingerprint`` when given, else the one recorded in the evaluation.
+    """
     data = evaluation.get("data") or {}
     return {
         "lineage.data_manifest_sha256": str(data.get("manifest_sha256") or ""),
+        "lineage.data_fingerprint": data_fingerprint or str(data.get("data_fingerprint") or ""),
         "lineage.validation_summary": _validation_summary(evaluation)[:4900],
         "lineage.lung_mask_model_version": mask_model_version,
         "lineage.training_run_id": training_run_id,
@@ -158,6 +164,19 @@ def _find_evaluation(training_run_id: str) -> dict[str, Any]:
     evaluation = json.loads(Path(path).read_text())
     evaluation.setdefault("evaluation_run_id", run.info.run_id)
     return dict(evaluation)
+
+
+def _fingerprint(validated: str | Path | None) -> str:
+    """The data fingerprint of a validated folder; "" when it cannot be read here."""
+    from isnetflow.validation.fingerprint import data_fingerprint
+
+    if not validated:
+        return ""
+    try:
+        return data_fingerprint(validated)
+    except ValueError as exc:
+        log.warning("no data fingerprint: %s", exc)
+        return ""
 
 
 def _manifest_hash(validated: Path) -> str | None:
@@ -305,8 +324,15 @@ def run(
         result |= {"decision": "dry-run", "would_promote": all_passed(gates), "version": version}
         return result
 
+    fingerprint = _fingerprint(data) if data is not None else ""
     tags = {
-        **lineage_tags(ev, training_run_id, mask_model_version=mask_model_version, candidate_uri=candidate),
+        **lineage_tags(
+            ev,
+            training_run_id,
+            mask_model_version=mask_model_version,
+            candidate_uri=candidate,
+            data_fingerprint=fingerprint,
+        ),
         **_evaluation_tags(ev),
     }
     if version is None:

@@ -3,6 +3,7 @@
 ``great_expectations`` is imported lazily (inside :func:`run_suite`), so importing this package is cheap.
 """
 
+from .fingerprint import data_fingerprint, manifest_fingerprint
 from .labels import LABEL_COLUMNS, LabelsError, parse_labels
 from .suite import KEY_COLUMNS, SuiteOutcome, dataset_columns, leaking_patients, run_suite
 
@@ -11,8 +12,10 @@ __all__ = [
     "LABEL_COLUMNS",
     "LabelsError",
     "SuiteOutcome",
+    "data_fingerprint",
     "dataset_columns",
     "leaking_patients",
+    "manifest_fingerprint",
     "parse_labels",
     "run_suite",
 ]

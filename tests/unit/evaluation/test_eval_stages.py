@@ -19,6 +19,7 @@ from isnetflow.lrp import relevance
 from isnetflow.registry.gates import GATE_NAMES
 from isnetflow.registry.promotion import aliases
 from isnetflow.stages import evaluate, promote
+from isnetflow.validation import data_fingerprint
 
 FAST = EvaluateConfig(n_boot=100, audit_per_site=2, counterfactual_max=40, gallery_per_group=1)
 LENIENT = PromotionPolicy(
@@ -191,6 +192,8 @@ def test_promote_register_gate_rollback_sqlite(
     assert mv.tags["lineage.container_image"] == "registry.example/isnetflow:test"
     assert mv.tags["lineage.lung_mask_model_version"] == "lung-segmenter/3"
     assert len(mv.tags["lineage.data_manifest_sha256"]) == 64 and mv.tags["lineage.code_version"]
+    # what scheduled retraining compares (recorded by evaluate, carried into the version's lineage)
+    assert mv.tags["lineage.data_fingerprint"] == data_fingerprint(eval_trained.validated)
     assert json.loads(mv.tags["lineage.validation_summary"])["passed"] is True
     assert mv.tags["gate.champion_auc_delta.passed"] == "true"
 
