@@ -450,10 +450,14 @@ class TrainConfig(StrictModel):
     warmup_epochs: int = Field(
         4, ge=0, description="standard-training epochs before the heatmap loss; they also set C1/C2"
     )
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.01, gt=0.0)
+    optimizer: Literal["sgd", "adamw"] = Field(
+        "adamw",
+        description="adamw (default: measured on the synthetic cohort, the ISNet's background share 0.34 "
+        "vs 0.37 and external AUC 0.83 vs 0.76 with SGD) or sgd with `momentum`",
+    )
+    lr: float = Field(0.002, gt=0.0, description="peak learning rate (AdamW 0.002; SGD ~0.01)")
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(1e-4, ge=0.0)
+    weight_decay: float = Field(0.01, ge=0.0, description="decoupled for AdamW, L2 for SGD")
     schedule: Literal["cosine", "step", "constant"] = "cosine"
     grad_clip: float | None = Field(1.0, gt=0.0, description="max global grad norm; None disables")
     amp: Literal["auto", "off", "bf16"] = Field(
