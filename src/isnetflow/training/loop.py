@@ -245,7 +245,7 @@ def train(
 
     def fg_calibration() -> tuple[float, float]:
         """C1/C2 from the relevance mass of the warmed-up standard model (the authors' recipe)."""
-        est = ForegroundRangeEstimator()
+        est = ForegroundRangeEstimator(region=hm.fg_region)
         probe = loss_config(1.0, 25.0)  # bounds unused when only explaining
         model.eval()
         for i in range(0, train_idx.size, cfg.batch_size):
@@ -253,7 +253,7 @@ def train(
             x, y = data.images[idx].to(device), data.labels[idx].to(device)
             gen = torch.Generator().manual_seed(_mix(cfg.seed, i, 11))
             _, maps = explain_batch(model, x, y, probe, create_graph=False, generator=gen)
-            est.update(maps)
+            est.update(maps, data.masks[idx].to(device))
         c1, c2 = est.result()
         log.info("foreground range from the warm-up model: C1=%.4g C2=%.4g", c1, c2)
         return c1, c2

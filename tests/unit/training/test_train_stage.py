@@ -52,3 +52,23 @@ def test_train_stage_logs_usable_model(
     local = torch.load(summary["local_model"], weights_only=False)
     x = torch.rand(3, 1, cfg.image_size, cfg.image_size)
     np.testing.assert_allclose(local(x).detach().numpy(), model(x).detach().numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_foreground_range_region(
+    tiny_validated: Path, tiny_cohort: Path, tiny_train_config: TrainConfig
+) -> None:
+    """``fg_region='mask'`` derives C1/C2 from in-mask relevance only: a smaller range than the image's."""
+    from isnetflow.stages.train import load_train_data
+    from isnetflow.training.loop import train
+
+    base = tiny_train_config.model_copy(update={"mode": "isnet", "epochs": 2, "warmup_epochs": 1})
+    data = load_train_data(tiny_validated, tiny_cohort / "masks", base, classes=["normal", "covid"])
+    fitted = {}
+    for region in ("image", "mask"):
+        hm = base.heatmap.model_copy(update={"fg_region": region})
+        result = train(base.model_copy(update={"heatmap": hm}), data, progress=False)
+        assert result.c1 is not None and result.c2 is not None and 0 < result.c1 <= result.c2
+        fitted[region] = (result.c1, result.c2)
+    # same seed, same warm-up model: the lung mask holds only part of the image's relevance mass
+    assert fitted["mask"][1] < fitted["image"][1]
+    assert fitted["mask"] != fitted["image"]
