@@ -507,6 +507,15 @@ def compile_(
     typer.echo(f"wrote {path}")
 
 
+def _remote_call(remote: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a ``pipelines.remote`` function; a RemoteError becomes a one-line error and exit status 1."""
+    try:
+        return fn(*args, **kwargs)
+    except remote.RemoteError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
 @app.command()
 def submit(
     host: HostOpt,
@@ -532,22 +541,20 @@ def submit(
     arguments = _remote_arguments(
         remote, settings, input_uri, labels, external_sites, tracking_uri, skip_if_unchanged
     )
-    try:
-        result = remote.submit(
-            host,
-            arguments,
-            settings,
-            namespace=namespace,
-            experiment=experiment,
-            run_name=run_name,
-            token=token,
-            service_account=service_account,
-            image=image,
-            ui_host=ui_host,
-        )
-    except remote.RemoteError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    result = _remote_call(
+        remote,
+        remote.submit,
+        host,
+        arguments,
+        settings,
+        namespace=namespace,
+        experiment=experiment,
+        run_name=run_name,
+        token=token,
+        service_account=service_account,
+        image=image,
+        ui_host=ui_host,
+    )
     typer.echo(f"run id:  {result.run_id}")
     typer.echo(f"run URL: {result.url}")
 
@@ -589,23 +596,21 @@ def schedule(
     arguments = _remote_arguments(
         remote, settings, input_uri, labels, external_sites, tracking_uri, skip_if_unchanged
     )
-    try:
-        result = remote.schedule(
-            host,
-            cron,
-            arguments,
-            settings,
-            namespace=namespace,
-            experiment=experiment,
-            job_name=job_name,
-            token=token,
-            service_account=service_account,
-            image=image,
-            ui_host=ui_host,
-        )
-    except remote.RemoteError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    result = _remote_call(
+        remote,
+        remote.schedule,
+        host,
+        cron,
+        arguments,
+        settings,
+        namespace=namespace,
+        experiment=experiment,
+        job_name=job_name,
+        token=token,
+        service_account=service_account,
+        image=image,
+        ui_host=ui_host,
+    )
     typer.echo(f"recurring run id:  {result.recurring_run_id}")
     typer.echo(f"recurring run URL: {result.url}")
 
