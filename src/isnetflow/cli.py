@@ -829,13 +829,32 @@ def bench_ingest(
     ] = None,
     labels: Annotated[str | None, typer.Option("--labels", help="labels.csv for --input.")] = None,
     workers: Annotated[int, typer.Option("--workers", help="Processes; 0 = all cores.")] = 0,
+    transfer_syntax: Annotated[
+        str,
+        typer.Option(
+            "--transfer-syntax",
+            help="Synthetic files stored as explicit (uncompressed), rle, jpeg-ls or jpeg2000 (lossless).",
+        ),
+    ] = "explicit",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """Validate-stage throughput vs a bare pydicom dcmread + pixel_array loop over the same files."""
+    from isnetflow.bench.ingest import TRANSFER_SYNTAXES
     from isnetflow.bench.ingest import bench_ingest as run
 
+    if transfer_syntax not in TRANSFER_SYNTAXES:
+        raise typer.BadParameter(f"--transfer-syntax must be one of {', '.join(TRANSFER_SYNTAXES)}")
+    if source is not None and transfer_syntax != "explicit":
+        raise typer.BadParameter("--transfer-syntax applies to the synthetic cohort, not to --input")
     result = run(
-        n=n, size=size, image_size=output_size, input=source, labels=labels, workers=workers, repeats=repeats
+        n=n,
+        size=size,
+        image_size=output_size,
+        input=source,
+        labels=labels,
+        workers=workers,
+        repeats=repeats,
+        transfer_syntax=transfer_syntax,
     )
     typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
 

@@ -148,10 +148,40 @@ class _Task:
 
 def _init_worker(env: dict[str, str]) -> None:
     """Worker initializer: forkserver children inherit the server's environment, not the caller's, so
-    the caller's ``AWS_*`` variables (S3 endpoint, credentials) are replayed exactly."""
+    the caller's ``AWS_*`` variables (S3 endpoint, credentials) are replayed exactly. Then
+    :func:`_keep_freed_memory`."""
     for key in [k for k in os.environ if k.startswith("AWS_") and k not in env]:
         del os.environ[key]
     os.environ.update(env)
+    _keep_freed_memory()
+
+
+#: glibc ``mallopt`` parameters (malloc.h) and the values the workers use.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_WORKER_MMAP_THRESHOLD = 128 << 20  # a 4096 px float32 canvas is 64 MiB
+_WORKER_TRIM_THRESHOLD = 512 << 20
+
+
+def _keep_freed_memory() -> bool:
+    """Let this worker reuse freed memory instead of handing it back to the kernel after every file.
+
+    Each file needs a few buffers of 2-64 MB (file bytes, decoded pixels, the float canvas). glibc
+    serves blocks that large with fresh ``mmap`` calls, or trims them off the heap when freed, so
+    every file faults its pages in again. Measured on 1024 px files in one process: 1,500 page faults
+    and 2.8 ms of kernel time per RLE file (8.9 ms in all; 6.6 ms with these settings), 4.3 -> 3.6 ms
+    per uncompressed file. Workers live for one run, and what they keep is bounded by one file's
+    buffers. Only pool workers do this: the calling process (a CLI run that goes on to train) keeps
+    glibc's defaults. Returns whether the settings took (False off glibc).
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    ok = mallopt(_M_MMAP_THRESHOLD, _WORKER_MMAP_THRESHOLD) == 1
+    return mallopt(_M_TRIM_THRESHOLD, _WORKER_TRIM_THRESHOLD) == 1 and ok
 
 
 def _issue_columns(issues: Sequence[Issue]) -> dict[str, Any]:

@@ -6,6 +6,8 @@ import copy
 import io
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -422,3 +424,59 @@ def test_bench_ingest_reports_its_figures() -> None:
     assert r["ratio"] == pytest.approx(ratio, rel=0.01, abs=0.001)  # rounded to 3 decimals
     assert r["fixed_seconds"] == pytest.approx(r["validate_seconds"] - r["per_file_phase_seconds"], abs=0.002)
     assert len(r["runs"]["bare_seconds"]) == 1 and len(r["load_average_before"]) == 3
+    assert r["transfer_syntax"] == "explicit" and r["sha256_files_per_s"] > 0
+    bare, hashing = 1 / r["bare_dcmread_files_per_s"], 1 / r["sha256_files_per_s"]  # seconds per file
+    assert r["ceiling_ratio"] == pytest.approx(r["workers"] * bare / (bare + hashing), rel=0.01)
+
+
+def test_bench_ingest_on_a_compressed_cohort(tmp_path: Path) -> None:
+    """``--transfer-syntax jpeg-ls``: every file is really JPEG-LS, and all of them validate."""
+    from isnetflow.bench.ingest import bench_ingest
+
+    r = bench_ingest(n=8, size=64, image_size=32, repeats=1, unique=4, transfer_syntax="jpeg-ls")
+    assert r["transfer_syntax"] == "jpeg-ls" and r["files"] == r["valid"] == 8 and r["bare_failed"] == 0
+    assert r["mean_file_bytes"] < 64 * 64 * 2  # compressed: smaller than the raw 16-bit pixels alone
+    with pytest.raises(ValueError, match="transfer_syntax must be one of"):
+        bench_ingest(n=2, transfer_syntax="jpeg-xl")
+
+
+_FAULTS_SCRIPT = """
+import resource, sys
+from pathlib import Path
+from isnetflow.config import ValidateConfig
+from isnetflow.stages import validate as stage
+if sys.argv[1] == "tuned":
+    assert stage._keep_freed_memory()
+files, out = sys.argv[2].split(","), sys.argv[3]
+cfg = ValidateConfig(image_size=64)
+def run():
+    for i, uri in enumerate(files):
+        row = stage._process(stage._Task(i, uri, uri, None, None), cfg, out)
+        assert row["status"] == "valid", row
+run()  # warm-up: imports, first allocations
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    run()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / (3 * len(files)))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt and ru_minflt: Linux only")
+def test_workers_reuse_freed_memory_instead_of_faulting_it_in_per_file(tmp_path: Path) -> None:
+    """RLE files (decoded into fresh buffers) page-fault their buffers in on every file under glibc's
+    defaults; a worker tuned by ``_keep_freed_memory`` reuses its heap and barely faults at all."""
+    from isnetflow.bench.ingest import _synthetic_cohort
+
+    folder, _ = _synthetic_cohort(tmp_path / "c", 4, 768, 4, 0, "1.2.840.10008.1.2.5")
+    files = ",".join(str(p) for p in sorted(Path(folder).rglob("*.dcm")))
+    faults = {}
+    for mode in ("default", "tuned"):
+        proc = subprocess.run(
+            [sys.executable, "-c", _FAULTS_SCRIPT, mode, files, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        faults[mode] = float(proc.stdout.strip().splitlines()[-1])
+    assert faults["default"] > 200, faults  # ~1 MB decode buffers mapped afresh for every file
+    assert faults["tuned"] < faults["default"] / 10, faults
