@@ -1,4 +1,7 @@
-"""Component: has the validated data changed since the champion's? (scheduled retraining's early exit)"""
+"""Component: anything new to train on (data or recipe) since the champion or a refused candidate?
+
+Scheduled retraining's early exit; see :mod:`isnetflow.stages.retrain`.
+"""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Output
@@ -14,7 +17,8 @@ def data_changed(
     data: Input[Dataset],
     data_check: Output[Artifact],
 ) -> bool:
-    """Compare the data fingerprint with the champion's; returns whether the pipeline should train."""
+    """Compare data fingerprint and recipe with the champion's and refused candidates'; returns whether
+    the pipeline should train."""
     import json
     from pathlib import Path
 
@@ -28,6 +32,7 @@ def data_changed(
         tracking_uri or None,
         settings.promote.registered_model,
         skip_if_unchanged=skip_if_unchanged,
+        recipe=retrain.recipe_digest(settings),
     )
     Path(data_check.path).write_text(json.dumps(result, indent=2))
     data_check.metadata.update({k: result[k] for k in ("changed", "decision", "fingerprint", "reason")})

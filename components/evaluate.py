@@ -11,6 +11,7 @@ def evaluate_model(
     settings_json: str,
     tracking_uri: str,
     mask_model_version: str,
+    candidate: bool,
     data: Input[Dataset],
     masks: Input[Dataset],
     model: Input[Model],
@@ -19,12 +20,16 @@ def evaluate_model(
     roc_external: Output[ClassificationMetrics],
     metrics: Output[Metrics],
 ) -> bool:
-    """Evaluate, then check the promotion gates without registering (dry run); returns all-gates-passed."""
+    """Evaluate, then check the promotion gates without registering (dry run); returns all-gates-passed.
+
+    For the pipeline's ``candidate`` (the model promotion would register) the gate outcome is also
+    recorded for scheduled retraining: a refused candidate is not retrained on the same data and recipe.
+    """
     import json
     from pathlib import Path
 
     from isnetflow.config import Settings
-    from isnetflow.stages import evaluate, promote
+    from isnetflow.stages import evaluate, promote, retrain
 
     settings = Settings.model_validate_json(settings_json)
     info = json.loads((Path(data.path) / "ingest.json").read_text())
@@ -54,6 +59,16 @@ def evaluate_model(
         train_fallback=settings.train,
     )
     (Path(evaluation.path) / "gates.json").write_text(json.dumps(decision, indent=2, default=str))
+    if candidate:
+        retrain.record_candidate_outcome(
+            validated,
+            tracking_uri or None,
+            settings.promote.registered_model,
+            recipe=retrain.recipe_digest(settings),
+            all_gates_passed=bool(decision["all_gates_passed"]),
+            failed_gates=[g["name"] for g in decision["gates"] if not g["passed"]],
+            candidate_uri=model_uri,
+        )
     for split in ("internal_test", "external_pooled"):
         auc = payload["splits"][split]["auc"]
         if auc is not None:

@@ -22,7 +22,7 @@ def promote_model(
     from pathlib import Path
 
     from isnetflow.config import Settings
-    from isnetflow.stages import promote
+    from isnetflow.stages import promote, retrain
 
     settings = Settings.model_validate_json(settings_json)
     info = json.loads((Path(data.path) / "ingest.json").read_text())
@@ -36,6 +36,7 @@ def promote_model(
         masks=Path(masks.path) / "masks",
         evaluate_cfg=settings.evaluate,
         train_fallback=settings.train,
+        recipe=retrain.recipe_digest(settings),
     )
     Path(decision.path).write_text(json.dumps(result, indent=2, default=str))
     return str(result.get("model_uri", ""))

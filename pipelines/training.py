@@ -1,7 +1,7 @@
 """The isnetflow training pipeline (kfp v2).
 
-ingest (synthetic cohort when no input; DICOM validation) -> [validation passed] -> data check (has the
-data changed since the champion's? see :mod:`isnetflow.stages.retrain`) -> [data changed, or
+ingest (synthetic cohort when no input; DICOM validation) -> [validation passed] -> data check (data or
+recipe new since the champion and every refused candidate? see :mod:`isnetflow.stages.retrain`) -> [yes, or
 ``skip_if_unchanged`` off] -> lung masks -> train ISNet and the standard baseline in parallel (same
 network, same schedule) -> evaluate each on internal and external hospitals (+ shortcut audit, gate
 check) -> [ISNet gates passed] -> promote.
@@ -126,6 +126,7 @@ def training_pipeline(
                     settings_json=settings_json,
                     tracking_uri=tracking_uri,
                     mask_model_version=masks.outputs["Output"],
+                    candidate=mode == "isnet",  # the model the gates-passed branch promotes
                     data=data.outputs["data"],
                     masks=masks.outputs["masks"],
                     model=train.outputs["model"],

@@ -376,7 +376,7 @@ def run(
         bool,
         typer.Option(
             "--skip-if-unchanged",
-            help="Stop before training when the data equals the champion's (as scheduled).",
+            help="Stop before training when data and recipe match the champion or a refusal (as scheduled).",
         ),
     ] = False,
     as_json: Annotated[
@@ -457,7 +457,7 @@ SkipOpt = Annotated[
     bool,
     typer.Option(
         "--skip-if-unchanged/--always-train",
-        help="End the run before training when the data equals the champion's data.",
+        help="End the run before training when data and recipe match the champion or a refused candidate.",
     ),
 ]
 ServiceAccountOpt = Annotated[

@@ -12,7 +12,7 @@ from isnetflow.config import Settings
 from isnetflow.registry.promotion import CHAMPION, ensure_registered_model
 from isnetflow.reporting import render_run_summary
 from isnetflow.stages import ingest
-from isnetflow.stages.retrain import FINGERPRINT_TAG
+from isnetflow.stages.retrain import FINGERPRINT_TAG, RECIPE_TAG, RETRAIN_EXPERIMENT
 from pipelines.local import run_local
 
 
@@ -49,6 +49,28 @@ def test_local_run_end_to_end(tmp_path: Path) -> None:
     html = next(Path(result["pipeline_root"]).rglob("report"))
     assert "data:image/png;base64," in html.read_text()
     assert json.loads(next(Path(result["pipeline_root"]).rglob("ingest.json")).read_text())["passed"]
+    # the ISNet candidate's gate outcome is recorded for scheduled retraining (not the baseline's)
+    client = MlflowClient(result["tracking_uri"])
+    retraining = client.get_experiment_by_name(RETRAIN_EXPERIMENT)
+    outcomes = client.search_runs([retraining.experiment_id], "tags.`isnetflow.stage` = 'candidate-outcome'")
+    assert len(outcomes) == 1
+    outcome = outcomes[0].data.tags
+    isnet_passed = result["models"]["isnet"]["gates_passed"]
+    assert outcome["retrain.outcome"] == ("passed" if isnet_passed else "refused")
+    assert outcome["retrain.data_fingerprint"] == check["fingerprint"] and outcome["retrain.recipe"]
+    # so a scheduled run on the same data and settings trains nothing: the ISNet is now either the
+    # champion (with the same fingerprint and recipe) or a refused candidate
+    again = run_local(
+        _small(), tmp_path / "again", tracking_uri=result["tracking_uri"], skip_if_unchanged=True
+    )
+    assert again["data_check"]["decision"] == "skip" and again["models"] == {}
+    assert again["data_check"]["recipe"] == outcome["retrain.recipe"]
+    if result["promotion"]["decision"] == "promoted":
+        champion = client.get_model_version_by_alias(_small().promote.registered_model, CHAMPION)
+        assert champion.tags[RECIPE_TAG] == outcome["retrain.recipe"]
+        assert "data unchanged since champion" in again["data_check"]["reason"]
+    else:
+        assert again["data_check"]["refused_before"]["run_id"] == outcomes[0].info.run_id
 
 
 def test_local_run_ends_early_when_the_data_equals_the_champions(tmp_path: Path) -> None:

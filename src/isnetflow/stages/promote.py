@@ -98,16 +98,20 @@ def lineage_tags(
     mask_model_version: str = "",
     candidate_uri: str = "",
     data_fingerprint: str = "",
+    recipe: str = "",
 ) -> dict[str, str]:
     """``lineage.*`` tags of a model version (data, validation, masks, training run, code, image).
 
-    ``lineage.data_fingerprint`` (what scheduled retraining compares, see :mod:`isnetflow.stages.retrain`)
-    is ``data_fingerprint`` when given, else the one recorded in the evaluation.
+    ``lineage.data_fingerprint`` and ``lineage.recipe_sha256`` are what scheduled retraining compares
+    (see :mod:`isnetflow.stages.retrain`). The fingerprint is ``data_fingerprint`` when given, else
+    the one recorded in the evaluation; ``recipe`` is known only where the training settings are (the
+    pipeline), else "" (then retraining compares the data alone).
     """
     data = evaluation.get("data") or {}
     return {
         "lineage.data_manifest_sha256": str(data.get("manifest_sha256") or ""),
         "lineage.data_fingerprint": data_fingerprint or str(data.get("data_fingerprint") or ""),
+        "lineage.recipe_sha256": recipe,
         "lineage.validation_summary": _validation_summary(evaluation)[:4900],
         "lineage.lung_mask_model_version": mask_model_version,
         "lineage.training_run_id": training_run_id,
@@ -276,8 +280,13 @@ def run(
     masks: str | Path | None = None,
     evaluate_cfg: EvaluateConfig | None = None,
     train_fallback: TrainConfig | None = None,
+    recipe: str = "",
 ) -> dict[str, Any]:
-    """Gate ``candidate`` and (unless ``dry_run``) register it and move aliases; returns the decision."""
+    """Gate ``candidate`` and (unless ``dry_run``) register it and move aliases; returns the decision.
+
+    ``recipe``: :func:`isnetflow.stages.retrain.recipe_digest` of the settings the candidate was trained
+    with, recorded as ``lineage.recipe_sha256`` (the pipeline passes it; "" when unknown).
+    """
     import mlflow
 
     from isnetflow.stages.evaluate import EvaluateStageError, load_evaluation
@@ -332,6 +341,7 @@ def run(
             mask_model_version=mask_model_version,
             candidate_uri=candidate,
             data_fingerprint=fingerprint,
+            recipe=recipe,
         ),
         **_evaluation_tags(ev),
     }

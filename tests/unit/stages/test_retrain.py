@@ -122,3 +122,89 @@ def test_promotion_lineage_carries_the_fingerprint(tmp_path: Path) -> None:
     assert lineage_tags(evaluation, "run-1", data_fingerprint=here)[FINGERPRINT_TAG] == data_fingerprint(data)
     assert _fingerprint(tmp_path / "missing") == "" and _fingerprint(None) == ""
     assert lineage_tags({"data": {}}, "run-1")[FINGERPRINT_TAG] == ""
+
+
+def test_recipe_digest_covers_the_model_not_the_runtime() -> None:
+    from isnetflow.config import Settings
+    from isnetflow.stages.retrain import recipe_digest
+
+    base = Settings()
+    digest = recipe_digest(base, code_version="abc")
+    assert digest.startswith("v1:") and len(digest) == 3 + 64
+    assert recipe_digest(Settings(), code_version="abc") == digest  # deterministic
+    knobs = base.model_copy(
+        update={
+            "validate": base.validate.model_copy(update={"workers": 7}),
+            "train": base.train.model_copy(update={"num_threads": 3, "device": "cpu"}),
+            "synth": base.synth.model_copy(update={"n": 17}),
+        }
+    )
+    assert recipe_digest(knobs, code_version="abc") == digest
+    for changed in (
+        base.model_copy(update={"train": base.train.model_copy(update={"lr": base.train.lr * 2})}),
+        base.model_copy(update={"validate": base.validate.model_copy(update={"image_size": 128})}),
+        base.model_copy(
+            update={"promote": base.promote.model_copy(update={"registered_model": "another-name"})}
+        ),
+    ):
+        assert recipe_digest(changed, code_version="abc") != digest
+    assert recipe_digest(base, code_version="def") != digest  # new code retrains once
+
+
+def test_changed_recipe_on_unchanged_data_trains(store: str, tmp_path: Path) -> None:
+    from isnetflow.stages.retrain import RECIPE_TAG
+
+    data = _validated(tmp_path / "validated", root="/data")
+    tags = {FINGERPRINT_TAG: data_fingerprint(data), RECIPE_TAG: "v1:" + "a" * 64}
+    version = _champion(store, "cxr-recipe", tags, tmp_path)
+    same = check_data_changed(data, store, "cxr-recipe", recipe="v1:" + "a" * 64)
+    assert same["decision"] == "skip" and same["champion_recipe"] == "v1:" + "a" * 64
+    new = check_data_changed(data, store, "cxr-recipe", recipe="v1:" + "b" * 64)
+    assert new["changed"] is True and new["decision"] == "train"
+    assert new["reason"] == f"data unchanged but the recipe changed since champion v{version}"
+    recorded = _recorded(store, new["run_id"])
+    assert recorded["retrain.recipe"] == "v1:" + "b" * 64
+    assert recorded["retrain.champion_recipe"] == "v1:" + "a" * 64
+    # a champion registered before recipes were recorded: compared on the data alone
+    old = _champion(store, "cxr-recipe-old", {FINGERPRINT_TAG: data_fingerprint(data)}, tmp_path)
+    legacy = check_data_changed(data, store, "cxr-recipe-old", recipe="v1:" + "b" * 64)
+    assert legacy["decision"] == "skip" and legacy["reason"] == f"data unchanged since champion v{old}"
+
+
+def test_refused_candidate_is_not_retrained_on_the_same_data_and_recipe(store: str, tmp_path: Path) -> None:
+    from isnetflow.stages.retrain import record_candidate_outcome
+
+    name, recipe = "cxr-refused", "v1:" + "c" * 64
+    data = _validated(tmp_path / "validated", root="/data")
+    first = check_data_changed(data, store, name, recipe=recipe)
+    assert first["decision"] == "train" and first["refused_before"] is None  # no champion, nothing refused
+    run_id = record_candidate_outcome(
+        data,
+        store,
+        name,
+        recipe=recipe,
+        all_gates_passed=False,
+        failed_gates=["flip_rate", "background_share"],
+        candidate_uri="runs:/abc/model",
+    )
+    again = check_data_changed(data, store, name, recipe=recipe)
+    assert again["decision"] == "skip" and again["proceed"] is False and again["changed"] is True
+    assert again["refused_before"] == {
+        "run_id": run_id,
+        "failed_gates": "flip_rate, background_share",
+        "candidate_uri": "runs:/abc/model",
+    }
+    assert "already refused (failed: flip_rate, background_share" in again["reason"]
+    assert _recorded(store, again["run_id"])["retrain.refused_before"] == run_id
+    outcome = _recorded(store, run_id)
+    assert outcome["isnetflow.stage"] == "candidate-outcome" and outcome["retrain.outcome"] == "refused"
+    # anything new trains: a new recipe, new data, or skip_if_unchanged off
+    assert check_data_changed(data, store, name, recipe="v1:" + "d" * 64)["decision"] == "train"
+    relabelled = _validated(tmp_path / "relabelled", root="/data", label0="normal")
+    assert check_data_changed(relabelled, store, name, recipe=recipe)["decision"] == "train"
+    forced = check_data_changed(data, store, name, recipe=recipe, skip_if_unchanged=False)
+    assert forced["decision"] == "train" and forced["refused_before"] is None
+    # other models' refusals and passed candidates block nothing
+    assert check_data_changed(data, store, "cxr-other", recipe=recipe)["decision"] == "train"
+    record_candidate_outcome(data, store, "cxr-passed", recipe=recipe, all_gates_passed=True)
+    assert check_data_changed(data, store, "cxr-passed", recipe=recipe)["decision"] == "train"
