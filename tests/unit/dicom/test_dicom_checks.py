@@ -11,16 +11,15 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from _synthetic import mono_pair
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 
-from isnetflow.config import SynthConfig, ValidateConfig
+from isnetflow.config import ValidateConfig
 from isnetflow.dicom import DicomReadError, analyze, load_dicom, read_image
-from isnetflow.synth import plan_cohort, render_item
-from isnetflow.synth.dicom_writer import write_dicom
 
 CFG = ValidateConfig(image_size=64)
 # the mutations below set invalid values on purpose; pydicom warns about them
@@ -30,17 +29,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Dataset]:
     """One valid synthetic file per photometric kind: 'mono1' (CR, 10-bit) and 'mono2' (DX, 12-bit)."""
-    cfg = SynthConfig(n=6, size=64, seed=3)
-    plan = plan_cohort(cfg)
-    out: dict[str, Dataset] = {}
-    for key, index in (("mono1", 0), ("mono2", 1)):
-        item = plan[index]
-        path = tmp_path_factory.mktemp("dcm") / f"{key}.dcm"
-        write_dicom(path, render_item(item, cfg).pixels, render_item(item, cfg).meta)
-        out[key] = pydicom.dcmread(path)
-    assert out["mono1"].PhotometricInterpretation == "MONOCHROME1"
-    assert out["mono2"].PhotometricInterpretation == "MONOCHROME2"
-    return out
+    return mono_pair(tmp_path_factory.mktemp("dcm"), size=64, seed=3)
 
 
 def _bytes(ds: Dataset, **kwargs: Any) -> bytes:

@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from _synthetic import mono_pair
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, JPEG2000Lossless, JPEGLSLossless, RLELossless
 
-from isnetflow.config import SynthConfig, ValidateConfig
+from isnetflow.config import ValidateConfig
 from isnetflow.dicom import analyze, read_image
 from isnetflow.dicom.reader import PREFERRED_DECODERS, decode_pixels
-from isnetflow.synth import plan_cohort, render_item
-from isnetflow.synth.dicom_writer import write_dicom
 
 CFG = ValidateConfig(image_size=64)
 LOSSLESS = [RLELossless, JPEGLSLossless, JPEG2000Lossless]
@@ -28,16 +27,7 @@ LOSSLESS = [RLELossless, JPEGLSLossless, JPEG2000Lossless]
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Dataset]:
     """A MONOCHROME1 (CR, 10-bit) and a MONOCHROME2 (DX, 12-bit) synthetic file, uncompressed."""
-    cfg = SynthConfig(n=6, size=96, seed=5)
-    plan = plan_cohort(cfg)
-    out: dict[str, Dataset] = {}
-    for key, index in (("mono1", 0), ("mono2", 1)):
-        rendered = render_item(plan[index], cfg)
-        path = tmp_path_factory.mktemp("dcm") / f"{key}.dcm"
-        write_dicom(path, rendered.pixels, rendered.meta)
-        out[key] = pydicom.dcmread(path)
-    assert {d.PhotometricInterpretation for d in out.values()} == {"MONOCHROME1", "MONOCHROME2"}
-    return out
+    return mono_pair(tmp_path_factory.mktemp("dcm"), size=96, seed=5)
 
 
 def _encoded(ds: Dataset, ts: UID | None = None) -> bytes:
