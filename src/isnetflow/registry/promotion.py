@@ -21,7 +21,8 @@ store (a unique key on the name: in PostgreSQL a concurrent second ``INSERT`` wa
 then fails). The lock is therefore a registered model named ``<name>--promotion-lock`` whose tags
 hold the owner and the lease expiry: ``create`` succeeds for exactly one contender, the others poll
 until it is deleted or its lease expires (an expired lease is broken, logged, and re-contended through
-the same atomic create). After acquiring it the holder re-reads the aliases and the stack, so a
+the same atomic create; a ``create`` that fails because the lock vanished between MLflow's INSERT and
+its read-back also re-contends). After acquiring it the holder re-reads the aliases and the stack, so a
 promotion decided against an older champion is re-checked against the current one before anything
 moves. The lock model holds no versions and is hidden from :func:`registry_overview`.
 """
@@ -130,6 +131,11 @@ def promotion_lock(
             )
             break
         except MlflowException as exc:
+            # RESOURCE_DOES_NOT_EXIST: MLflow's store answers a failed INSERT by reading the existing
+            # model back (to tell prompts from models); a holder releasing in between makes that read
+            # fail. Either way the lock was taken a moment ago: contend again.
+            if _is_code(exc, "RESOURCE_DOES_NOT_EXIST"):
+                continue
             if not _is_code(exc, "RESOURCE_ALREADY_EXISTS"):
                 raise
         try:

@@ -70,6 +70,34 @@ def test_lock_is_exclusive_across_threads_and_released(client: MlflowClient, nam
     assert not [m for m in client.search_registered_models() if m.name.endswith(LOCK_SUFFIX)]
 
 
+def test_lock_contends_again_when_the_holder_releases_during_the_failed_create(
+    client: MlflowClient, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving that failed CI once, forced: MLflow's store answers a duplicate INSERT by reading
+    the existing model back; if the holder deletes the lock just before that read, ``create`` raises
+    RESOURCE_DOES_NOT_EXIST. The contender must take the lock, not fail."""
+    lock = name + LOCK_SUFFIX
+    client.create_registered_model(
+        lock, tags={"isnetflow.lock.owner": "holder", "isnetflow.lock.expires": f"{time.time() + 60}"}
+    )
+    store = client._get_registry_client().store
+    real_get = store.get_registered_model
+    released: list[str] = []
+
+    def get_after_release(model_name: str):  # type: ignore[no-untyped-def]
+        if model_name == lock and not released:
+            store.delete_registered_model(lock)  # the holder releases at this exact moment
+            released.append(model_name)
+        return real_get(model_name)
+
+    monkeypatch.setattr(store, "get_registered_model", get_after_release)
+    with promotion_lock(client, name, wait=5) as owner:
+        assert released == [lock]
+        assert real_get(lock).tags["isnetflow.lock.owner"] == owner
+    with pytest.raises(Exception, match=r"not found|does not exist|RESOURCE_DOES_NOT_EXIST"):
+        real_get(lock)
+
+
 def test_lock_waits_then_times_out_and_breaks_expired_leases(client: MlflowClient, name: str) -> None:
     lock = name + LOCK_SUFFIX
     client.create_registered_model(
