@@ -39,8 +39,8 @@ $(TOOLS_STAMP): constraints-tools.txt
 tools: $(TOOLS_STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests components pipelines
-	$(BIN)/ruff format --check src tests components pipelines
+	$(BIN)/ruff check src tests components pipelines k8s
+	$(BIN)/ruff format --check src tests components pipelines k8s
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
