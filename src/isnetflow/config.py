@@ -456,6 +456,14 @@ class TrainConfig(StrictModel):
     warmup_epochs: int = Field(
         4, ge=0, description="standard-training epochs before the heatmap loss; they also set C1/C2"
     )
+    warmup_restart: bool = Field(
+        True,
+        description="after the warm-up has set C1/C2, start the ISNet again from the initial weights with a "
+        "new optimizer and LR schedule (the authors' cut tuning discards the warm-up network too), so it "
+        "never learns the background shortcut first; False continues from the warmed-up weights. On the "
+        "demo cohort, 7 restarted runs against 3 continued: mean external AUC 0.80 vs 0.78, background "
+        "share 0.33 vs 0.43, flip rate 0.09 vs 0.12, within the spread between seeds (README)",
+    )
     optimizer: Literal["sgd", "adamw"] = Field(
         "adamw",
         description="adamw (default: measured on the synthetic cohort, the ISNet's background share 0.34 "

@@ -1,15 +1,18 @@
 """The training loop shared by the ISNet and the standard baseline.
 
-``train(cfg, data)`` is a plain function: it builds the network, runs the (optionally warm-started)
-schedule, evaluates every epoch on the internal validation split, checkpoints every
-``cfg.checkpoint_every`` optimizer steps and returns the best model. Tracking is done by the caller
+``train(cfg, data)`` is a plain function: it builds the network, runs the schedule, evaluates every
+epoch on the internal validation split, checkpoints every ``cfg.checkpoint_every`` optimizer steps and
+returns the best model. An ISNet first trains ``cfg.warmup_epochs`` of plain cross-entropy, whose
+heatmaps set the foreground range C1/C2; with ``cfg.warmup_restart`` (default, as in the authors' code)
+the ISNet phase then starts again from the initial weights with a new optimizer and LR schedule,
+otherwise it continues from the warmed-up weights. Tracking is done by the caller
 through the ``on_epoch`` callback (the stage logs to MLflow).
 
 Exact resume: the epoch permutation, each sample's augmentation and the stochastic heatmap choices
 are pure functions of (seed, epoch, step, index); the LR schedule is a function of the global step;
-model, optimizer, BN statistics, early-stopping state and C1/C2 are in the checkpoint. A run killed
-at any point and resumed with the same config ends with the same weights as an uninterrupted run
-(on CPU; CUDA kernels are not bitwise deterministic).
+model, optimizer, BN statistics, early-stopping state, C1/C2 and the restart step are in the
+checkpoint. A run killed at any point and resumed with the same config ends with the same weights as
+an uninterrupted run (on CPU; CUDA kernels are not bitwise deterministic).
 """
 
 from __future__ import annotations
@@ -134,6 +137,7 @@ def _auc(labels: np.ndarray, proba: np.ndarray) -> float:
 
 
 def _lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
+    """LR multiplier at optimizer ``step`` of a schedule of ``total`` steps."""
     if cfg.schedule == "constant":
         return 1.0
     if cfg.schedule == "step":
@@ -209,6 +213,7 @@ def train(
         "c1": hm.C1,
         "c2": hm.C2,
         "stopped": False,
+        "schedule_start": 0,  # global step where the LR schedule (re)starts: the warm-up restart
     }
     store = CheckpointStore(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
     if resume:
@@ -223,6 +228,7 @@ def train(
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             state = ckpt["state"]
+            state.setdefault("schedule_start", 0)
             log.info("resumed at epoch %d step %d", state["epoch"], state["step_in_epoch"])
 
     def save_checkpoint() -> None:
@@ -265,6 +271,18 @@ def train(
         heat_on = isnet and epoch >= cfg.warmup_epochs
         if heat_on and (state["c1"] is None or state["c2"] is None):
             state["c1"], state["c2"] = fg_calibration()
+        restart = heat_on and cfg.warmup_restart and epoch == cfg.warmup_epochs > 0
+        if restart and state["step_in_epoch"] == 0 and state["schedule_start"] == 0:
+            # The warm-up network only measured C1/C2 (the authors discard theirs too): the ISNet starts
+            # from the very initial weights, as if the warm-up had not happened, with a new optimizer and
+            # LR schedule, so it never learns the background shortcut first.
+            torch.manual_seed(cfg.seed)
+            fresh = build_model(cfg.model, num_classes=num_classes, in_channels=data.images.shape[1])
+            model.load_state_dict(fresh.state_dict())
+            opt = _make_optimizer(cfg, model)
+            state["schedule_start"] = state["global_step"]
+            save_checkpoint()
+            log.info("warm-up restart: the ISNet trains from the initial weights from epoch %d", epoch)
         perm = torch.randperm(train_idx.size, generator=torch.Generator().manual_seed(_mix(cfg.seed, epoch)))
         sums: dict[str, float] = {}
         model.train()
@@ -273,7 +291,9 @@ def train(
             x, m = augment(data.images[idx], data.masks[idx], idx.tolist(), epoch)
             x, m, y = x.to(device), m.to(device), data.labels[idx].to(device)
             for g in opt.param_groups:
-                g["lr"] = cfg.lr * _lr_factor(cfg, state["global_step"], total_steps)
+                g["lr"] = cfg.lr * _lr_factor(
+                    cfg, state["global_step"] - state["schedule_start"], total_steps - state["schedule_start"]
+                )
             opt.zero_grad(set_to_none=True)
             parts: dict[str, torch.Tensor]
             if heat_on:

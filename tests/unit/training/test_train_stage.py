@@ -72,3 +72,49 @@ def test_foreground_range_region(
     # same seed, same warm-up model: the lung mask holds only part of the image's relevance mass
     assert fitted["mask"][1] < fitted["image"][1]
     assert fitted["mask"] != fitted["image"]
+
+
+@pytest.mark.parametrize("restart", [True, False])
+def test_warmup_restart_starts_the_isnet_from_the_initial_weights(
+    tmp_path: Path, tiny_validated: Path, tiny_cohort: Path, tiny_train_config: TrainConfig, restart: bool
+) -> None:
+    """With ``warmup_restart`` the warm-up network only sets C1/C2: the checkpoint written at the restart
+    holds exactly the initial weights and a fresh optimizer, and the LR schedule starts again; without
+    it the ISNet continues from the warmed-up weights."""
+    from isnetflow.nets import build_model
+    from isnetflow.stages.train import load_train_data
+    from isnetflow.training.checkpoint import CheckpointStore
+    from isnetflow.training.loop import train
+
+    ck = tmp_path / "ck"
+    cfg = tiny_train_config.model_copy(
+        update={
+            "mode": "isnet",
+            "epochs": 2,
+            "warmup_epochs": 1,
+            "warmup_restart": restart,
+            "checkpoint_every": 10_000,  # only the end-of-epoch (and restart) checkpoints
+            "checkpoint_dir": str(ck),
+            "schedule": "cosine",
+        }
+    )
+    data = load_train_data(tiny_validated, tiny_cohort / "masks", cfg, classes=["normal", "covid"])
+    result = train(cfg, data, progress=False)
+    steps_per_epoch = int((np.asarray(data.splits) == "train").sum()) // cfg.batch_size
+
+    torch.manual_seed(cfg.seed)
+    initial = build_model(cfg.model, num_classes=2, in_channels=1).state_dict()
+    # step-N.pt (N = one epoch of steps) is the last checkpoint written before any ISNet step
+    at_switch = torch.load(ck / f"step-{steps_per_epoch:08d}.pt", weights_only=False)
+    same = [torch.equal(at_switch["model"][k], initial[k]) for k in initial if initial[k].is_floating_point()]
+    assert all(same) if restart else not all(same)
+    assert (at_switch["optimizer"]["state"] == {}) == restart
+    assert at_switch["state"]["schedule_start"] == (steps_per_epoch if restart else 0)
+    # cosine schedule: after the restart the ISNet epoch ends near zero LR again, not at the warm-up's
+    lr_last = result.history[-1]["lr"]
+    expected = cfg.lr * 0.5 * (1 + np.cos(np.pi * (steps_per_epoch - 1) / steps_per_epoch))
+    if not restart:
+        total = 2 * steps_per_epoch
+        expected = cfg.lr * 0.5 * (1 + np.cos(np.pi * (total - 1) / total))
+    assert lr_last == pytest.approx(expected, rel=1e-9)
+    assert CheckpointStore(str(ck)).load_latest() is not None
