@@ -111,10 +111,7 @@ def test_warmup_restart_starts_the_isnet_from_the_initial_weights(
     assert (at_switch["optimizer"]["state"] == {}) == restart
     assert at_switch["state"]["schedule_start"] == (steps_per_epoch if restart else 0)
     # cosine schedule: after the restart the ISNet epoch ends near zero LR again, not at the warm-up's
-    lr_last = result.history[-1]["lr"]
-    expected = cfg.lr * 0.5 * (1 + np.cos(np.pi * (steps_per_epoch - 1) / steps_per_epoch))
-    if not restart:
-        total = 2 * steps_per_epoch
-        expected = cfg.lr * 0.5 * (1 + np.cos(np.pi * (total - 1) / total))
-    assert lr_last == pytest.approx(expected, rel=1e-9)
+    total = steps_per_epoch if restart else 2 * steps_per_epoch  # steps of the schedule the last step is in
+    expected = cfg.lr * 0.5 * (1 + np.cos(np.pi * (total - 1) / total))
+    assert result.history[-1]["lr"] == pytest.approx(expected, rel=1e-9)
     assert CheckpointStore(str(ck)).load_latest() is not None
