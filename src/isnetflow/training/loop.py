@@ -228,7 +228,6 @@ def train(
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             state = ckpt["state"]
-            state.setdefault("schedule_start", 0)
             log.info("resumed at epoch %d step %d", state["epoch"], state["step_in_epoch"])
 
     def save_checkpoint() -> None:
