@@ -385,8 +385,10 @@ class ValidateConfig(StrictModel):
     internal_sites: list[str] = Field(default_factory=list, description="site names with role 'internal'")
     external_sites: list[str] = Field(default_factory=list, description="site names with role 'external'")
     exclude: list[str] = Field(
-        default_factory=lambda: [".*"],
-        description="glob patterns; input files with any path component matching one are skipped",
+        default_factory=lambda: [".*/"],
+        description="glob patterns; input files with any path component matching one are skipped, and a "
+        "pattern ending in '/' matches folders only (default: hidden folders such as .git; hidden files "
+        "such as .DS_Store are listed and quarantined with a reason)",
     )
     workers: int = Field(0, ge=0, description="processes for the per-file work; 0 = all cores")
 

@@ -170,13 +170,17 @@ def _check_transfer_syntax(f: Mapping[str, Any]) -> list[Issue]:
     return []
 
 
-def find_phi(ds: Dataset, cfg: ValidateConfig, patient_id: str | None = None) -> list[str]:
+def find_phi(ds: Dataset, cfg: ValidateConfig, *patient_ids: str | None) -> list[str]:
     """Keywords of ``cfg.phi_attributes`` holding something other than empty / a placeholder.
 
-    ``patient_id`` is the (pseudonymous) identifier used by the project; a value equal to it is
-    accepted when ``cfg.allow_pseudonym_name``. Unreadable values count as present (fail safe).
+    ``patient_ids`` are the (pseudonymous) identifiers of the image: the one the project uses (from
+    labels.csv) and the file's own PatientID. A value equal to any of them is a pseudonym, accepted
+    when ``cfg.allow_pseudonym_name``: a de-identified export often writes its pseudonym into both
+    PatientName and PatientID, whatever id labels.csv then assigns. Unreadable values count as
+    present (fail safe).
     """
     placeholders = {p.upper() for p in cfg.deid_placeholders}
+    pseudonyms = {p.strip() for p in patient_ids if p and p.strip()}
     found: list[str] = []
     for kw, vr, value in element_values(ds, cfg.phi_attributes):
         if isinstance(value, Exception):
@@ -198,7 +202,7 @@ def find_phi(ds: Dataset, cfg: ValidateConfig, patient_id: str | None = None) ->
         for t in texts:
             if t.upper() in placeholders:
                 continue
-            if cfg.allow_pseudonym_name and patient_id and t == patient_id.strip():
+            if cfg.allow_pseudonym_name and t in pseudonyms:
                 continue
             found.append(kw)
             break

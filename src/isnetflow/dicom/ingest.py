@@ -198,10 +198,11 @@ def analyze(
     issues = list(loaded.warnings)
     try:
         fields = header_fields(ds)
-        fields["patient_id"] = patient_id or fields.get("patient_id")
+        own_patient_id = fields.get("patient_id")  # the file's PatientID, before labels override it
+        fields["patient_id"] = patient_id or own_patient_id
         fields["site"] = site or fields.get("institution_name")
         issues += check_structure(fields, cfg)
-        phi = find_phi(ds, cfg, fields["patient_id"]) if cfg.require_deidentified else []
+        phi = find_phi(ds, cfg, fields["patient_id"], own_patient_id) if cfg.require_deidentified else []
         issues += check_policy(fields, cfg, phi=phi)
         if errors(issues):
             return Analysis(fields, issues, digest, len(data))

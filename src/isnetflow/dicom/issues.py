@@ -6,9 +6,71 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["DicomReadError", "Issue", "Severity", "errors", "first_error", "warnings_of"]
+__all__ = [
+    "NOT_IMAGE_CODES",
+    "REASON_CODES",
+    "DicomReadError",
+    "Issue",
+    "Severity",
+    "errors",
+    "first_error",
+    "warnings_of",
+]
 
 Severity = Literal["error", "warning"]
+
+#: Every issue code (the manifest's ``reason_code``, the counts in validation.json), in one place:
+#: code -> what it means. :class:`Issue` refuses any other code.
+REASON_CODES: dict[str, str] = {
+    # reading the file
+    "empty_file": "the file has 0 bytes",
+    "too_large": "the file exceeds validate.max_file_bytes",
+    "unreadable": "cannot be read or parsed (I/O error, truncated or corrupt DICOM)",
+    "not_dicom": "not a DICOM file (a JSON/CSV sidecar, a README, .DS_Store, Thumbs.db, ...)",
+    "dicomdir": "a DICOMDIR (Media Storage Directory): an index of a file set, no image",
+    "no_meta_header": "warning: no Part-10 file meta header; read with an inferred transfer syntax",
+    "pydicom_warning": "warning: pydicom reported a problem while reading",
+    # structure: can the pixels be decoded safely?
+    "no_pixel_data": "no (or empty) pixel data element",
+    "malformed_attribute": "an attribute value cannot be read",
+    "bad_dimensions": "missing or invalid Rows/Columns",
+    "image_too_large": "declared image size above the decompression-bomb limit",
+    "multi_frame": "more than one frame",
+    "missing_attribute": "a required Image Pixel attribute is missing",
+    "not_grayscale": "SamplesPerPixel is not 1",
+    "photometric": "photometric interpretation missing or not accepted",
+    "bits": "implausible BitsAllocated/BitsStored/PixelRepresentation",
+    "high_bit": "warning: HighBit inconsistent with BitsStored",
+    "pixel_data_truncated": "pixel data shorter than the header declares",
+    "pixel_data_length": "warning: pixel data longer than the header declares",
+    "transfer_syntax": "transfer syntax missing, malformed or without a decoder",
+    # policy: is this an image the project accepts?
+    "modality": "Modality missing or not accepted",
+    "no_view_position": "warning: no ViewPosition, frontal view not verified",
+    "view": "not a frontal view",
+    "missing_identifier": "a required identifier (SOPInstanceUID, PatientID, ...) is missing",
+    "malformed_uid": "a UID breaks the DICOM UID syntax",
+    "no_site": "no InstitutionName and no site in labels.csv",
+    "phi": "a PHI attribute holds a value (not de-identified)",
+    "burned_in": "BurnedInAnnotation=YES",
+    # pixels
+    "bits_exceeded": "stored values do not fit in BitsStored",
+    "non_finite": "NaN or infinite pixel values",
+    "constant_image": "every pixel has the same value",
+    "low_contrast": "near-constant image",
+    "decode_failed": "the pixel data could not be decoded",
+    # the validate stage
+    "write_failed": "the normalized image could not be written",
+    "no_label": "not listed in labels.csv",
+    "missing_file": "listed in labels.csv but not found",
+    "duplicate_uid": "SOPInstanceUID seen in an earlier file",
+    "patient_leakage": "a patient in two sites, or in both internal and external sets",
+}
+
+
+#: Codes of files that are not images at all (stray files beside the DICOMs): quarantined and listed,
+#: but left out of the validate stage's pass rate.
+NOT_IMAGE_CODES = frozenset({"not_dicom", "dicomdir"})
 
 
 @dataclass(frozen=True)
@@ -23,6 +85,12 @@ class Issue:
     code: str
     message: str
     severity: Severity = "error"
+
+    def __post_init__(self) -> None:
+        if self.code not in REASON_CODES:
+            raise ValueError(
+                f"unknown issue code {self.code!r}: add it to isnetflow.dicom.issues.REASON_CODES"
+            )
 
     @property
     def is_error(self) -> bool:

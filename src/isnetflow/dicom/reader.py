@@ -87,6 +87,8 @@ _DATASET_MARKERS = (
     0x00280010,  # Rows
     0x7FE00010,  # PixelData
 )
+#: Media Storage Directory Storage: the SOP class of a DICOMDIR (PS3.10 section 7.2).
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 _STR_FIELDS = {
@@ -165,11 +167,22 @@ def _infer_transfer_syntax(ds: Dataset) -> str:
     return str(ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
 
 
+def _is_dicomdir(ds: Dataset) -> bool:
+    """A DICOMDIR: Media Storage Directory SOP class in the meta header, or its directory records."""
+    try:
+        meta = getattr(ds, "file_meta", None)
+        sop_class = meta.get("MediaStorageSOPClassUID") if meta is not None else None
+        return sop_class == MEDIA_STORAGE_DIRECTORY or 0x00041220 in ds  # DirectoryRecordSequence
+    except Exception:
+        return False
+
+
 def load_dicom(source: bytes | str | os.PathLike[str], *, max_bytes: int | None = None) -> LoadedDicom:
     """Parse a DICOM file from bytes, a local path or an ``s3://`` URI.
 
     Raises :class:`DicomReadError` (never anything else for bad content) with issue codes
-    ``empty_file``, ``too_large``, ``not_dicom``, ``unreadable`` (truncated or corrupt header).
+    ``empty_file``, ``too_large``, ``not_dicom``, ``dicomdir`` (a file-set index, no image),
+    ``unreadable`` (truncated or corrupt header).
     """
     name: str | None = None
     if isinstance(source, bytes | bytearray | memoryview):
@@ -202,6 +215,10 @@ def load_dicom(source: bytes | str | os.PathLike[str], *, max_bytes: int | None 
                 Issue("unreadable", f"unreadable DICOM (truncated or corrupt): {short_error(exc)}"), name
             ) from exc
     issues += _record_warnings(caught)
+    if _is_dicomdir(ds):
+        raise DicomReadError(
+            Issue("dicomdir", "DICOMDIR (Media Storage Directory): a file-set index, not an image"), name
+        )
     try:
         looks_like_dicom = any(tag in ds for tag in _DATASET_MARKERS)
     except Exception:

@@ -127,11 +127,23 @@ def s3_client() -> Any:
 
 
 def _excluded(relpath: str, exclude: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatchcase(part, pat) for part in relpath.split("/") for pat in exclude)
+    """Whether a path component matches a pattern; a pattern ending in ``/`` matches folders only."""
+    parts = relpath.split("/")
+    for pat in exclude:
+        if pat.endswith("/"):
+            if any(fnmatch.fnmatchcase(part, pat[:-1]) for part in parts[:-1]):
+                return True
+        elif any(fnmatch.fnmatchcase(part, pat) for part in parts):
+            return True
+    return False
 
 
-def list_files(root: str | os.PathLike[str], *, exclude: Sequence[str] = (".*",)) -> list[SourceFile]:
+def list_files(root: str | os.PathLike[str], *, exclude: Sequence[str] = (".*/",)) -> list[SourceFile]:
     """All files under ``root`` (recursive), sorted by relative path, skipping ``exclude`` matches.
+
+    ``exclude`` holds glob patterns for path components; one ending in ``/`` matches folders only
+    (the default skips hidden folders such as ``.git`` but lists hidden files such as ``.DS_Store``,
+    which the validate stage then quarantines with a reason).
 
     ``root`` may also be a single local file (then it is the only entry, relative path = its name).
     Raises :class:`SourceError` when the location does not exist or cannot be listed.
@@ -147,7 +159,7 @@ def list_files(root: str | os.PathLike[str], *, exclude: Sequence[str] = (".*",)
     out: list[SourceFile] = []
     for dirpath, dirnames, filenames in os.walk(p, onerror=None):
         rel_dir = Path(dirpath).relative_to(p).as_posix()
-        dirnames[:] = [d for d in dirnames if not _excluded(d, exclude)]
+        dirnames[:] = [d for d in dirnames if not _excluded(f"{d}/", exclude)]
         for name in filenames:
             rel = name if rel_dir == "." else f"{rel_dir}/{name}"
             if _excluded(rel, exclude):

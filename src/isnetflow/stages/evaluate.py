@@ -22,7 +22,6 @@ and ``isnetflow.evaluated_run_id=<training run>``, which is how ``isnetflow prom
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -43,6 +42,7 @@ from isnetflow.registry.packaging import LoadedClassifier, ModelLoadError, is_ml
 from isnetflow.registry.tracking import use_tracking
 from isnetflow.training.data import TrainData
 from isnetflow.validation.fingerprint import data_fingerprint
+from isnetflow.validation.manifest import manifest_sha256
 from isnetflow.viz.heatmaps import heatmap_gallery
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,6 @@ def load_evaluation_data(
         return load_train_data(validated, masks, loaded.facts.train_config(), classes=loaded.facts.classes)
     except (TrainDataError, FileNotFoundError) as exc:
         raise EvaluateStageError(str(exc)) from exc
-
-
-def _manifest_sha256(validated: Path) -> str:
-    return hashlib.sha256((validated / "manifest.csv").read_bytes()).hexdigest()
 
 
 def _tracking_wanted(model_uri: str, tracking_uri: str | None) -> bool:
@@ -199,7 +195,7 @@ def run(
         "data": {
             "validated": str(validated.resolve()),
             "masks": str(Path(masks).resolve()) if masks is not None else None,
-            "manifest_sha256": _manifest_sha256(validated),
+            "manifest_sha256": manifest_sha256(validated),
             "data_fingerprint": data_fingerprint(validated),
             "n_images": len(data),
             "splits": {s: data.splits.count(s) for s in ("train", "val", "test", "external")},

@@ -42,6 +42,7 @@ from isnetflow.masks import LungSegmenter, assess
 from isnetflow.masks.gallery import GalleryTile, overlay, write_gallery
 from isnetflow.masks.io import LoadedImage, find_inputs, read_image, read_reference_mask, write_mask
 from isnetflow.masks.qc import MaskQC
+from isnetflow.validation.manifest import manifest_path, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -285,11 +286,9 @@ def run(
     """
     t0 = time.perf_counter()
     vdir, out = Path(validated_dir), Path(out_dir)
-    manifest_path = vdir / "manifest.csv"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"{manifest_path}: no validate-stage manifest")
-    manifest = pd.read_csv(manifest_path, dtype={"sop_instance_uid": str, "patient_id": str})
-    valid = manifest[manifest["status"] == "valid"].reset_index(drop=True)
+    if not manifest_path(vdir).is_file():
+        raise FileNotFoundError(f"{manifest_path(vdir)}: no validate-stage manifest")
+    valid = read_manifest(vdir, valid_only=True)  # typed; quarantined rows never get a mask
     provided = Path(provided_masks) if provided_masks is not None else None
     if provided is not None and not provided.is_dir():
         raise FileNotFoundError(f"{provided}: provided-masks folder not found")

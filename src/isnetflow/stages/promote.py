@@ -42,6 +42,7 @@ from isnetflow.registry.promotion import (
 )
 from isnetflow.registry.promotion import rollback as registry_rollback
 from isnetflow.registry.tracking import default_tracking_uri, use_tracking
+from isnetflow.validation.manifest import manifest_sha256
 
 log = logging.getLogger(__name__)
 
@@ -183,13 +184,6 @@ def _fingerprint(validated: str | Path | None) -> str:
         return ""
 
 
-def _manifest_hash(validated: Path) -> str | None:
-    import hashlib
-
-    p = validated / "manifest.csv"
-    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
-
-
 def champion_reference(
     version: str,
     name: str,
@@ -212,7 +206,7 @@ def champion_reference(
     mask_dir = masks or ev_data.get("masks")
     sites = list(evaluation.get("evaluated_sites") or [])
     reason = ""
-    got = _manifest_hash(validated) if validated is not None else None
+    got = manifest_sha256(validated) if validated is not None else None
     if validated is not None and got is not None:
         if want_hash and got != want_hash:
             reason = f"{validated}/manifest.csv changed since the candidate's evaluation"

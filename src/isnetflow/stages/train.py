@@ -13,7 +13,6 @@ MLflow run (the model with ``serialization_format="pickle"`` so that it loads ba
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -31,6 +30,8 @@ from isnetflow.registry.tracking import flatten, use_tracking
 from isnetflow.training.data import TrainData, load_array, resize_pair
 from isnetflow.training.loop import TrainResult, train
 from isnetflow.training.splits import assign_splits
+from isnetflow.validation.manifest import ManifestError, read_manifest
+from isnetflow.validation.manifest import manifest_sha256 as _manifest_sha256
 from isnetflow.viz.heatmaps import heatmap_gallery
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class TrainDataError(ValueError):
 
 
 def manifest_sha256(validated: str | Path) -> str:
-    return hashlib.sha256((Path(validated) / "manifest.csv").read_bytes()).hexdigest()
+    return _manifest_sha256(validated) or ""
 
 
 def _excluded_by_qc(masks: Path) -> set[str]:
@@ -72,10 +73,11 @@ def load_train_data(
     """
     validated = Path(validated)
     manifest_path = validated / "manifest.csv"
-    if not manifest_path.is_file():
-        raise TrainDataError(f"{manifest_path}: not found (run `isnetflow validate` first)")
-    df = pd.read_csv(manifest_path, dtype=str, keep_default_na=False)
-    df = df[df["status"] == "valid"].sort_values("path").reset_index(drop=True)
+    try:  # typed, valid rows only: quarantined files (sidecars, DICOMDIR, ...) never reach training
+        df = read_manifest(validated, valid_only=True)
+    except ManifestError as exc:
+        raise TrainDataError(str(exc)) from exc
+    df = df.sort_values("path").reset_index(drop=True)
     masks_dir = Path(masks) if masks is not None else None
     skipped = _excluded_by_qc(masks_dir) if masks_dir is not None else set()
     if skipped:
@@ -104,7 +106,10 @@ def load_train_data(
         mask = np.asarray(Image.open(mask_file))
         if mask.ndim == 3:
             mask = mask[..., 0]
-        rows, cols = int(str(row.rows)), int(str(row.columns))
+        size: tuple[Any, Any] = (row.rows, row.columns)  # Int64: <NA> when the header had none
+        if any(pd.isna(v) for v in size):
+            raise TrainDataError(f"{manifest_path}: {row.path}: valid row without rows/columns")
+        rows, cols = int(size[0]), int(size[1])
         if mask.shape != (rows, cols):
             raise TrainDataError(
                 f"{mask_file}: mask is {mask.shape[0]}x{mask.shape[1]}, image {row.path} is {rows}x{cols}"

@@ -7,9 +7,11 @@ Outputs under ``out``::
     validation.json   counts by status / reason / site, pass rate, GX results per expectation, verdict
     validation.html   the GX validation result rendered by GX's data-docs renderer (+ a summary table)
 
-The run *passes* when the pass rate (valid / all rows) is at least ``cfg.min_pass_rate`` and the
-expectation suite succeeds. Quarantining a file is not a failure. Fatal problems with the inputs
-themselves (input folder missing, labels file unreadable) raise :class:`ValidateError`.
+The run *passes* when the pass rate (valid / DICOM rows: files that are not DICOM images at all, such
+as a JSON sidecar, a README or a DICOMDIR, are quarantined but not counted) is at least
+``cfg.min_pass_rate`` and the expectation suite succeeds. Quarantining a file is not a failure. Fatal
+problems with the inputs themselves (input folder missing, labels file unreadable) raise
+:class:`ValidateError`.
 
 Per-file work (fetch, checks, decode, normalize, write the image) runs in a process pool; dataset-level
 decisions (labels join, duplicate UIDs, patient leakage) and the GX suite run in this process.
@@ -41,7 +43,7 @@ from tqdm import tqdm
 from isnetflow import __version__
 from isnetflow.config import ValidateConfig
 from isnetflow.dicom import analyze, first_error, to_uint16, warnings_of
-from isnetflow.dicom.issues import Issue
+from isnetflow.dicom.issues import NOT_IMAGE_CODES, Issue
 from isnetflow.dicom.source import (
     SourceError,
     is_s3,
@@ -52,11 +54,13 @@ from isnetflow.dicom.source import (
     relative_to,
     resolve,
 )
+from isnetflow.validation.manifest import MANIFEST_COLUMNS, with_integer_columns, write_manifest
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MANIFEST_COLUMNS", "ValidateError", "ValidateResult", "run"]
 
+#: Header fields copied from each file's analysis into its manifest row.
 _HEADER_COLUMNS = [
     "sop_instance_uid",
     "study_instance_uid",
@@ -77,33 +81,6 @@ _HEADER_COLUMNS = [
     "window_center",
     "window_width",
     "burned_in_annotation",
-]
-MANIFEST_COLUMNS = [
-    "path",
-    "status",
-    "reason",
-    "reason_code",
-    "warnings",
-    "label",
-    "patient_id",
-    "site",
-    "role",
-    *_HEADER_COLUMNS[:-1],
-    "window_low",  # the intensity window actually applied (percentile or DICOM)
-    "window_high",
-    _HEADER_COLUMNS[-1],
-    "sha256",
-    "file_bytes",
-    "image",
-    "image_size",
-    "pad_top",
-    "pad_bottom",
-    "pad_left",
-    "pad_right",
-    "scale",
-    "mask",
-    "uri",
-    "issues",
 ]
 _SEP = " | "
 _TMP = ".incoming"
@@ -490,7 +467,7 @@ def _summary_html(summary: dict[str, Any]) -> str:
 
 
 def _write_reports(out: Path, manifest: pd.DataFrame, summary: dict[str, Any], gx_html: str) -> None:
-    manifest.to_csv(out / "manifest.csv", index=False)
+    write_manifest(manifest, out)
     (out / "validation.json").write_text(json.dumps(summary, indent=2, default=str))
     head = _summary_html(summary)
     if "<body>" in gx_html:
@@ -565,19 +542,28 @@ def run(
 
     manifest = pd.DataFrame(rows).reindex(columns=MANIFEST_COLUMNS)
     manifest = manifest.sort_values("path", kind="stable").reset_index(drop=True)
+    manifest = with_integer_columns(manifest)  # 320, not 320.0, beside quarantined rows' empty cells
     manifest = manifest.astype(object).where(manifest.notna(), None)
     valid = manifest[manifest["status"] == "valid"]
     outcome = run_suite(valid, cfg, has_labels=table is not None)
 
     n = len(manifest)
-    pass_rate = len(valid) / n if n else 0.0
+    # stray files (sidecars, README, DICOMDIR, ...) are listed and quarantined, but are not images:
+    # the pass rate is over the DICOM files only
+    not_images = int(manifest["reason_code"].isin(NOT_IMAGE_CODES).sum())
+    n_images = n - not_images
+    pass_rate = len(valid) / n_images if n_images else 0.0
     failures = []
-    if pass_rate < cfg.min_pass_rate:
-        quarantined = manifest[manifest["status"] == "quarantined"]
+    if not n_images:
+        failures.append(f"no DICOM images among the {n} input files")
+    elif pass_rate < cfg.min_pass_rate:
+        quarantined = manifest[
+            (manifest["status"] == "quarantined") & ~manifest["reason_code"].isin(NOT_IMAGE_CODES)
+        ]
         top = quarantined["reason_code"].value_counts().head(3)
         failures.append(
             f"pass rate {pass_rate:.3f} < {cfg.min_pass_rate:g} "
-            f"({len(quarantined)} of {n} files quarantined; "
+            f"({len(quarantined)} of {n_images} DICOM files quarantined; "
             + ", ".join(f"{k} x{v}" for k, v in top.items())
             + ")"
         )
@@ -592,6 +578,7 @@ def run(
         "out": str(out),
         "files": n,
         "counts": {"valid": len(valid), "quarantined": n - len(valid)},
+        "not_images": not_images,
         "pass_rate": round(pass_rate, 6),
         "min_pass_rate": cfg.min_pass_rate,
         "reasons": _counts(manifest.loc[manifest["status"] == "quarantined", "reason_code"]),

@@ -2,9 +2,12 @@
 
 ``manifest.csv`` holds absolute paths and URIs, and the pipeline writes every run's data under a new
 artifact folder, so hashing the manifest's bytes tells runs apart even when the data is the same. The
-fingerprint hashes only what decides what a model learns from each file: the file's content hash, its
-validation status, label, patient, site and role. Rows are sorted, so file order and location do not
-matter; any changed, added or removed file, label, patient assignment or site role changes it.
+fingerprint hashes only what decides what a model learns from each file it trains on: the content
+hash, label, patient, site and role of every *valid* row. Rows are sorted, so file order and location
+do not matter; any changed, added or removed valid file, label, patient assignment or site role changes
+it, and so does a file that becomes valid or quarantined. A quarantined file (a JSON sidecar, a README,
+a DICOMDIR beside the images) is never trained on, so adding or removing one leaves it unchanged:
+quarantined rows never affect a later stage, scheduled retraining included.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from .manifest import ManifestError, manifest_path, read_manifest
+
 __all__ = ["FINGERPRINT_COLUMNS", "FINGERPRINT_VERSION", "data_fingerprint", "manifest_fingerprint"]
 
-#: Manifest columns that enter the fingerprint, in this order.
-FINGERPRINT_COLUMNS = ("sha256", "status", "label", "patient_id", "site", "role")
-#: Prefix of every fingerprint, so a future change of the recipe never matches an old value.
-FINGERPRINT_VERSION = "v1"
+#: Manifest columns of the valid rows that enter the fingerprint, in this order.
+FINGERPRINT_COLUMNS = ("sha256", "label", "patient_id", "site", "role")
+#: Prefix of every fingerprint, so a future change of the recipe never matches an old value
+#: (v1 hashed the quarantined rows too, with their status).
+FINGERPRINT_VERSION = "v2"
 
 
 def _cell(value: object) -> str:
@@ -32,13 +38,14 @@ def _cell(value: object) -> str:
 
 
 def manifest_fingerprint(manifest: pd.DataFrame) -> str:
-    """``v1:<sha256>`` over the sorted ``(sha256, status, label, patient_id, site, role)`` rows."""
-    missing = [c for c in FINGERPRINT_COLUMNS if c not in manifest.columns]
+    """``v2:<sha256>`` over the sorted ``(sha256, label, patient_id, site, role)`` of the valid rows."""
+    missing = [c for c in ("status", *FINGERPRINT_COLUMNS) if c not in manifest.columns]
     if missing:
         raise ValueError(f"manifest lacks the column(s) {', '.join(missing)}")
+    valid = manifest.loc[manifest["status"] == "valid", list(FINGERPRINT_COLUMNS)]
     rows = sorted(
         json.dumps([_cell(v) for v in rec], separators=(",", ":"))
-        for rec in manifest.loc[:, list(FINGERPRINT_COLUMNS)].itertuples(index=False, name=None)
+        for rec in valid.itertuples(index=False, name=None)
     )
     digest = hashlib.sha256()
     for line in rows:
@@ -48,14 +55,13 @@ def manifest_fingerprint(manifest: pd.DataFrame) -> str:
 
 
 def data_fingerprint(validated: str | Path) -> str:
-    """Fingerprint of the ``manifest.csv`` in a validate-stage output folder (or of that file itself)."""
-    p = Path(validated)
-    if p.is_dir():
-        p = p / "manifest.csv"
+    """Fingerprint of the ``manifest.csv`` in a validate-stage output folder (or of that file itself),
+    read with :func:`isnetflow.validation.manifest.read_manifest` like every later stage."""
+    p = manifest_path(validated)
     try:
-        manifest = pd.read_csv(p, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ValueError(f"{p}: cannot read the manifest: {exc}") from exc
+        manifest = read_manifest(p)
+    except ManifestError as exc:
+        raise ValueError(f"{p}: cannot read the manifest: {str(exc).removeprefix(f'{p}: ')}") from exc
     try:
         return manifest_fingerprint(manifest)
     except ValueError as exc:

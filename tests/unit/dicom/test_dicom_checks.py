@@ -174,6 +174,52 @@ def test_deidentification_placeholders_and_pseudonyms_are_accepted(base: dict[st
     assert _codes(_mutated(ds, _set("PatientName", "Doe^John")), relaxed) == []
 
 
+def test_a_pseudonym_equal_to_the_files_own_patient_id_is_not_phi(base: dict[str, Dataset]) -> None:
+    """A de-identified export writes its pseudonym into PatientName and PatientID; labels.csv then
+    assigns its own patient_id. The name equals the file's PatientID: not PHI."""
+    ds = base["mono2"]
+    pseudonymized = _mutated(ds, _set("PatientName", ds.PatientID))
+    a = analyze(pseudonymized, CFG, patient_id="labels-patient-7")
+    assert a.ok and a.fields["patient_id"] == "labels-patient-7", [str(i) for i in a.issues]
+    assert _codes(pseudonymized, patient_id=ds.PatientID) == []  # the labels' id: accepted as before
+    # a real name is PHI whichever id is used, and the strict setting still refuses the pseudonym
+    named = _mutated(ds, _set("PatientName", "Doe^Jane"))
+    assert [str(i) for i in analyze(named, CFG, patient_id="labels-patient-7").issues if i.is_error] == [
+        "PHI present: PatientName"
+    ]
+    strict = CFG.model_copy(update={"allow_pseudonym_name": False})
+    assert _codes(pseudonymized, strict, patient_id="labels-patient-7") == ["phi"]
+
+
+def test_a_dicomdir_is_quarantined_with_its_own_reason(base: dict[str, Dataset], tmp_path: Path) -> None:
+    """pydicom's FileSet writes a real DICOMDIR (Media Storage Directory, no pixels)."""
+    from pydicom.fileset import FileSet
+
+    ds = copy.deepcopy(base["mono2"])
+    for kw, value in (("StudyDate", "20240101"), ("StudyTime", "120000"), ("StudyID", "1")):
+        setattr(ds, kw, getattr(ds, kw, None) or value)
+    ds.SeriesNumber, ds.InstanceNumber = ds.get("SeriesNumber") or 1, ds.get("InstanceNumber") or 1
+    fs = FileSet()
+    fs.add(ds)
+    fs.write(tmp_path)
+    data = (tmp_path / "DICOMDIR").read_bytes()
+    assert pydicom.dcmread(tmp_path / "DICOMDIR").file_meta.MediaStorageSOPClassUID == "1.2.840.10008.1.3.10"
+    issues = analyze(data, CFG).issues
+    assert [(i.code, i.message) for i in issues] == [
+        ("dicomdir", "DICOMDIR (Media Storage Directory): a file-set index, not an image")
+    ]
+    with pytest.raises(DicomReadError, match="DICOMDIR"):
+        read_image(tmp_path / "DICOMDIR")
+
+
+def test_issue_codes_are_defined_in_one_place() -> None:
+    from isnetflow.dicom.issues import NOT_IMAGE_CODES, REASON_CODES, Issue
+
+    assert set(NOT_IMAGE_CODES).issubset(REASON_CODES)
+    with pytest.raises(ValueError, match="unknown issue code 'made_up'"):
+        Issue("made_up", "a code nobody documented")
+
+
 def test_burned_in_annotation_is_configurable(base: dict[str, Dataset]) -> None:
     data = _bytes(base["mono2"])
     assert _codes(data) == []

@@ -104,3 +104,13 @@ def test_real_files_pass_the_per_file_checks(real_dicom_dir: Path, tmp_path: Pat
     a, _ = read_image(str(copy))
     b, _ = read_image(copy.read_bytes())
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_real_pseudonymized_file_is_not_phi_under_another_labels_id(real_dicom_dir: Path) -> None:
+    """The public JPEG CR file carries a pseudonym (a UUID) as both PatientName and PatientID."""
+    data = (real_dicom_dir / JPEG).read_bytes()
+    ds = load_dicom(data).dataset
+    assert str(ds.PatientName) == ds.PatientID  # the premise
+    a = analyze(data, ValidateConfig(image_size=64), patient_id="p-001", site="Site A")
+    assert a.ok, [str(i) for i in a.issues]
+    assert a.fields["patient_id"] == "p-001"

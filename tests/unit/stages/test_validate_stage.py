@@ -255,7 +255,8 @@ def test_bad_run_outputs_and_verdict(bad_run: Any) -> None:
     assert s["counts"] == {"valid": 3, "quarantined": 14}
     assert s["reasons"]["patient_leakage"] == 2 and s["reasons"]["empty_file"] == 1
     assert s["patient_leakage"] == {"LEAK-1": "patient LEAK-1 in multiple sites (Site X; Site Y)"}
-    assert not bad_run.passed and bad_run.failure.startswith("pass rate 0.176 < 0.9")
+    assert not bad_run.passed and bad_run.failure.startswith("pass rate 0.188 < 0.9")  # 3 of 16 DICOM files
+    assert s["not_images"] == 1  # bad/text.dcm: listed and quarantined, not counted
     assert "\n" not in bad_run.failure
     assert sorted(p.name for p in (out / "images").iterdir()) == sorted(
         f"{uid}.npy" for uid in bad_run.manifest.loc[bad_run.manifest.status == "valid", "sop_instance_uid"]

@@ -51,7 +51,7 @@ def test_stable_under_location_row_order_and_non_data_columns(tmp_path: Path) ->
     moved["scale"] = 0.5
     b = _write(moved, tmp_path / "run2" / "somewhere" / "validated")
     fp = data_fingerprint(a)
-    assert fp.startswith("v1:") and len(fp) == 3 + 64
+    assert fp.startswith("v2:") and len(fp) == 3 + 64
     assert data_fingerprint(b) == fp
     assert data_fingerprint(a / "manifest.csv") == fp  # the file itself works too
     # the in-memory manifest (None cells) and the CSV read back ("" cells) agree
@@ -64,6 +64,7 @@ def test_stable_under_location_row_order_and_non_data_columns(tmp_path: Path) ->
         ("label", 0, "normal"),  # relabelled
         ("sha256", 1, "e" * 64),  # file content changed
         ("status", 3, "valid"),  # now passes validation
+        ("status", 0, "quarantined"),  # no longer trained on
         ("site", 2, "Mount Verity"),
         ("role", 2, "internal"),
         ("patient_id", 1, "p1"),  # patient grouping decides the splits
@@ -79,7 +80,7 @@ def test_changes_with_data(tmp_path: Path, column: str, row: int, value: str) ->
 def test_added_or_removed_files_change_it_and_errors_name_the_file(tmp_path: Path) -> None:
     df = _manifest("/data")
     base = manifest_fingerprint(df)
-    assert manifest_fingerprint(df.iloc[:3]) != base
+    assert manifest_fingerprint(df.iloc[1:]) != base  # a valid file removed
     assert manifest_fingerprint(pd.concat([df, df.iloc[[0]]])) != base  # a duplicate row counts
     with pytest.raises(ValueError, match=r"manifest\.csv: cannot read"):
         data_fingerprint(tmp_path)
@@ -87,3 +88,16 @@ def test_added_or_removed_files_change_it_and_errors_name_the_file(tmp_path: Pat
     _write(df.drop(columns=["sha256"]), bad)
     with pytest.raises(ValueError, match=r"bad/manifest\.csv: manifest lacks the column\(s\) sha256"):
         data_fingerprint(bad)
+
+
+def test_quarantined_files_do_not_change_it(tmp_path: Path) -> None:
+    """A stray file (sidecar, README, DICOMDIR) is quarantined and never trained on: adding or removing
+    one is no reason to retrain, whatever its reason or (empty) header columns."""
+    df = _manifest("/data")
+    base = manifest_fingerprint(df)
+    assert manifest_fingerprint(df.iloc[:3]) == base  # the quarantined row removed
+    stray: dict[str, object] = dict.fromkeys(MANIFEST_COLUMNS)
+    stray.update(path="A/notes.json", status="quarantined", reason="not a DICOM file", sha256="9" * 64)
+    with_stray = pd.concat([df, pd.DataFrame([stray], columns=MANIFEST_COLUMNS)], ignore_index=True)
+    assert manifest_fingerprint(with_stray) == base
+    assert data_fingerprint(_write(with_stray, tmp_path / "stray")) == base
