@@ -898,6 +898,70 @@ def bench_amp(
     typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 
+@bench_app.command("seeds")
+def bench_seeds(
+    seeds: Annotated[str, typer.Option("--seeds", help="Training seeds: 0-4, 0,2,5 or 1-3,7.")] = "0-4",
+    input_uri: Annotated[
+        str | None, typer.Option("--input", help="DICOM folder or s3://bucket/prefix (default: synthetic).")
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option("--labels", help="labels.csv (default: labels.csv in --input).")
+    ] = None,
+    external_sites: Annotated[
+        list[str] | None, typer.Option("--external-sites", help="Site held out as external (repeatable).")
+    ] = None,
+    models: Annotated[
+        str, typer.Option("--models", help="Comma-separated subset of isnet,standard,masked.")
+    ] = "isnet,standard,masked",
+    workdir: Annotated[
+        Path, typer.Option("--workdir", help="Cohort, per-seed outputs and bench_seeds.json.")
+    ] = Path(".isnetflow/bench-seeds"),
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite in --workdir).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON only.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Train and evaluate the ISNet, the standard model and the lungs-only reference for every seed."""
+    from isnetflow.bench.seeds import parse_seeds, seed_study, seed_table
+    from isnetflow.registry.tracking import default_tracking_uri
+
+    try:
+        seed_list = parse_seeds(seeds)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    settings = _settings(config)
+    chosen = [m.strip() for m in models.split(",") if m.strip()]
+    out = Console(stderr=True)
+
+    def show(row: dict[str, Any]) -> None:
+        if not as_json:
+            brief = ", ".join(
+                f"{k} internal {row[k]['internal_auc'] or float('nan'):.3f} external "
+                f"{row[k]['external_auc'] or float('nan'):.3f}"
+                for k in chosen
+            )
+            out.print(f"seed {row['seed']}: {brief}")
+
+    result = seed_study(
+        settings,
+        seed_list,
+        workdir,
+        input_uri=input_uri or "",
+        labels_uri=labels or "",
+        external_sites=external_sites or [],
+        tracking_uri=tracking_uri or default_tracking_uri(workdir),
+        models=chosen,
+        progress=not as_json,
+        on_seed=show,
+    )
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    Console(soft_wrap=True).print(seed_table(result))
+    typer.echo(f"wall time {result['wall_seconds']:.0f} s; JSON: {Path(workdir) / 'bench_seeds.json'}")
+
+
 @bench_app.command("training")
 def bench_training(
     model: Annotated[

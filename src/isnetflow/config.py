@@ -416,8 +416,10 @@ class ValidateConfig(StrictModel):
 class HeatmapLossConfig(StrictModel):
     """The ISNet objective: (1 - P)·CE + P·(A·L_bg + B·L_fg) on LRP heatmaps (see isnetflow.isnet)."""
 
-    variant: Literal["selective", "stochastic", "all"] = Field(
-        "selective", description="which heatmaps: one per sample (selective/stochastic) or one per class"
+    variant: str = Field(
+        "selective",
+        description="which heatmaps, a name in isnetflow.isnet.VARIANTS other than 'standard': one per "
+        "sample (selective/stochastic) or one per class (all)",
     )
     P: float = Field(0.7, ge=0.0, lt=1.0, description="weight of the heatmap loss vs cross-entropy")
     A: float = Field(1.0, ge=0.0, description="weight of the background term")
@@ -428,12 +430,31 @@ class HeatmapLossConfig(StrictModel):
     first_layer: Literal["zbox", "epsilon"] = "zbox"
     C1: float | None = Field(None, gt=0.0, description="lower bound of in-mask relevance; None = warm-up")
     C2: float | None = Field(None, gt=0.0, description="upper bound of in-mask relevance; None = warm-up")
+    grad_balance: float | None = Field(
+        1.0,
+        gt=0.0,
+        description="cap the norm of the heatmap-term gradient P·∇(A·L_bg + B·L_fg) at this multiple of the "
+        "cross-entropy gradient's norm (1-P)·∇CE, per step; None = plain sum. Keeps the cross-entropy able to "
+        "move: without it the heatmap gradient is 10-100x larger and the classifier forgets the disease",
+    )
     fg_region: Literal["image", "mask"] = Field(
         "image",
         description="warm-up statistics behind automatic C1/C2: relevance mass over the whole image (the "
         "authors' code) or inside the lung mask only (S itself: lower C1/C2; on the demo cohort flip rate "
         "0.03-0.10 but zennit background share 0.43-0.67 over 3 seeds)",
     )
+
+    @field_validator("variant")
+    @classmethod
+    def _known_variant(cls, value: str) -> str:
+        from isnetflow.isnet.variants import VARIANTS  # lazy: isnet imports this module
+
+        allowed = sorted(name for name, v in VARIANTS.items() if v.build is not None)
+        if value not in allowed:
+            raise ValueError(
+                f"unknown heatmap variant {value!r}; choose one of {allowed} (or train.mode standard)"
+            )
+        return value
 
 
 class AugmentConfig(StrictModel):
@@ -458,8 +479,23 @@ class TrainConfig(StrictModel):
     warmup_epochs: int = Field(
         4, ge=0, description="standard-training epochs before the heatmap loss; they also set C1/C2"
     )
+    warmup_inputs: Literal["raw", "background_swap", "masked"] = Field(
+        "background_swap",
+        description="what the ISNet's standard warm-up sees: raw images (the authors), 'background_swap' "
+        "(each image's lungs on another image's background, the union-of-masks composite of the "
+        "counterfactual test: the background carries no label information) or 'masked' (lungs only). A "
+        "deviation from the authors' recipe: the warm-up never learns the shortcut, so with warmup_restart "
+        "off the ISNet starts from a network that already reads the lungs",
+    )
+    isnet_swap_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of each ISNet-phase batch shown with another image's background (the warm-up's "
+        "background swap), so the cross-entropy sees a weaker background shortcut; 0 = the authors' ISNet",
+    )
     warmup_restart: bool = Field(
-        True,
+        False,
         description="after the warm-up has set C1/C2, start the ISNet again from the initial weights with a "
         "new optimizer and LR schedule (the authors' cut tuning discards the warm-up network too), so it "
         "never learns the background shortcut first; False continues from the warmed-up weights. On the "
@@ -482,7 +518,17 @@ class TrainConfig(StrictModel):
         "heatmap pass always runs in float32 (autocast moves its gradient by >100%: isnetflow bench amp)",
     )
     class_weighting: bool = Field(True, description="inverse-frequency class weights in cross-entropy")
-    patience: int = Field(8, ge=1, description="early stopping: epochs without val AUC improvement")
+    patience: int = Field(8, ge=1, description="early stopping: epochs without a better selection score")
+    selection: Literal["auc_within_background", "objective"] = Field(
+        "auc_within_background",
+        description="ISNet model selection over the heatmap-loss epochs: the best validation AUC among epochs "
+        "whose validation background share is <= selection_max_background (none qualifies: the lowest "
+        "share), so an inverted or chance-level classifier is never preferred; 'objective' = the validation "
+        "ISNet loss (the old default; it once kept an inverted classifier)",
+    )
+    selection_max_background: float = Field(
+        0.3, gt=0.0, le=1.0, description="background share limit for selection='auc_within_background'"
+    )
     val_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="of internal patients")
     test_fraction: float = Field(0.2, ge=0.0, lt=0.5, description="of internal patients (held out)")
     checkpoint_every: int = Field(50, ge=1, description="optimizer steps between checkpoints")
@@ -493,6 +539,14 @@ class TrainConfig(StrictModel):
     audit_samples: int = Field(48, ge=0, description="validation images used for background relevance")
     heatmap: HeatmapLossConfig = Field(default_factory=HeatmapLossConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @model_validator(mode="after")
+    def _check_selection(self) -> TrainConfig:
+        if self.mode == "isnet" and self.selection == "auc_within_background" and self.audit_samples == 0:
+            raise ValueError(
+                "selection 'auc_within_background' measures the background share: audit_samples > 0"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from isnetflow.isnet.loss import (
     global_weighted_rank_pooling,
     heatmap_loss,
     isnet_loss,
+    loss_config_from_settings,
 )
 from isnetflow.isnet.variants import (
     VARIANTS,
@@ -44,6 +45,7 @@ __all__ = [
     "heatmap_loss",
     "isnet_loss",
     "isnet_objective",
+    "loss_config_from_settings",
     "selective_seed",
     "stochastic_classes",
 ]

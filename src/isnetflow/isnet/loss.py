@@ -33,6 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from isnetflow.config import HeatmapLossConfig
+
+_DEFAULTS = HeatmapLossConfig.model_construct()
+"""``ISNetLossConfig``'s defaults are the settings' defaults (one set of defaults; not validated here, so
+that importing this module does not import the variant registry that validation consults)."""
+
 __all__ = [
     "ForegroundRangeEstimator",
     "ISNetLossConfig",
@@ -42,6 +48,7 @@ __all__ = [
     "global_weighted_rank_pooling",
     "heatmap_loss",
     "isnet_loss",
+    "loss_config_from_settings",
 ]
 
 NORM_EPS = 1e-10
@@ -84,16 +91,16 @@ class ISNetLossConfig:
         (exact total derivative). Default ``False``: treated as a constant, as the authors do (cheaper).
     """
 
-    P: float = 0.7
-    A: float = 1.0
-    B: float = 3.0
-    E: float = 1.0
-    d: float = 0.9
+    P: float = _DEFAULTS.P
+    A: float = _DEFAULTS.A
+    B: float = _DEFAULTS.B
+    E: float = _DEFAULTS.E
+    d: float = _DEFAULTS.d
     C1: float = 1.0
     C2: float = 25.0
-    variant: str = "selective"
-    epsilon: float = 0.01
-    first_layer: Literal["zbox", "epsilon"] = "zbox"
+    variant: str = _DEFAULTS.variant
+    epsilon: float = _DEFAULTS.epsilon
+    first_layer: Literal["zbox", "epsilon"] = _DEFAULTS.first_layer
     low: float = 0.0
     high: float = 1.0
     selective_eps: float = 0.01
@@ -130,6 +137,8 @@ class ISNetLossTerms:
     cross_entropy: Tensor
     background: Tensor
     foreground: Tensor
+    heatmap: Tensor
+    """``A * L_bg + B * L_fg``, not yet weighted by ``P``: ``loss = (1 - P) * cross_entropy + P * heatmap``."""
 
 
 def global_weighted_rank_pooling(x: Tensor, d: float, dim: int = -1) -> Tensor:
@@ -243,21 +252,37 @@ def isnet_loss(
     heatmaps: Tensor | None,
     masks: Tensor | None,
     config: ISNetLossConfig,
+    *,
+    class_weight: Tensor | None = None,
 ) -> ISNetLossTerms:
     """Combine cross-entropy and heatmap terms: ``(1 - P) CE + P (A L_bg + B L_fg)``.
 
-    With ``heatmaps is None`` (standard training) the loss is the plain cross-entropy and the heatmap
-    terms are reported as zero.
+    The single definition of the ISNet objective: the training loop and validation call it. ``class_weight``
+    is passed to :func:`torch.nn.functional.cross_entropy` (inverse class frequencies in training). With
+    ``heatmaps is None`` (standard training) the loss is the plain cross-entropy and the heatmap terms are
+    reported as zero.
     """
-    ce = F.cross_entropy(logits, labels)
+    ce = F.cross_entropy(logits, labels, weight=class_weight)
     if heatmaps is None:
         zero = ce.new_zeros(())
-        return ISNetLossTerms(loss=ce, cross_entropy=ce, background=zero, foreground=zero)
+        return ISNetLossTerms(loss=ce, cross_entropy=ce, background=zero, foreground=zero, heatmap=zero)
     if masks is None:
         raise ValueError("masks are required when heatmaps are given")
     bg, fg = heatmap_loss(heatmaps, masks, config)
-    loss = (1 - config.P) * ce + config.P * (config.A * bg + config.B * fg)
-    return ISNetLossTerms(loss=loss, cross_entropy=ce, background=bg, foreground=fg)
+    heat = config.A * bg + config.B * fg
+    loss = (1 - config.P) * ce + config.P * heat
+    return ISNetLossTerms(loss=loss, cross_entropy=ce, background=bg, foreground=fg, heatmap=heat)
+
+
+def loss_config_from_settings(settings: HeatmapLossConfig, c1: float, c2: float) -> ISNetLossConfig:
+    """The :class:`ISNetLossConfig` of the ``train.heatmap`` settings with the foreground range ``c1, c2``.
+
+    The one place where settings become a loss configuration (training, validation, benchmarks).
+    """
+    return ISNetLossConfig(
+        P=settings.P, A=settings.A, B=settings.B, E=settings.E, d=settings.d, C1=c1, C2=c2,
+        variant=settings.variant, epsilon=settings.epsilon, first_layer=settings.first_layer,
+    )  # fmt: skip
 
 
 class ForegroundRangeEstimator:

@@ -74,6 +74,7 @@ class ISNetOutput:
     cross_entropy: Tensor
     background: Tensor
     foreground: Tensor
+    heatmap: Tensor  # A * L_bg + B * L_fg, before the weight P
     logits: Tensor
     heatmaps: Tensor | None
 
@@ -210,6 +211,7 @@ def isnet_objective(
     *,
     generator: torch.Generator | None = None,
     allow_autocast: bool = False,
+    class_weight: Tensor | None = None,
 ) -> ISNetOutput:
     """Loss of one ISNet training step: ``(1 - P) CE + P (A L_bg + B L_fg)`` from a single forward pass.
 
@@ -229,11 +231,13 @@ def isnet_objective(
     allow_autocast
         Let an enclosing ``torch.autocast`` region apply to the LRP pass (off: always float32; see
         :func:`explain_batch`).
+    class_weight
+        Per-class cross-entropy weights (see :func:`~isnetflow.isnet.loss.isnet_loss`).
     """
     if config.variant == "standard" or config.P == 0:
         _variant(config.variant)
         logits = model(images)
-        terms = isnet_loss(logits, labels, None, None, config)
+        terms = isnet_loss(logits, labels, None, None, config, class_weight=class_weight)
         heatmaps = None
     else:
         logits, heatmaps = explain_batch(
@@ -245,12 +249,13 @@ def isnet_objective(
             generator=generator,
             allow_autocast=allow_autocast,
         )
-        terms = isnet_loss(logits, labels, heatmaps, masks, config)
+        terms = isnet_loss(logits, labels, heatmaps, masks, config, class_weight=class_weight)
     return ISNetOutput(
         loss=terms.loss,
         cross_entropy=terms.cross_entropy,
         background=terms.background,
         foreground=terms.foreground,
+        heatmap=terms.heatmap,
         logits=logits,
         heatmaps=heatmaps,
     )

@@ -6,7 +6,8 @@ ground-truth masks), optionally with the mask stage's QC table (``mask_qc.csv``)
 quarantined are left out of training *in both modes*, so ISNet and baseline see the same data.
 
 Outputs under ``out``: ``model.pt`` (the whole module, pickled), ``train_summary.json``,
-``heatmaps.png`` (validation heatmap overlays) and ``history.csv``; the same plus the model go to an
+``heatmaps.png`` (validation heatmap overlays), ``history.csv`` (per-epoch metrics and diagnostics) and
+``learning_curves.png``; the same plus the model go to an
 MLflow run (the model with ``serialization_format="pickle"`` so that it loads back as an
 ``nn.Module`` that accepts any batch size and works with :func:`isnetflow.lrp.relevance`).
 """
@@ -32,6 +33,7 @@ from isnetflow.training.loop import TrainResult, train
 from isnetflow.training.splits import assign_splits
 from isnetflow.validation.manifest import ManifestError, read_manifest
 from isnetflow.validation.manifest import manifest_sha256 as _manifest_sha256
+from isnetflow.viz.curves import learning_curves
 from isnetflow.viz.heatmaps import heatmap_gallery
 
 log = logging.getLogger(__name__)
@@ -222,6 +224,10 @@ def run(
         mlflow.log_artifact(str(png), artifact_path="figures")
         pd.DataFrame(result.history).to_csv(out / "history.csv", index=False)
         mlflow.log_artifact(str(out / "history.csv"))
+        curves = learning_curves(
+            result.history, out / "learning_curves.png", title=f"{cfg.mode}: learning curves"
+        )
+        mlflow.log_artifact(str(curves), artifact_path="figures")
 
         model_cpu = result.model.to("cpu").eval()
         torch.save(model_cpu, out / "model.pt")

@@ -20,7 +20,7 @@ from PIL import Image
 from isnetflow.config import AugmentConfig, SynthConfig
 from isnetflow.training.splits import assign_splits
 
-__all__ = ["Augmenter", "TrainData", "from_synthetic", "load_array", "resize_pair"]
+__all__ = ["Augmenter", "TrainData", "from_synthetic", "load_array", "resize_pair", "shortcut_free_inputs"]
 
 
 @dataclass
@@ -132,6 +132,33 @@ class Augmenter:
             ]
         ).to(images.device)
         return (img + noise).clamp(0, 1), (msk > 0.5).to(masks.dtype)
+
+
+def shortcut_free_inputs(
+    images: torch.Tensor, masks: torch.Tensor, how: str, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Inputs whose background carries no label information, for the ISNet's standard warm-up.
+
+    ``"background_swap"``: each image keeps its lungs and takes the background of another image of the
+    batch (a random derangement, so the donor's label is independent of the recipient's), with the
+    construction of the counterfactual test (:func:`isnetflow.evaluation.counterfactual.swap_background`):
+    the recipient's pixels inside the union of both lung masks, the donor's outside, so none of the
+    donor's lungs survive. ``"masked"``: the lungs only (background zero). ``"raw"``: unchanged.
+    """
+    if how == "raw":
+        return images
+    if how == "masked":
+        return images * masks
+    if how != "background_swap":
+        raise ValueError(f"unknown warm-up inputs {how!r}: raw, background_swap or masked")
+    n = images.shape[0]
+    if n < 2:
+        return images
+    order = torch.randperm(n, generator=generator).to(images.device)
+    donor = torch.empty_like(order)
+    donor[order] = order.roll(-1)  # cyclic shift of a random permutation: nobody is their own donor
+    region = (masks > 0.5) | (masks[donor] > 0.5)
+    return torch.where(region, images, images[donor])
 
 
 def _mix(*parts: int) -> int:

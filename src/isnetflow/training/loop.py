@@ -33,11 +33,17 @@ from torch import nn
 from tqdm import tqdm
 
 from isnetflow.config import TrainConfig
-from isnetflow.isnet import ForegroundRangeEstimator, ISNetLossConfig, explain_batch, isnet_objective
+from isnetflow.isnet import (
+    ForegroundRangeEstimator,
+    ISNetLossConfig,
+    explain_batch,
+    isnet_objective,
+    loss_config_from_settings,
+)
 from isnetflow.lrp import relevance
 from isnetflow.nets import build_model
 from isnetflow.training.checkpoint import CheckpointStore
-from isnetflow.training.data import Augmenter, TrainData, _mix
+from isnetflow.training.data import Augmenter, TrainData, _mix, shortcut_free_inputs
 
 log = logging.getLogger(__name__)
 
@@ -109,21 +115,67 @@ def val_heatmap_terms(
     config: ISNetLossConfig,
     batch_size: int,
     seed: int,
-) -> tuple[float, float]:
-    """Mean background and foreground ISNet terms over ``indices`` (eval mode, no graph)."""
+    class_weight: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Mean ISNet terms over ``indices`` (eval mode, no graph): ``loss``, ``ce``, ``background``, ``foreground``
+
+    Computed by :func:`isnetflow.isnet.isnet_objective`, the same objective the training steps use.
+    """
     model.eval()
     device = next(model.parameters()).device
-    bg = fg = 0.0
+    sums = {"loss": 0.0, "ce": 0.0, "background": 0.0, "foreground": 0.0}
     for i in range(0, indices.size, batch_size):
         idx = indices[i : i + batch_size]
         x, m, y = data.images[idx].to(device), data.masks[idx].to(device), data.labels[idx].to(device)
         gen = torch.Generator().manual_seed(_mix(seed, i, 13))
         with torch.no_grad():
-            out = isnet_objective(model, x, y, m, config, generator=gen)
-        bg += float(out.background) * idx.size
-        fg += float(out.foreground) * idx.size
+            out = isnet_objective(model, x, y, m, config, generator=gen, class_weight=class_weight)
+        for k, v in (("loss", out.loss), ("ce", out.cross_entropy), ("background", out.background),
+                     ("foreground", out.foreground)):  # fmt: skip
+            sums[k] += float(v) * idx.size
     n = max(1, indices.size)
-    return bg / n, fg / n
+    return {k: v / n for k, v in sums.items()}
+
+
+def isnet_step_gradients(
+    model: nn.Module,
+    out: Any,
+    P: float,
+    balance: float | None,
+) -> dict[str, float]:
+    """Set ``.grad`` of ``model``'s parameters for one ISNet step; return gradient diagnostics.
+
+    The two parts of ``out.loss = (1 - P) CE + P heatmap`` are differentiated separately. Their sum is the
+    gradient of ``out.loss``; with ``balance`` the heatmap part is first scaled down so that its norm is at
+    most ``balance`` times the cross-entropy part's norm. Returns both norms, their cosine and the scale.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    g_ce = torch.autograd.grad((1 - P) * out.cross_entropy, params, retain_graph=True, allow_unused=True)
+    g_hm = torch.autograd.grad(P * out.heatmap, params, allow_unused=True)
+    g_ce = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_ce, strict=True)]
+    g_hm = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_hm, strict=True)]
+    n_ce = torch.sqrt(sum((g.double() ** 2).sum() for g in g_ce))
+    n_hm = torch.sqrt(sum((g.double() ** 2).sum() for g in g_hm))
+    dot = sum((a.double() * b.double()).sum() for a, b in zip(g_ce, g_hm, strict=True))
+    cosine = float(dot / (n_ce * n_hm).clamp_min(1e-30))
+    scale = 1.0
+    if balance is not None and float(n_hm) > balance * float(n_ce):
+        scale = balance * float(n_ce) / max(float(n_hm), 1e-30)
+    for p, a, b in zip(params, g_ce, g_hm, strict=True):
+        p.grad = a + b if scale == 1.0 else a + scale * b
+    return {
+        "grad_norm_ce": float(n_ce),
+        "grad_norm_heatmap": float(n_hm),
+        "grad_cosine": cosine,
+        "heatmap_grad_scale": scale,
+    }
+
+
+def _range_shares(heatmaps: torch.Tensor, masks: torch.Tensor, c1: float, c2: float) -> tuple[float, float]:
+    """Share of maps whose in-mask absolute relevance ``S`` is below ``C1`` and above ``C2``."""
+    m = masks[:, None].to(heatmaps.dtype) if masks.dim() == 4 else masks[:, None, None].to(heatmaps.dtype)
+    s = (heatmaps.detach().abs() * m).flatten(2).sum(2)
+    return float((s < c1).float().mean()), float((s > c2).float().mean())
 
 
 def _auc(labels: np.ndarray, proba: np.ndarray) -> float:
@@ -134,6 +186,20 @@ def _auc(labels: np.ndarray, proba: np.ndarray) -> float:
     if proba.shape[1] == 2:
         return float(roc_auc_score(labels, proba[:, 1]))
     return float(roc_auc_score(labels, proba, multi_class="ovr", average="macro"))
+
+
+def _selection_score(cfg: TrainConfig, metrics: dict[str, float], heat_on: bool) -> float:
+    """Lower is better. Never prefers a worse validation AUC among epochs within the background limit."""
+    auc = metrics["val_auc"]
+    if not heat_on:
+        score = -auc
+    elif cfg.selection == "objective":
+        score = metrics["val_isnet_loss"]
+    else:
+        share = metrics["val_background_share"]
+        # eligible epochs score in [-1, 0]; the others in [1, 2], ordered by their share
+        score = -auc if share <= cfg.selection_max_background else 1.0 + share
+    return math.inf if math.isnan(score) else score
 
 
 def _lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
@@ -243,10 +309,7 @@ def train(
             )
 
     def loss_config(c1: float, c2: float) -> ISNetLossConfig:
-        return ISNetLossConfig(
-            P=hm.P, A=hm.A, B=hm.B, E=hm.E, d=hm.d, C1=c1, C2=c2, variant=hm.variant,
-            epsilon=hm.epsilon, first_layer=hm.first_layer,
-        )  # fmt: skip
+        return loss_config_from_settings(hm, c1, c2)
 
     def fg_calibration() -> tuple[float, float]:
         """C1/C2 from the relevance mass of the warmed-up standard model (the authors' recipe)."""
@@ -294,26 +357,46 @@ def train(
                     cfg, state["global_step"] - state["schedule_start"], total_steps - state["schedule_start"]
                 )
             opt.zero_grad(set_to_none=True)
-            parts: dict[str, torch.Tensor]
+            parts: dict[str, float]
             if heat_on:
+                if cfg.isnet_swap_fraction > 0:
+                    sgen = torch.Generator().manual_seed(_mix(cfg.seed, state["global_step"], 3))
+                    k = int(round(cfg.isnet_swap_fraction * x.shape[0]))
+                    sub = torch.randperm(x.shape[0], generator=sgen)[:k].to(x.device)
+                    x = x.clone()
+                    x[sub] = shortcut_free_inputs(x[sub], m[sub], "background_swap", sgen)
                 gen = torch.Generator().manual_seed(_mix(cfg.seed, state["global_step"], 7))
-                out = isnet_objective(model, x, y, m, loss_config(state["c1"], state["c2"]), generator=gen)
-                ce = F.cross_entropy(out.logits, y, weight=class_weight)
-                loss = (1 - hm.P) * ce + hm.P * (hm.A * out.background + hm.B * out.foreground)
-                parts = {"ce": ce, "background": out.background, "foreground": out.foreground}
+                lcfg = loss_config(state["c1"], state["c2"])
+                out = isnet_objective(model, x, y, m, lcfg, generator=gen, class_weight=class_weight)
+                loss = out.loss
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite ISNet loss at epoch {epoch} step {step}")
+                parts = isnet_step_gradients(model, out, hm.P, hm.grad_balance)
+                assert out.heatmaps is not None
+                below, above = _range_shares(out.heatmaps, m, lcfg.C1, lcfg.C2)
+                parts |= {
+                    "ce": float(out.cross_entropy.detach()),
+                    "background": float(out.background.detach()),
+                    "foreground": float(out.foreground.detach()),
+                    "share_below_c1": below,
+                    "share_above_c2": above,
+                }
             else:
+                if isnet:  # the ISNet's warm-up: inputs without a usable background shortcut
+                    wgen = torch.Generator().manual_seed(_mix(cfg.seed, state["global_step"], 5))
+                    x = shortcut_free_inputs(x, m, cfg.warmup_inputs, wgen)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     logits = model(x)
-                ce = F.cross_entropy(logits.float(), y, weight=class_weight)
-                loss, parts = ce, {"ce": ce}
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch} step {step}: {parts}")
-            loss.backward()
+                loss = F.cross_entropy(logits.float(), y, weight=class_weight)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss at epoch {epoch} step {step}")
+                loss.backward()
+                parts = {"ce": float(loss.detach())}
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            for k, v in {"loss": loss, **parts}.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            for k, v in {"loss": float(loss.detach()), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v
             state["global_step"] += 1
             state["step_in_epoch"] = step + 1
             bar.update(1)
@@ -337,20 +420,20 @@ def train(
             )
             metrics["val_background_share"] = float(share.mean())
         if heat_on:
-            bg, fg = val_heatmap_terms(
-                model, data, val_idx, loss_config(state["c1"], state["c2"]), cfg.batch_size, cfg.seed
-            )
-            metrics["val_background"], metrics["val_foreground"] = bg, fg
-            metrics["val_isnet_loss"] = (1 - hm.P) * metrics["val_ce"] + hm.P * (hm.A * bg + hm.B * fg)
+            terms = val_heatmap_terms(
+                model, data, val_idx, loss_config(state["c1"], state["c2"]), cfg.batch_size, cfg.seed,
+                class_weight=class_weight,
+            )  # fmt: skip
+            metrics["val_background"], metrics["val_foreground"] = terms["background"], terms["foreground"]
+            metrics["val_isnet_loss"] = terms["loss"]
         metrics["lr"] = opt.param_groups[0]["lr"]
         metrics["heatmap_loss_on"] = float(heat_on)
         state["history"].append({"epoch": epoch, **metrics})
-        # Selection: the standard model by validation AUC; the ISNet by its validation objective (CE plus
-        # the heatmap terms), so that a model which regains accuracy through the background is not chosen.
+        # Selection: the standard model by validation AUC. The ISNet by validation AUC among the epochs
+        # whose validation background share is within the limit (else by its share), or by its validation
+        # objective (selection="objective"); warm-up epochs are never selected.
         eligible = not isnet or heat_on
-        score = metrics["val_isnet_loss"] if heat_on else -metrics["val_auc"]
-        if math.isnan(score):
-            score = math.inf
+        score = _selection_score(cfg, metrics, heat_on)
         if eligible and score < state["best_score"]:
             state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch, 0
             state["best_auc"] = metrics["val_auc"]

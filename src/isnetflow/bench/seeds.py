@@ -1,0 +1,317 @@
+"""``isnetflow bench seeds``: judge a training recipe over several training seeds.
+
+One cohort is prepared once (the synthetic demo cohort, or a user DICOM folder): validation and lung
+masks through the production stages. Then, for every training seed (which sets the patient split, the
+initialization and the batch order), three models are trained with the production training loop and
+evaluated with the production evaluation and the default promotion gates:
+
+* ``isnet``: the ISNet recipe of the settings;
+* ``standard``: the same network and schedule, cross-entropy only;
+* ``masked``: the lungs-only reference (segment-then-classify, as in the ISNet paper): the standard model
+  trained *and evaluated* on lung-masked inputs. It shows what the lungs allow; it cannot be deployed
+  without a segmenter at inference, which is what the ISNet avoids.
+
+Each seed reports, per model, ``internal_auc`` (internal test split), ``external_auc`` (pooled external
+sites), ``min_site_auc``, ``background_share`` (zennit audit), ``flip_rate`` (counterfactual background
+swap) and ``gates_passed`` (every default gate; no champion), plus the ISNet's per-epoch diagnostics as
+lists. Everything is logged to MLflow as a parent run with one nested run per (seed, model), each with
+its learning curves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from isnetflow.config import Settings, TrainConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MODELS", "parse_seeds", "prepare_cohort", "seed_study", "seed_table", "summarize"]
+
+MODELS = ("isnet", "standard", "masked")
+METRICS = ("internal_auc", "external_auc", "min_site_auc", "background_share", "flip_rate")
+HISTORY_KEYS = (
+    "train_ce",
+    "train_background",
+    "train_foreground",
+    "train_grad_norm_ce",
+    "train_grad_norm_heatmap",
+    "train_grad_cosine",
+    "train_share_below_c1",
+    "train_share_above_c2",
+    "val_auc",
+    "val_background_share",
+)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-4"`` -> ``[0, 1, 2, 3, 4]``; ``"0,3,7"`` and ``"1-2,5"`` work too."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            a = int(lo)
+            b = int(hi) if sep else a
+        except ValueError:
+            raise ValueError(f"--seeds {text!r}: expected e.g. 0-4 or 0,2,5") from None
+        if b < a or a < 0:
+            raise ValueError(f"--seeds {text!r}: bad range {part!r}")
+        seeds.extend(range(a, b + 1))
+    if not seeds:
+        raise ValueError(f"--seeds {text!r}: no seeds")
+    return sorted(set(seeds))
+
+
+def prepare_cohort(
+    settings: Settings,
+    workdir: Path,
+    *,
+    input_uri: str = "",
+    labels_uri: str = "",
+    external_sites: Sequence[str] = (),
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Validate the cohort and make its lung masks once (production stages); return paths and sites.
+
+    The result is kept in ``workdir`` with a key of everything that shapes it (synthetic cohort,
+    validation and mask settings, input): a later study with the same key reuses it.
+    """
+    import hashlib
+
+    from isnetflow.stages import ingest, masks
+
+    key = hashlib.sha256(
+        json.dumps(
+            [settings.synth.model_dump(mode="json", exclude={"workers"}), settings.validate.model_dump(mode="json"),
+             settings.masks.model_dump(mode="json"), input_uri, labels_uri, list(external_sites)],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()  # fmt: skip
+    marker = workdir / "cohort.json"
+    if marker.is_file():
+        kept = json.loads(marker.read_text())
+        if kept.get("key") == key:
+            log.info("reusing the prepared cohort in %s", workdir)
+            return {"validated": Path(kept["validated"]), "masks": Path(kept["masks"]),
+                    "external_sites": kept["external_sites"]}  # fmt: skip
+    info = ingest.run(
+        settings, workdir / "data", input_uri=input_uri, labels_uri=labels_uri,
+        external_sites=list(external_sites), progress=progress,
+    )  # fmt: skip
+    if not info["passed"]:
+        raise RuntimeError(f"validation failed: {info['reason']}")
+    validated = ingest.resolve(workdir / "data", info["validated"])
+    provided = ingest.resolve(workdir / "data", info["provided_masks"])
+    masks.run(settings.masks, validated, workdir / "masks", provided, progress=progress)
+    cohort = {
+        "validated": validated,
+        "masks": workdir / "masks" / "masks",
+        "external_sites": list(info["external_sites"]),
+    }
+    marker.write_text(
+        json.dumps({"key": key, **{k: str(v) if isinstance(v, Path) else v for k, v in cohort.items()}})
+    )
+    return cohort
+
+
+def _metrics(payload: dict[str, Any], gates: list[Any] | None) -> dict[str, Any]:
+    def get(path: str) -> float | None:
+        node: Any = payload
+        for key in path.split("."):
+            if not isinstance(node, dict) or key not in node:
+                return None
+            node = node[key]
+        return float(node) if isinstance(node, (int, float)) and math.isfinite(float(node)) else None
+
+    sites = [
+        float(v["auc"])
+        for v in payload.get("sites", {}).values()
+        if v.get("role") == "external" and isinstance(v.get("auc"), (int, float)) and math.isfinite(v["auc"])
+    ]
+    out: dict[str, Any] = {
+        "internal_auc": get("splits.internal_test.auc"),
+        "external_auc": get("splits.external_pooled.auc"),
+        "min_site_auc": min(sites) if sites else None,
+        "background_share": get("audit.background_share.pooled"),
+        "flip_rate": get("audit.counterfactual.flip_rate"),
+    }
+    if gates is not None:
+        out["gates_passed"] = all(g.passed for g in gates)
+        out["gates_failed"] = [g.name for g in gates if not g.passed]
+    return out
+
+
+def _one(
+    kind: str,
+    cfg: TrainConfig,
+    data: Any,
+    settings: Settings,
+    sites: Sequence[str],
+    out: Path,
+    progress: bool,
+) -> dict[str, Any]:
+    import mlflow
+
+    from isnetflow.evaluation.core import evaluate_model
+    from isnetflow.registry.gates import evaluate_gates
+    from isnetflow.training.loop import train
+    from isnetflow.viz.curves import learning_curves
+
+    if kind == "masked":
+        data = dataclasses.replace(data, images=data.images * data.masks)
+    mode = "isnet" if kind == "isnet" else "standard"
+    tcfg = cfg.model_copy(update={"mode": mode})
+    t0 = time.perf_counter()
+    result = train(tcfg, data, progress=progress)
+    train_s = time.perf_counter() - t0
+    ev = evaluate_model(result.model, data, settings.evaluate, sites=sites, audit=kind != "masked")
+    gates = evaluate_gates(ev.payload, settings.promote, None) if kind != "masked" else None
+    m = _metrics(ev.payload, gates)
+    m["best_epoch"] = result.best_epoch
+    m["train_seconds"] = round(train_s, 1)
+    if kind == "masked":
+        m = {k: m[k] for k in ("internal_auc", "external_auc", "min_site_auc", "best_epoch", "train_seconds")}
+    else:
+        m["history"] = {k: [h.get(k) for h in result.history] for k in HISTORY_KEYS}
+        m["history"]["heatmap_loss_on"] = [bool(h.get("heatmap_loss_on")) for h in result.history]
+    for e, h in enumerate(result.history):
+        mlflow.log_metrics({k: float(v) for k, v in h.items() if k != "epoch" and math.isfinite(v)}, step=e)
+    mlflow.log_metrics({k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and v is not None})
+    png = learning_curves(result.history, out / f"{kind}-curves.png", title=f"{kind}, seed {cfg.seed}")
+    mlflow.log_artifact(str(png), artifact_path="figures")
+    return m
+
+
+def seed_study(
+    settings: Settings,
+    seeds: Sequence[int],
+    workdir: str | Path,
+    *,
+    input_uri: str = "",
+    labels_uri: str = "",
+    external_sites: Sequence[str] = (),
+    tracking_uri: str | None = None,
+    experiment: str = "isnetflow-bench-seeds",
+    models: Sequence[str] = MODELS,
+    cohort_dir: str | Path | None = None,
+    progress: bool = True,
+    on_seed: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate ``models`` for every seed in ``seeds``; see the module docstring."""
+    import mlflow
+
+    from isnetflow.registry.tracking import flatten, use_tracking
+    from isnetflow.stages.train import load_train_data
+
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; choose from {list(MODELS)}")
+    t0 = time.perf_counter()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    cohort = prepare_cohort(
+        settings, Path(cohort_dir) if cohort_dir is not None else workdir / "cohort", input_uri=input_uri, labels_uri=labels_uri,
+        external_sites=external_sites, progress=progress,
+    )  # fmt: skip
+    use_tracking(tracking_uri, experiment)
+    rows: list[dict[str, Any]] = []
+    with mlflow.start_run(run_name="bench-seeds") as parent:
+        mlflow.log_params(flatten(settings.train.model_dump(mode="json"), "train."))
+        mlflow.log_params({"seeds": ",".join(map(str, seeds)), "synth.seed": settings.synth.seed,
+                           "synth.difficulty": settings.synth.difficulty, "input": input_uri or "synthetic"})  # fmt: skip
+        for seed in seeds:
+            cfg = settings.train.model_copy(update={"seed": seed})
+            data = load_train_data(
+                cohort["validated"], cohort["masks"], cfg, classes=list(settings.validate.classes)
+            )
+            row: dict[str, Any] = {"seed": seed}
+            for kind in models:
+                with mlflow.start_run(run_name=f"seed{seed}-{kind}", nested=True):
+                    mlflow.set_tags(
+                        {"bench.seed": str(seed), "bench.model": kind, "bench.parent": parent.info.run_id}
+                    )
+                    row[kind] = _one(
+                        kind, cfg, data, settings, cohort["external_sites"], workdir / f"seed{seed}", progress
+                    )
+            rows.append(row)
+            if on_seed is not None:
+                on_seed(row)
+        result = {
+            "seeds": rows,
+            "summary": summarize(rows, models),
+            "wall_seconds": round(time.perf_counter() - t0, 1),
+            "cohort": {"input": input_uri or "synthetic", "synth_seed": settings.synth.seed,
+                       "difficulty": settings.synth.difficulty, "external_sites": cohort["external_sites"]},
+            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+            "mlflow_run_id": parent.info.run_id,
+        }  # fmt: skip
+        for kind, stats in result["summary"].items():
+            for metric, agg in stats.items():
+                for name, v in agg.items():
+                    if isinstance(v, (int, float)) and math.isfinite(v):
+                        mlflow.log_metric(f"{kind}.{metric}.{name}", float(v))
+        (workdir / "bench_seeds.json").write_text(json.dumps(result, indent=2))
+        mlflow.log_artifact(str(workdir / "bench_seeds.json"))
+    return result
+
+
+def summarize(rows: Sequence[dict[str, Any]], models: Sequence[str] = MODELS) -> dict[str, Any]:
+    """Mean, min and max of every metric per model over the seeds (``gates_passed``: count and share)."""
+    out: dict[str, Any] = {}
+    for kind in models:
+        stats: dict[str, Any] = {}
+        for metric in (*METRICS, "gates_passed"):
+            values = [r[kind].get(metric) for r in rows if kind in r and r[kind].get(metric) is not None]
+            if not values:
+                continue
+            if metric == "gates_passed":
+                stats[metric] = {"count": int(sum(bool(v) for v in values)), "of": len(values)}
+            else:
+                arr = np.asarray(values, dtype=float)
+                stats[metric] = {"mean": float(arr.mean()), "min": float(arr.min()), "max": float(arr.max())}
+        out[kind] = stats
+    return out
+
+
+def seed_table(result: dict[str, Any]) -> Any:
+    """A rich table: one row per seed and model, then mean / min / max per model."""
+    from rich.table import Table
+
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "n/a"
+        if isinstance(v, bool):
+            return "pass" if v else "refused"
+        return f"{float(v):.3f}"
+
+    table = Table(title="bench seeds: ISNet vs standard vs lungs-only reference", title_justify="left")
+    for col in ("seed", "model", "internal AUC", "external AUC", "min site AUC", "bg share", "flip", "gates"):
+        table.add_column(col, justify="left" if col in ("seed", "model", "gates") else "right")
+    for row in result["seeds"]:
+        for kind in MODELS:
+            if kind in row:
+                m = row[kind]
+                gates = fmt(m.get("gates_passed")) if kind != "masked" else "-"
+                if m.get("gates_failed"):
+                    gates += f" ({', '.join(m['gates_failed'])})"
+                table.add_row(str(row["seed"]), kind, *(fmt(m.get(k)) for k in METRICS), gates)
+    for kind, stats in result["summary"].items():
+        for agg in ("mean", "min", "max"):
+            cells = [fmt(stats[k][agg]) if k in stats else "n/a" for k in METRICS]
+            passed = stats.get("gates_passed")
+            gates = f"{passed['count']}/{passed['of']} passed" if passed and agg == "mean" else ""
+            table.add_row(agg, kind, *cells, gates, style="bold" if agg == "mean" else None)
+    return table

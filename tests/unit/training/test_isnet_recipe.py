@@ -1,0 +1,179 @@
+"""The ISNet recipe's pieces: one objective, gradient balance, shortcut-free warm-up, selection, diagnostics."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from isnetflow.config import HeatmapLossConfig, TrainConfig
+from isnetflow.isnet import isnet_loss, isnet_objective, loss_config_from_settings
+from isnetflow.nets import build_model
+from isnetflow.training.data import TrainData, shortcut_free_inputs
+from isnetflow.training.loop import _selection_score, isnet_step_gradients, train
+
+
+def _data(n: int = 24, size: int = 32, seed: int = 0) -> TrainData:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 1, size, size, generator=g)
+    masks = torch.zeros(n, 1, size, size)
+    masks[:, :, 8:24, 6:14] = 1
+    masks[:, :, 8:24, 18:26] = 1
+    labels = torch.arange(n) % 2
+    splits = (["train"] * 16 + ["val"] * 8)[:n] if n >= 24 else ["train"] * n
+    return TrainData(
+        images, masks, labels, ["normal", "covid"], [f"p{i}" for i in range(n)], ["A"] * n, splits
+    )
+
+
+def _cfg(**update: object) -> TrainConfig:
+    base = TrainConfig(
+        model="cnn-small", image_size=32, batch_size=16, epochs=1, warmup_epochs=0, audit_samples=4,
+        num_threads=1, device="cpu", augment={"prob": 0.0, "noise_std": 0.0},
+        heatmap=HeatmapLossConfig(C1=0.5, C2=4.0),
+    )  # fmt: skip
+    return base.model_copy(update=update)
+
+
+def test_the_loop_optimizes_isnet_loss_exactly() -> None:
+    """The loss the training loop records for a batch is ``isnet_loss`` of that batch (class weights too)."""
+    data = _data()
+    counts = torch.bincount(torch.tensor([0] * 5 + [1] * 11), minlength=2).float()
+    data.labels[:16] = torch.tensor([0] * 5 + [1] * 11)  # imbalanced: the class weights matter
+    cfg = _cfg()
+    result = train(cfg, data, progress=False)
+    # rebuild the first (only) step: same initial weights, same batch order, no augmentation
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, num_classes=2, in_channels=1).train()
+    from isnetflow.training.data import _mix
+
+    train_idx = data.indices("train")
+    perm = torch.randperm(train_idx.size, generator=torch.Generator().manual_seed(_mix(cfg.seed, 0)))
+    idx = train_idx[perm[:16].numpy()]
+    x, m, y = data.images[idx], data.masks[idx], data.labels[idx]
+    weight = counts.sum() / (2 * counts)
+    lcfg = loss_config_from_settings(cfg.heatmap, 0.5, 4.0)
+    gen = torch.Generator().manual_seed(_mix(cfg.seed, 0, 7))
+    out = isnet_objective(model, x, y, m, lcfg, generator=gen, class_weight=weight)
+    assert out.heatmaps is not None
+    direct = isnet_loss(out.logits, y, out.heatmaps, m, lcfg, class_weight=weight)
+    assert float(direct.loss.detach()) == pytest.approx(result.history[0]["train_loss"], rel=1e-6)
+    assert float(direct.cross_entropy.detach()) == pytest.approx(result.history[0]["train_ce"], rel=1e-6)
+    # and it is the weighted objective, not the unweighted one
+    unweighted = isnet_loss(out.logits, y, out.heatmaps, m, lcfg)
+    assert float(unweighted.loss.detach()) != pytest.approx(result.history[0]["train_loss"], rel=1e-4)
+    expected = (1 - lcfg.P) * F.cross_entropy(out.logits, y, weight=weight) + lcfg.P * (
+        lcfg.A * direct.background + lcfg.B * direct.foreground
+    )
+    assert float(expected.detach()) == pytest.approx(float(direct.loss.detach()), rel=1e-6)
+
+
+def test_step_gradients_sum_to_the_loss_gradient_and_balance_caps_the_heatmap_part() -> None:
+    data = _data()
+    x, m, y = data.images[:8], data.masks[:8], data.labels[:8]
+    lcfg = loss_config_from_settings(HeatmapLossConfig(), 0.5, 4.0)
+    torch.manual_seed(0)
+    model = build_model("cnn-small", num_classes=2, in_channels=1)
+
+    def grads(balance: float | None) -> tuple[list[torch.Tensor], dict[str, float]]:
+        model.zero_grad(set_to_none=True)
+        out = isnet_objective(model, x, y, m, lcfg)
+        info = isnet_step_gradients(model, out, lcfg.P, balance)
+        return [p.grad.clone() for p in model.parameters()], info
+
+    model.zero_grad(set_to_none=True)
+    isnet_objective(model, x, y, m, lcfg).loss.backward()
+    reference = [p.grad.clone() for p in model.parameters()]
+    plain, info = grads(None)
+    for a, b in zip(plain, reference, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-6)
+    assert info["heatmap_grad_scale"] == 1.0 and -1.0 <= info["grad_cosine"] <= 1.0
+    ratio = info["grad_norm_heatmap"] / info["grad_norm_ce"]
+    cap = ratio / 4  # a cap that binds
+    capped, info2 = grads(cap)
+    assert info2["heatmap_grad_scale"] == pytest.approx(0.25, rel=1e-6)
+    # the capped gradient is CE part + 1/4 heatmap part
+    model.zero_grad(set_to_none=True)
+    out = isnet_objective(model, x, y, m, lcfg)
+    params = list(model.parameters())
+    g_ce = torch.autograd.grad((1 - lcfg.P) * out.cross_entropy, params, retain_graph=True)
+    g_hm = torch.autograd.grad(lcfg.P * out.heatmap, params)
+    for c, a, b in zip(capped, g_ce, g_hm, strict=True):
+        torch.testing.assert_close(c, a + 0.25 * b, rtol=1e-3, atol=2e-6)
+    _, loose = grads(ratio * 2)  # a cap that does not bind
+    assert loose["heatmap_grad_scale"] == 1.0
+
+
+def test_background_swap_keeps_the_lungs_and_takes_another_images_background() -> None:
+    data = _data(n=6)
+    x, m = data.images, data.masks
+    out = shortcut_free_inputs(x, m, "background_swap", torch.Generator().manual_seed(3))
+    inside = m > 0.5
+    assert torch.equal(out[inside], x[inside])  # every image keeps its own lungs
+    for i in range(6):
+        outside = ~inside[i]
+        # the background is exactly one *other* image's background
+        donors = [j for j in range(6) if torch.equal(out[i][outside], x[j][outside])]
+        assert donors and i not in donors
+    assert torch.equal(shortcut_free_inputs(x, m, "masked"), x * m)
+    assert shortcut_free_inputs(x, m, "raw") is x
+    with pytest.raises(ValueError, match="unknown warm-up inputs"):
+        shortcut_free_inputs(x, m, "noise")
+
+
+def test_background_swap_uses_the_union_of_both_masks() -> None:
+    """No pixel of the donor's lungs survives in the composite (the counterfactual construction)."""
+    x = torch.stack([torch.full((1, 8, 8), 0.2), torch.full((1, 8, 8), 0.9)])
+    m = torch.zeros(2, 1, 8, 8)
+    m[0, :, 1:3, 1:3] = 1
+    m[1, :, 5:7, 5:7] = 1
+    out = shortcut_free_inputs(x, m, "background_swap", torch.Generator().manual_seed(0))
+    # image 0 receives image 1's background, but image 1's lung square carries image 0's pixels
+    assert torch.all(out[0, :, 5:7, 5:7] == 0.2) and torch.all(out[0, :, 0, 7] == 0.9)
+    assert torch.all(out[1, :, 1:3, 1:3] == 0.9) and torch.all(out[1, :, 0, 7] == 0.2)
+
+
+def test_selection_never_prefers_a_worse_auc_within_the_background_limit() -> None:
+    cfg = _cfg(selection="auc_within_background", selection_max_background=0.3)
+    good = {"val_auc": 0.95, "val_background_share": 0.25, "val_isnet_loss": 2.0}
+    inverted = {"val_auc": 0.10, "val_background_share": 0.05, "val_isnet_loss": 0.5}
+    leaky = {"val_auc": 0.99, "val_background_share": 0.60, "val_isnet_loss": 3.0}
+    score = lambda m: _selection_score(cfg, m, heat_on=True)  # noqa: E731
+    assert score(good) < score(inverted) < score(leaky)
+    # the old objective prefers the inverted classifier: that is why it is not the default
+    old = cfg.model_copy(update={"selection": "objective"})
+    assert _selection_score(old, inverted, heat_on=True) < _selection_score(old, good, heat_on=True)
+    # nothing within the limit: the lowest share wins; NaN never wins
+    assert score({"val_auc": 0.5, "val_background_share": 0.4}) < score(leaky)
+    assert math.isinf(score({"val_auc": float("nan"), "val_background_share": 0.1}))
+    with pytest.raises(ValueError, match="audit_samples"):
+        TrainConfig(audit_samples=0)
+
+
+def test_diagnostics_are_in_the_history_and_logged(
+    tmp_path: Path, tiny_validated: Path, tiny_cohort: Path, tiny_train_config: TrainConfig
+) -> None:
+    from isnetflow.stages import train as stage
+
+    cfg = tiny_train_config.model_copy(update={"mode": "isnet", "epochs": 3, "warmup_epochs": 1})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    summary = stage.run(cfg, tiny_validated, tiny_cohort / "masks", tmp_path / "out", tracking_uri=uri,
+                        classes=["normal", "covid"])  # fmt: skip
+    client = mlflow.MlflowClient(uri)
+    keys = ("train_ce", "train_background", "train_foreground", "train_grad_norm_ce",
+            "train_grad_norm_heatmap", "train_grad_cosine", "train_share_below_c1", "train_share_above_c2")  # fmt: skip
+    for key in keys:
+        values = [m.value for m in client.get_metric_history(summary["run_id"], key)]
+        assert len(values) == (cfg.epochs if key == "train_ce" else cfg.epochs - cfg.warmup_epochs), key
+        assert all(np.isfinite(values)), key
+    cos = [m.value for m in client.get_metric_history(summary["run_id"], "train_grad_cosine")]
+    assert all(-1.0 <= c <= 1.0 for c in cos)
+    assert len(client.get_metric_history(summary["run_id"], "val_auc")) == cfg.epochs
+    artifacts = [a.path for a in client.list_artifacts(summary["run_id"], "figures")]
+    assert "figures/learning_curves.png" in artifacts
+    assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 10_000
