@@ -2,22 +2,152 @@
 
 After the run, :func:`run_local` reads the tasks' artifacts under the pipeline root and returns the run
 summary (stable keys: ``models.{isnet,standard}.{internal_auc,external_auc,background_relevance}``,
-``promotion.{decision,model_uri}``, ``wall_seconds``; ``data_check`` holds the retraining data check's
-decision when it ran).
+``promotion.{decision,model_uri}``, ``wall_seconds``, ``log``; ``data_check`` holds the retraining data
+check's decision when it ran).
+
+kfp.local writes everything to the terminal: each task's streamed output, its executor inputs and
+outputs (the ROC points of a ClassificationMetrics artifact among them) and, on failure, the task's
+traceback. Here that output goes to ``pipeline.log`` in the run folder instead (``verbose`` also echoes
+it). ``progress`` hears of each task's start and end, and a failed task raises :class:`PipelineFailed`
+with the task, the stage's one-line error and the log's path.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
+import re
+import shutil
+import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from kfp import local
 
 from isnetflow.config import Settings
 from isnetflow.registry.tracking import default_tracking_uri
 from pipelines.training import training_pipeline
+
+#: kfp.local task names -> what the progress lines call them (tasks keep their component's name; the
+#: second of two tasks of one component gets "-2": the pipeline builds ISNet before standard).
+TASK_LABELS = {
+    "ingest": "ingest + validate",
+    "data-changed": "data changed?",
+    "lung-masks": "lung masks",
+    "train-model": "train ISNet",
+    "train-model-2": "train standard",
+    "evaluate-model": "evaluate ISNet",
+    "evaluate-model-2": "evaluate standard",
+    "promote-model": "promote ISNet",
+}
+LOG_FILE = "pipeline.log"
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_START = re.compile(r"Executing task '([^']+)'")
+_END = re.compile(r"Task '([^']+)' finished with status (SUCCESS|FAILURE)")
+_ERROR = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit)): (.+)$")
+
+
+class PipelineFailed(RuntimeError):
+    """A pipeline task failed: ``task`` (its label), ``error`` (the stage's one-line message) and
+    ``log`` (the full kfp log)."""
+
+    def __init__(self, task: str, error: str, log: Path | None) -> None:
+        self.task, self.error, self.log = task, error, log
+        super().__init__(f"task {task} failed: {error}")
+
+
+class _TaskStream(io.TextIOBase):
+    """Stands in for stdout/stderr during the kfp run: every line goes to the log (and to ``echo``
+    when verbose); task starts and ends become progress events; a task's last exception line is kept
+    as its error."""
+
+    def __init__(
+        self,
+        log: TextIO,
+        echo: TextIO | None,
+        on_start: Callable[[str], None],
+        on_end: Callable[[str, bool, float], None],
+    ) -> None:
+        self.log, self.echo = log, echo
+        self.on_start, self.on_end = on_start, on_end
+        self.started: dict[str, float] = {}
+        self.task_errors: dict[str, str] = {}
+        self.current: str | None = None
+        self.failed: str | None = None
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        if self.echo is not None:
+            self.echo.write(text)
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._line(_ANSI.sub("", line))
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        if self.echo is not None:
+            self.echo.flush()
+
+    def _line(self, line: str) -> None:
+        if m := _START.search(line):
+            self.current = m.group(1)
+            self.started.setdefault(self.current, time.perf_counter())  # retries: time since the first try
+            self.on_start(self.current)
+        elif m := _END.search(line):
+            task, ok = m.group(1), m.group(2) == "SUCCESS"
+            if not ok:
+                self.failed = task
+            self.on_end(task, ok, time.perf_counter() - self.started.get(task, time.perf_counter()))
+        elif self.current is not None and (m := _ERROR.match(line)):
+            cls, message = m.group(1), m.group(2).strip()
+            name = cls.rsplit(".", 1)[-1]
+            own = cls.startswith("isnetflow.") or name.endswith(("StageError", "DataError"))
+            self.task_errors[self.current] = message if own else f"{name}: {message}"
+
+
+def task_label(task: str) -> str:
+    return TASK_LABELS.get(task, task)
+
+
+#: ``progress(label, None, True)`` when a task starts, ``progress(label, seconds, ok)`` when it ends.
+Progress = Callable[[str, float | None, bool], None]
+
+
+@contextlib.contextmanager
+def _captured(log_path: Path, verbose: bool, progress: Progress | None) -> Iterator[_TaskStream]:
+    def on_start(task: str) -> None:
+        if progress is not None and not verbose:
+            progress(task_label(task), None, True)
+
+    def on_end(task: str, ok: bool, seconds: float) -> None:
+        if progress is not None and not verbose:
+            progress(task_label(task), seconds, ok)
+
+    root_logger = logging.getLogger()
+    saved = root_logger.handlers[:]
+    with log_path.open("w", encoding="utf-8") as log:
+        stream = _TaskStream(log, sys.stdout if verbose else None, on_start, on_end)
+        # kfp also logs outside its own logging context (skipped conditions, the workspace clean-up)
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
+        root_logger.handlers = [handler]
+        try:
+            with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+                yield stream
+        finally:
+            root_logger.handlers = saved
+            stream.write("\n")
 
 
 def _get(d: dict[str, Any], *keys: str) -> Any:
@@ -108,26 +238,49 @@ def run_local(
     external_sites: list[str] | None = None,
     tracking_uri: str | None = None,
     skip_if_unchanged: bool = False,
+    verbose: bool = True,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Execute every pipeline task in a subprocess of the current environment; return the run summary.
 
     Unlike a scheduled run, a local run trains even when the data equals the champion's, unless
-    ``skip_if_unchanged``.
+    ``skip_if_unchanged``. The kfp output goes to ``<run folder>/pipeline.log`` (the summary's ``log``)
+    and, when ``verbose``, also to the terminal; otherwise ``progress`` hears of each task's start and
+    end (:data:`Progress`). A failed task raises :class:`PipelineFailed`.
     """
     workdir = Path(workdir).resolve()
     root = workdir / "kfp"
     root.mkdir(parents=True, exist_ok=True)
     tracking_uri = tracking_uri or default_tracking_uri(workdir)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    before = {p.name for p in root.iterdir() if p.is_dir()}
+    log_path = root / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}-{time.perf_counter_ns() % 10**6}.log"
     t0 = time.perf_counter()
-    training_pipeline(
-        settings_json=settings.model_dump_json(),
-        input_uri=input_uri,
-        labels_uri=labels_uri,
-        external_sites_json=json.dumps(external_sites or []),
-        tracking_uri=tracking_uri,
-        skip_if_unchanged=skip_if_unchanged,
-    )
+    failure: BaseException | None = None
+    with _captured(log_path, verbose, progress) as stream:
+        try:
+            training_pipeline(
+                settings_json=settings.model_dump_json(),
+                input_uri=input_uri,
+                labels_uri=labels_uri,
+                external_sites_json=json.dumps(external_sites or []),
+                tracking_uri=tracking_uri,
+                skip_if_unchanged=skip_if_unchanged,
+            )
+        except RuntimeError as exc:  # kfp.local: "Task ... finished with status FAILURE"
+            failure = exc
     wall = time.perf_counter() - t0
-    run_dir = max((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    return collect_summary(run_dir, tracking_uri, wall)
+    new = [p for p in root.iterdir() if p.is_dir() and p.name not in before]
+    run_dir = max(new, key=lambda p: p.stat().st_mtime) if new else None
+    log = log_path
+    if run_dir is not None:
+        log = run_dir / LOG_FILE
+        shutil.move(log_path, log)
+    if failure is not None:
+        task = stream.failed or stream.current or "?"
+        error = stream.task_errors.get(task) or _ANSI.sub("", str(failure)).splitlines()[0]
+        raise PipelineFailed(task_label(task), error, log) from failure
+    assert run_dir is not None
+    summary = collect_summary(run_dir, tracking_uri, wall)
+    summary["log"] = str(log)
+    return summary

@@ -71,11 +71,13 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
+    ctx.obj = {"verbose": verbose}
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -353,8 +355,60 @@ def segment(
         raise typer.Exit(2)
 
 
+def split_sites(values: list[str] | None, known: list[str] | None = None) -> list[str]:
+    """``--external-sites`` values: each a site name, or a comma-separated list of names (a value equal
+    to a ``known`` site is kept whole, so a name with a comma works given on its own)."""
+    from isnetflow.validation.sites import split_site_list
+
+    return split_site_list(values or [], known or [])
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one line to stderr; the caller raises the returned Exit."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+class _StageProgress:
+    """One line per finished pipeline task; on a terminal, a live line with the running task's time."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.status: Any = None
+        self.t0 = 0.0
+
+    def __call__(self, label: str, seconds: float | None, ok: bool) -> None:
+        import time
+
+        from rich.text import Text
+
+        if seconds is None:
+            self.t0 = time.perf_counter()
+            if self.console.is_terminal:
+                t0 = self.t0
+
+                class _Elapsed:
+                    def __rich__(self) -> Text:
+                        return Text(f"{label} ... {time.perf_counter() - t0:.0f} s")
+
+                self.status = self.console.status(_Elapsed())
+                self.status.start()
+            return
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+        if ok:  # a failed try may be retried; a final failure is reported once, by the caller
+            self.console.print(f"{label:<18} [green]done[/green] {seconds:7.1f} s", highlight=False)
+
+    def close(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+
 @app.command()
 def run(
+    ctx: typer.Context,
     input_uri: Annotated[
         str | None, typer.Option("--input", help="DICOM folder or s3://bucket/prefix (default: synthetic).")
     ] = None,
@@ -362,7 +416,11 @@ def run(
         str | None, typer.Option("--labels", help="labels.csv (default: labels.csv in --input).")
     ] = None,
     external_sites: Annotated[
-        list[str] | None, typer.Option("--external-sites", help="Site held out as external (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--external-sites",
+            help="Site(s) held out as external: repeat the option or give a comma-separated list.",
+        ),
     ] = None,
     workdir: Annotated[
         Path, typer.Option("--workdir", help="Where runs, artifacts and the local MLflow store live.")
@@ -382,27 +440,60 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary JSON instead of the table.")
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Show kfp's logs on the terminal (always in the run's pipeline.log)."
+        ),
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Run the whole pipeline locally with kfp.local on the embedded defaults (the `make demo` job)."""
+    """Run the whole pipeline locally with kfp.local on the embedded defaults (the `make demo` job).
+
+    A preflight checks the input, labels.csv, the site names and the settings first; a problem is one
+    line and exit status 2. Then one line per pipeline task, and the table comparing both models.
+    """
     import importlib
     import sys
 
     from isnetflow.reporting import run_summary_renderable
+    from isnetflow.stages import preflight
 
-    settings = _settings(config)
-    if n is not None:
-        settings = settings.model_copy(update={"synth": _synth_config(config, n=n)})
+    verbose = verbose or bool((ctx.obj or {}).get("verbose"))
+    try:
+        settings = Settings.load(config)
+        if n is not None:
+            settings = settings.model_copy(
+                update={"synth": SynthConfig.model_validate({**settings.synth.model_dump(), "n": n})}
+            )
+        checked = preflight.run(
+            settings, input_uri=input_uri or "", labels_uri=labels or "", external_sites=external_sites or []
+        )
+    except (preflight.PreflightError, ValueError) as exc:
+        first = " ".join(line.strip() for line in str(exc).strip().splitlines()[:3])
+        raise _fail(first) from None
     local_runner = importlib.import_module("pipelines.local")  # kfp lives outside the domain package
-    result = local_runner.run_local(
-        settings,
-        workdir,
-        input_uri=input_uri or "",
-        labels_uri=labels or "",
-        external_sites=external_sites or [],
-        tracking_uri=tracking_uri,
-        skip_if_unchanged=skip_if_unchanged,
-    )
+    err = Console(file=sys.stderr, soft_wrap=True)  # this stderr: the run redirects sys.stderr to its log
+    progress = _StageProgress(err)
+    try:
+        result = local_runner.run_local(
+            settings,
+            workdir,
+            input_uri=input_uri or "",
+            labels_uri=labels or "",
+            external_sites=checked.external_sites,
+            tracking_uri=tracking_uri,
+            skip_if_unchanged=skip_if_unchanged,
+            verbose=verbose,
+            progress=progress,
+        )
+    except local_runner.PipelineFailed as exc:
+        progress.close()
+        typer.echo(f"error: task {exc.task} failed: {exc.error}", err=True)
+        typer.echo(f"full log: {exc.log}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        progress.close()
     text = json.dumps(result, indent=2)
     if summary is not None:
         summary.parent.mkdir(parents=True, exist_ok=True)
@@ -413,6 +504,7 @@ def run(
     venv_mlflow = Path(sys.executable).parent / "mlflow"
     mlflow_bin = str(venv_mlflow) if venv_mlflow.is_file() else "mlflow"
     Console(soft_wrap=True).print(run_summary_renderable(result, mlflow=mlflow_bin))
+    typer.echo(f"full log: {result['log']}")
     if summary is not None:
         typer.echo(f"summary JSON: {summary}")
 
@@ -442,7 +534,8 @@ LabelsOpt = Annotated[
     str | None, typer.Option("--labels", help="labels.csv (default: labels.csv in --input).")
 ]
 ExternalOpt = Annotated[
-    list[str] | None, typer.Option("--external-sites", help="Site held out as external (repeatable).")
+    list[str] | None,
+    typer.Option("--external-sites", help="Site(s) held out as external: repeatable, or comma-separated."),
 ]
 RemoteTrackingOpt = Annotated[
     str,
@@ -488,7 +581,7 @@ def _remote_arguments(
             settings,
             input_uri=input_uri or "",
             labels_uri=labels or "",
-            external_sites=external_sites or [],
+            external_sites=split_sites(external_sites),
             tracking_uri=tracking_uri,
             skip_if_unchanged=skip_if_unchanged,
         )

@@ -384,6 +384,12 @@ class ValidateConfig(StrictModel):
     )
     internal_sites: list[str] = Field(default_factory=list, description="site names with role 'internal'")
     external_sites: list[str] = Field(default_factory=list, description="site names with role 'external'")
+    min_internal_images: int = Field(
+        20, ge=0, description="a run needs this many valid images at internal sites (train, val, test)"
+    )
+    min_external_images: int = Field(
+        10, ge=0, description="a run needs this many valid images at external sites (0: allow none)"
+    )
     exclude: list[str] = Field(
         default_factory=lambda: [".*/"],
         description="glob patterns; input files with any path component matching one are skipped, and a "

@@ -6,6 +6,11 @@
   (or ``labels_uri``); external sites from ``external_sites``; lung masks from a ``masks/`` folder
   beside the labels file when present (missing masks are generated later by the mask stage).
 
+``external_sites`` also picks the held-out hospitals of the synthetic cohort (the other generated sites
+are then internal). The run does not pass (and the pipeline stops before training) when validation
+fails, when an external site is not in the data, or when fewer valid images than
+``validate.min_internal_images`` / ``min_external_images`` are left on either side.
+
 The labels file and a ``masks/`` folder inside the input tree are side files, not input images, so
 they are excluded from the DICOM scan (and listed in the summary).
 """
@@ -17,9 +22,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from isnetflow.config import Settings
+import pandas as pd
+
+from isnetflow.config import Settings, ValidateConfig
 from isnetflow.dicom.source import is_s3, join, parent
 from isnetflow.validation.fingerprint import data_fingerprint
+from isnetflow.validation.sites import count_roles, resolve_sites, role_shortfall, unknown_sites
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +75,23 @@ def run(
         cohort_preview = info.get("preview")
         source, labels = str(cohort / "dicom"), str(cohort / "labels.csv")
         provided_masks = str(cohort / "masks")
-        vcfg = vcfg.model_copy(
-            update={"internal_sites": info["internal_sites"], "external_sites": info["external_sites"]}
-        )
+        internal, external = info["internal_sites"], info["external_sites"]
+        if external_sites:  # held out as chosen; every other generated site is internal
+            names = [*internal, *external]
+            external = resolve_sites(external_sites, names)
+            internal = [n for n in names if n not in external]
+        vcfg = vcfg.model_copy(update={"internal_sites": internal, "external_sites": external})
     else:
         source = input_uri
         labels = labels_uri or join(input_uri, "labels.csv")
-        if external_sites:
-            vcfg = vcfg.model_copy(update={"external_sites": list(external_sites)})
+        if external_sites:  # exact names (the CLI splits comma-separated lists against the known sites)
+            external = list(dict.fromkeys(external_sites))
+            vcfg = vcfg.model_copy(
+                update={
+                    "external_sites": external,
+                    "internal_sites": [n for n in vcfg.internal_sites if n not in external],
+                }
+            )
         labels_dir = parent(labels)
         if not is_s3(labels_dir) and (Path(labels_dir) / "masks").is_dir():
             provided_masks = str(Path(labels_dir) / "masks")
@@ -82,6 +99,7 @@ def run(
         side = [Path(labels).name, "masks"] if parent(labels).rstrip("/") == source.rstrip("/") else []
         vcfg = vcfg.model_copy(update={"exclude": [*vcfg.exclude, *side]})
     result = validate.run(vcfg, source, out / "validated", labels=labels, progress=progress)
+    failure = result.failure or _site_choice_failure(result.manifest, vcfg)
     summary = {
         # location-independent identity of the data (what scheduled retraining compares)
         "data_fingerprint": data_fingerprint(out / "validated"),
@@ -94,9 +112,23 @@ def run(
         "internal_sites": list(vcfg.internal_sites),
         "external_sites": list(vcfg.external_sites),
         "validation": result.summary,
-        "passed": bool(result.passed),
-        "reason": result.failure,
+        "passed": failure is None,
+        "reason": failure,
     }
     (out / "ingest.json").write_text(json.dumps(summary, indent=2, default=str))
-    log.info("ingest: %s", result.failure or "passed")
+    log.info("ingest: %s", failure or "passed")
     return summary
+
+
+def _site_choice_failure(manifest: pd.DataFrame, vcfg: ValidateConfig) -> str | None:
+    """Why the data cannot make a run although validation passed: an external site that is not in the
+    data, or too few valid internal / external images (the pipeline then stops before training)."""
+    seen = {str(s) for s in manifest["site"].dropna()}
+    missing = [s for s in vcfg.external_sites if s not in seen]
+    if missing:
+        return unknown_sites(missing, seen, option="external sites")
+    valid = manifest[manifest["status"] == "valid"]
+    n_internal, n_external = count_roles(list(valid["site"]), list(valid["role"]), vcfg.external_sites)
+    return role_shortfall(
+        n_internal, n_external, vcfg.min_internal_images, vcfg.min_external_images, what="valid images"
+    )
