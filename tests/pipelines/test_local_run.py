@@ -6,14 +6,18 @@ import json
 from pathlib import Path
 
 import mlflow
+import pytest
 from mlflow import MlflowClient
 
+from _strays import STRAY, add_stray_files
 from isnetflow.config import Settings
 from isnetflow.registry.promotion import CHAMPION, ensure_registered_model
 from isnetflow.reporting import render_run_summary
 from isnetflow.stages import ingest
 from isnetflow.stages.retrain import FINGERPRINT_TAG, RECIPE_TAG, RETRAIN_EXPERIMENT
-from pipelines.local import run_local
+from isnetflow.synth import generate_cohort
+from isnetflow.validation import read_manifest
+from pipelines.local import LOG_FILE, PipelineFailed, run_local
 
 
 def _small() -> Settings:
@@ -96,3 +100,62 @@ def test_local_run_ends_early_when_the_data_equals_the_champions(tmp_path: Path)
     assert tasks == {"ingest", "data-changed"}  # nothing after the check ran
     assert client.get_run(check["run_id"]).data.tags["retrain.decision"] == "skip"
     assert "no model was trained in this run" in render_run_summary(result)
+
+
+def test_local_run_on_user_data_with_stray_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A user folder as exports come: DICOMs (real Part-10 files from the synthetic writer) with
+    labels.csv and masks/ beside them, plus a DICOMDIR, sidecars, a README, .DS_Store and Thumbs.db.
+    The run trains and evaluates; every stray file is in the manifest, quarantined with a reason; the
+    terminal gets nothing but the progress events, the kfp log goes to the run folder."""
+    s = _small()
+    export = tmp_path / "export"
+    info = generate_cohort(s.synth, export, progress=False)
+    strays = [f"dicom/{p}" for p in add_stray_files(export / "dicom")] + ["cohort.json", "truth.csv"]
+    events: list[tuple[str, float | None, bool]] = []
+    capsys.readouterr()
+    result = run_local(
+        s,
+        tmp_path / "work",
+        input_uri=str(export),
+        external_sites=info["external_sites"],
+        verbose=False,
+        progress=lambda label, seconds, ok: events.append((label, seconds, ok)),
+    )
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err == ""  # kfp's ~900 lines went to the log
+    assert result["data"]["valid"] == 72 and result["data"]["validation_passed"]
+    assert result["data"]["quarantined"] == len(strays)
+    assert set(result["models"]) == {"isnet", "standard"}
+    for m in result["models"].values():
+        assert m["internal_auc"] is not None and m["external_auc"] is not None
+
+    run_dir = Path(result["pipeline_root"])
+    manifest = read_manifest(next(run_dir.rglob("manifest.csv"))).set_index("path")
+    for rel in strays:
+        row = manifest.loc[rel]
+        assert row["status"] == "quarantined" and row["reason"], rel
+        assert row["reason_code"] == STRAY.get(Path(rel).name, "not_dicom"), (rel, row["reason"])
+    assert (manifest["status"] == "valid").sum() == 72
+
+    ends = [(label, ok) for label, seconds, ok in events if seconds is not None]
+    assert ends == [(label, True) for label, _ in ends]
+    assert {label for label, _ in ends} == {
+        "ingest + validate", "data changed?", "lung masks", "train ISNet", "train standard",
+        "evaluate ISNet", "evaluate standard",
+    }  # fmt: skip
+    assert result["log"] == str(run_dir / LOG_FILE)
+    log = (run_dir / LOG_FILE).read_text()
+    assert "Executing task" in log and "finished with status" in log
+
+
+def test_a_failed_task_names_the_task_the_error_and_the_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    with pytest.raises(PipelineFailed) as info:
+        run_local(_small(), tmp_path, input_uri=str(tmp_path / "missing"), verbose=False)
+    failed = info.value
+    assert failed.task == "ingest + validate"
+    assert failed.error == f"{tmp_path / 'missing' / 'labels.csv'}: cannot read labels file (not found)"
+    assert failed.log is not None and failed.log.is_file() and "Traceback" in failed.log.read_text()
+    assert capsys.readouterr().out == ""
