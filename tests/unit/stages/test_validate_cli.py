@@ -42,7 +42,7 @@ def test_low_pass_rate_exits_non_zero_with_one_line(synth_cohort: Path, tmp_path
     code, _, err = _invoke("--input", str(src), "--out", str(tmp_path / "out"), "--image-size", "32")
     assert code == 1
     last = err.strip().splitlines()[-1]
-    assert last.startswith("validation failed: pass rate 0.800 < 0.9 (12 of 60 files quarantined;")
+    assert last.startswith("validation failed: pass rate 0.800 < 0.9 (12 of 60 DICOM files quarantined;")
     assert json.loads((tmp_path / "out" / "validation.json").read_text())["passed"] is False
     # the threshold is an option: the same input passes at 0.75 (given fewer images per site suffice)
     config = tmp_path / "c.yaml"
