@@ -1042,7 +1042,7 @@ def bench_seeds(
         workdir,
         input_uri=input_uri or "",
         labels_uri=labels or "",
-        external_sites=external_sites or [],
+        external_sites=split_sites(external_sites),
         tracking_uri=tracking_uri or default_tracking_uri(workdir),
         models=chosen,
         progress=not as_json,

@@ -440,8 +440,15 @@ class HeatmapLossConfig(StrictModel):
         1.0,
         gt=0.0,
         description="cap the norm of the heatmap-term gradient P·∇(A·L_bg + B·L_fg) at this multiple of the "
-        "cross-entropy gradient's norm (1-P)·∇CE, per step; None = plain sum. Keeps the cross-entropy able to "
+        "cross-entropy gradient's norm (1-P)·∇CE, per step; None = plain sum. Keeps the cross-entropy able "
+        "to "
         "move: without it the heatmap gradient is 10-100x larger and the classifier forgets the disease",
+    )
+    grad_projection: bool = Field(
+        False,
+        description="when the heatmap-term gradient points against the cross-entropy gradient (negative dot "
+        "product), remove that component first (PCGrad), so a step never trades the classifier away to "
+        "first order",
     )
     fg_region: Literal["image", "mask"] = Field(
         "image",
@@ -527,13 +534,21 @@ class TrainConfig(StrictModel):
     patience: int = Field(8, ge=1, description="early stopping: epochs without a better selection score")
     selection: Literal["auc_within_background", "objective"] = Field(
         "auc_within_background",
-        description="ISNet model selection over the heatmap-loss epochs: the best validation AUC among epochs "
+        description="ISNet model selection over the heatmap-loss epochs: the best validation AUC among "
+        "epochs "
         "whose validation background share is <= selection_max_background (none qualifies: the lowest "
         "share), so an inverted or chance-level classifier is never preferred; 'objective' = the validation "
         "ISNet loss (the old default; it once kept an inverted classifier)",
     )
     selection_max_background: float = Field(
         0.3, gt=0.0, le=1.0, description="background share limit for selection='auc_within_background'"
+    )
+    selection_max_swap_change: float = Field(
+        0.05,
+        gt=0.0,
+        le=1.0,
+        description="second limit of selection='auc_within_background': mean |score change| when validation "
+        "images get another internal site's background (opposite label); ignored when no such donor exists",
     )
     val_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="of internal patients")
     test_fraction: float = Field(0.2, ge=0.0, lt=0.5, description="of internal patients (held out)")

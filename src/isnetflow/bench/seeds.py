@@ -51,6 +51,7 @@ HISTORY_KEYS = (
     "train_share_above_c2",
     "val_auc",
     "val_background_share",
+    "val_swap_change",
 )
 
 
@@ -95,7 +96,8 @@ def prepare_cohort(
 
     key = hashlib.sha256(
         json.dumps(
-            [settings.synth.model_dump(mode="json", exclude={"workers"}), settings.validate.model_dump(mode="json"),
+            [settings.synth.model_dump(mode="json", exclude={"workers"}),
+             settings.validate.model_dump(mode="json"),
              settings.masks.model_dump(mode="json"), input_uri, labels_uri, list(external_sites)],
             sort_keys=True,
         ).encode()
@@ -114,6 +116,7 @@ def prepare_cohort(
     if not info["passed"]:
         raise RuntimeError(f"validation failed: {info['reason']}")
     validated = ingest.resolve(workdir / "data", info["validated"])
+    assert validated is not None
     provided = ingest.resolve(workdir / "data", info["provided_masks"])
     masks.run(settings.masks, validated, workdir / "masks", provided, progress=progress)
     cohort = {
@@ -223,7 +226,8 @@ def seed_study(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     cohort = prepare_cohort(
-        settings, Path(cohort_dir) if cohort_dir is not None else workdir / "cohort", input_uri=input_uri, labels_uri=labels_uri,
+        settings, Path(cohort_dir) if cohort_dir is not None else workdir / "cohort",
+        input_uri=input_uri, labels_uri=labels_uri,
         external_sites=external_sites, progress=progress,
     )  # fmt: skip
     use_tracking(tracking_uri, experiment)
@@ -231,7 +235,8 @@ def seed_study(
     with mlflow.start_run(run_name="bench-seeds") as parent:
         mlflow.log_params(flatten(settings.train.model_dump(mode="json"), "train."))
         mlflow.log_params({"seeds": ",".join(map(str, seeds)), "synth.seed": settings.synth.seed,
-                           "synth.difficulty": settings.synth.difficulty, "input": input_uri or "synthetic"})  # fmt: skip
+                           "synth.difficulty": settings.synth.difficulty,
+                           "input": input_uri or "synthetic"})  # fmt: skip
         for seed in seeds:
             cfg = settings.train.model_copy(update={"seed": seed})
             data = load_train_data(
@@ -255,7 +260,8 @@ def seed_study(
             "wall_seconds": round(time.perf_counter() - t0, 1),
             "cohort": {"input": input_uri or "synthetic", "synth_seed": settings.synth.seed,
                        "difficulty": settings.synth.difficulty, "external_sites": cohort["external_sites"]},
-            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+            "machine": {"platform": platform.platform(),
+                        "processor": platform.processor() or platform.machine()},
             "mlflow_run_id": parent.info.run_id,
         }  # fmt: skip
         for kind, stats in result["summary"].items():

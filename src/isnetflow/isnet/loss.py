@@ -138,7 +138,7 @@ class ISNetLossTerms:
     background: Tensor
     foreground: Tensor
     heatmap: Tensor
-    """``A * L_bg + B * L_fg``, not yet weighted by ``P``: ``loss = (1 - P) * cross_entropy + P * heatmap``."""
+    """``A * L_bg + B * L_fg``, not weighted by ``P``: ``loss = (1 - P) * cross_entropy + P * heatmap``."""
 
 
 def global_weighted_rank_pooling(x: Tensor, d: float, dim: int = -1) -> Tensor:

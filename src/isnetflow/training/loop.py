@@ -117,7 +117,7 @@ def val_heatmap_terms(
     seed: int,
     class_weight: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Mean ISNet terms over ``indices`` (eval mode, no graph): ``loss``, ``ce``, ``background``, ``foreground``
+    """Mean ISNet terms over ``indices`` (eval mode, no graph): loss, ce, background and foreground
 
     Computed by :func:`isnetflow.isnet.isnet_objective`, the same objective the training steps use.
     """
@@ -137,27 +137,65 @@ def val_heatmap_terms(
     return {k: v / n for k, v in sums.items()}
 
 
+def val_swap_change(
+    model: nn.Module, data: TrainData, indices: np.ndarray, proba: np.ndarray, seed: int
+) -> float:
+    """Mean ``|score(composite) - score(original)|`` over ``indices`` for the counterfactual background swap.
+
+    Each validation image keeps its lungs on the background of a validation image with the other label
+    (another site when there is one): :func:`isnetflow.evaluation.counterfactual.choose_donors` and the
+    union-of-masks composite. ``proba`` are the originals' probabilities. A network that reads only the
+    lungs scores near 0; a threshold-free twin of the evaluation's flip rate, on internal data only.
+    """
+    from isnetflow.evaluation.counterfactual import choose_donors  # lazy: evaluation imports this module
+
+    if indices.size < 2:
+        return float("nan")
+    labels = (data.labels.numpy() > 0).astype(int)
+    donors = choose_donors(data.sites, labels.tolist(), indices.tolist(), indices.tolist(), seed=seed)
+    pairs = [(k, d) for k, d in enumerate(donors) if d is not None]
+    if not pairs:
+        return float("nan")
+    rec = torch.as_tensor(indices[[k for k, _ in pairs]])
+    don = torch.as_tensor(np.asarray([d for _, d in pairs], dtype=np.int64))
+    region = (data.masks[rec] > 0.5) | (data.masks[don] > 0.5)
+    composite = torch.where(region, data.images[rec], data.images[don])
+    swapped = predict_proba(model, composite)
+    original = proba[[k for k, _ in pairs]]
+    return float(np.abs(1.0 - swapped[:, 0] - (1.0 - original[:, 0])).mean())
+
+
 def isnet_step_gradients(
     model: nn.Module,
     out: Any,
     P: float,
     balance: float | None,
+    projection: bool = False,
 ) -> dict[str, float]:
     """Set ``.grad`` of ``model``'s parameters for one ISNet step; return gradient diagnostics.
 
     The two parts of ``out.loss = (1 - P) CE + P heatmap`` are differentiated separately. Their sum is the
-    gradient of ``out.loss``; with ``balance`` the heatmap part is first scaled down so that its norm is at
-    most ``balance`` times the cross-entropy part's norm. Returns both norms, their cosine and the scale.
+    gradient of ``out.loss``. With ``projection`` a heatmap part that opposes the cross-entropy part (negative
+    dot product) first loses that component (PCGrad); with ``balance`` it is then scaled down so that its
+    norm is at most ``balance`` times the cross-entropy part's norm. Returns both norms (the heatmap norm
+    after projection), their cosine (before) and the scale.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    g_ce = torch.autograd.grad((1 - P) * out.cross_entropy, params, retain_graph=True, allow_unused=True)
-    g_hm = torch.autograd.grad(P * out.heatmap, params, allow_unused=True)
-    g_ce = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_ce, strict=True)]
-    g_hm = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_hm, strict=True)]
-    n_ce = torch.sqrt(sum((g.double() ** 2).sum() for g in g_ce))
-    n_hm = torch.sqrt(sum((g.double() ** 2).sum() for g in g_hm))
-    dot = sum((a.double() * b.double()).sum() for a, b in zip(g_ce, g_hm, strict=True))
+    raw_ce = torch.autograd.grad((1 - P) * out.cross_entropy, params, retain_graph=True, allow_unused=True)
+    raw_hm = torch.autograd.grad(P * out.heatmap, params, allow_unused=True)
+    g_ce = [torch.zeros_like(p) if g is None else g for p, g in zip(params, raw_ce, strict=True)]
+    g_hm = [torch.zeros_like(p) if g is None else g for p, g in zip(params, raw_hm, strict=True)]
+
+    def norm(gs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.sqrt(torch.stack([(g.double() ** 2).sum() for g in gs]).sum())
+
+    n_ce, n_hm = norm(g_ce), norm(g_hm)
+    dot = torch.stack([(a.double() * b.double()).sum() for a, b in zip(g_ce, g_hm, strict=True)]).sum()
     cosine = float(dot / (n_ce * n_hm).clamp_min(1e-30))
+    if projection and float(dot) < 0:  # PCGrad: drop the part of the heatmap gradient that opposes CE
+        coef = (dot / (n_ce**2).clamp_min(1e-30)).float()
+        g_hm = [b - coef * a for a, b in zip(g_ce, g_hm, strict=True)]
+        n_hm = norm(g_hm)
     scale = 1.0
     if balance is not None and float(n_hm) > balance * float(n_ce):
         scale = balance * float(n_ce) / max(float(n_hm), 1e-30)
@@ -197,8 +235,11 @@ def _selection_score(cfg: TrainConfig, metrics: dict[str, float], heat_on: bool)
         score = metrics["val_isnet_loss"]
     else:
         share = metrics["val_background_share"]
-        # eligible epochs score in [-1, 0]; the others in [1, 2], ordered by their share
-        score = -auc if share <= cfg.selection_max_background else 1.0 + share
+        swap = metrics.get("val_swap_change", math.nan)
+        swap_ok = math.isnan(swap) or swap <= cfg.selection_max_swap_change
+        # eligible epochs score in [-1, 0]; the others in [1, 3], ordered by share + swap change
+        within = share <= cfg.selection_max_background and swap_ok
+        score = -auc if within else 1.0 + share + (0.0 if math.isnan(swap) else swap)
     return math.inf if math.isnan(score) else score
 
 
@@ -361,8 +402,8 @@ def train(
             if heat_on:
                 if cfg.isnet_swap_fraction > 0:
                     sgen = torch.Generator().manual_seed(_mix(cfg.seed, state["global_step"], 3))
-                    k = int(round(cfg.isnet_swap_fraction * x.shape[0]))
-                    sub = torch.randperm(x.shape[0], generator=sgen)[:k].to(x.device)
+                    n_swap = round(cfg.isnet_swap_fraction * x.shape[0])
+                    sub = torch.randperm(x.shape[0], generator=sgen)[:n_swap].to(x.device)
                     x = x.clone()
                     x[sub] = shortcut_free_inputs(x[sub], m[sub], "background_swap", sgen)
                 gen = torch.Generator().manual_seed(_mix(cfg.seed, state["global_step"], 7))
@@ -371,7 +412,7 @@ def train(
                 loss = out.loss
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite ISNet loss at epoch {epoch} step {step}")
-                parts = isnet_step_gradients(model, out, hm.P, hm.grad_balance)
+                parts = isnet_step_gradients(model, out, hm.P, hm.grad_balance, hm.grad_projection)
                 assert out.heatmaps is not None
                 below, above = _range_shares(out.heatmaps, m, lcfg.C1, lcfg.C2)
                 parts |= {
@@ -395,8 +436,8 @@ def train(
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            for k, v in {"loss": float(loss.detach()), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v
+            for name, v in {"loss": float(loss.detach()), **parts}.items():
+                sums[name] = sums.get(name, 0.0) + v
             state["global_step"] += 1
             state["step_in_epoch"] = step + 1
             bar.update(1)
@@ -413,6 +454,7 @@ def train(
         metrics["val_ce"] = float(
             F.nll_loss(torch.log(torch.from_numpy(proba).clamp_min(1e-12)), torch.from_numpy(val_labels))
         )
+        metrics["val_swap_change"] = val_swap_change(model, data, val_idx, proba, cfg.seed)
         if cfg.audit_samples:
             a_idx = val_idx[: cfg.audit_samples]
             share = background_share(

@@ -22,7 +22,8 @@ _PANELS: tuple[tuple[str, tuple[tuple[str, str], ...], bool], ...] = (
                           ("train_heatmap_grad_scale", "heatmap scale applied")), False),
     ("foreground range", (("train_share_below_c1", "share S < C1"),
                           ("train_share_above_c2", "share S > C2")), False),
-    ("validation", (("val_auc", "AUC"), ("val_background_share", "background share")), False),
+    ("validation", (("val_auc", "AUC"), ("val_background_share", "background share"),
+                    ("val_swap_change", "|Δscore| background swap")), False),
 )  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""The ISNet recipe's pieces: one objective, gradient balance, shortcut-free warm-up, selection, diagnostics."""
+"""The ISNet recipe: one objective, gradient balance, shortcut-free warm-up, selection, diagnostics."""
 
 from __future__ import annotations
 
@@ -166,7 +166,8 @@ def test_diagnostics_are_in_the_history_and_logged(
                         classes=["normal", "covid"])  # fmt: skip
     client = mlflow.MlflowClient(uri)
     keys = ("train_ce", "train_background", "train_foreground", "train_grad_norm_ce",
-            "train_grad_norm_heatmap", "train_grad_cosine", "train_share_below_c1", "train_share_above_c2")  # fmt: skip
+            "train_grad_norm_heatmap", "train_grad_cosine", "train_share_below_c1",
+            "train_share_above_c2")  # fmt: skip
     for key in keys:
         values = [m.value for m in client.get_metric_history(summary["run_id"], key)]
         assert len(values) == (cfg.epochs if key == "train_ce" else cfg.epochs - cfg.warmup_epochs), key
@@ -177,3 +178,32 @@ def test_diagnostics_are_in_the_history_and_logged(
     artifacts = [a.path for a in client.list_artifacts(summary["run_id"], "figures")]
     assert "figures/learning_curves.png" in artifacts
     assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 10_000
+
+
+def test_projection_removes_the_part_of_the_heatmap_gradient_that_opposes_cross_entropy() -> None:
+    data = _data()
+    x, m, y = data.images[:8], data.masks[:8], data.labels[:8]
+    lcfg = loss_config_from_settings(HeatmapLossConfig(), 0.5, 4.0)
+    torch.manual_seed(1)
+    model = build_model("cnn-small", num_classes=2, in_channels=1)
+    params = list(model.parameters())
+    out = isnet_objective(model, x, y, m, lcfg)
+    g_ce = torch.autograd.grad((1 - lcfg.P) * out.cross_entropy, params, retain_graph=True)
+    g_hm = torch.autograd.grad(lcfg.P * out.heatmap, params)
+    flat_ce = torch.cat([g.flatten() for g in g_ce]).double()
+    # make the two parts conflict for sure: flip the heatmap part's sign when needed
+    sign = -1.0 if float(flat_ce @ torch.cat([g.flatten() for g in g_hm]).double()) > 0 else 1.0
+
+    class Flipped:
+        cross_entropy = out.cross_entropy
+        heatmap = sign * out.heatmap
+
+    model.zero_grad(set_to_none=True)
+    out = isnet_objective(model, x, y, m, lcfg)
+    Flipped.cross_entropy, Flipped.heatmap = out.cross_entropy, sign * out.heatmap
+    info = isnet_step_gradients(model, Flipped, lcfg.P, None, projection=True)
+    assert info["grad_cosine"] < 0
+    total = torch.cat([p.grad.flatten() for p in params]).double()
+    hm_part = total - flat_ce
+    assert abs(float(hm_part @ flat_ce)) < 1e-6 * float(flat_ce @ flat_ce)  # orthogonal to the CE part
+    assert float(total @ flat_ce) == pytest.approx(float(flat_ce @ flat_ce), rel=1e-4)

@@ -1,0 +1,81 @@
+"""``isnetflow bench seeds`` on a tiny synthetic cohort with a shrunk config: JSON shape, MLflow runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from isnetflow.bench.seeds import parse_seeds
+from isnetflow.cli import app
+
+METRICS = {"internal_auc", "external_auc", "min_site_auc", "background_share", "flip_rate", "gates_passed"}
+
+TINY = {
+    "synth": {"n": 48, "size": 96, "seed": 5, "workers": 1},
+    "validate": {"image_size": 96, "min_images_per_site": 1, "workers": 1},
+    "train": {
+        "model": "cnn-small", "image_size": 48, "batch_size": 8, "epochs": 2, "warmup_epochs": 1,
+        "val_fraction": 0.3, "test_fraction": 0.15, "audit_samples": 8, "num_threads": 1, "device": "cpu",
+    },
+    "evaluate": {"n_boot": 20, "audit_per_site": 2, "counterfactual_max": 16, "num_threads": 1},
+}  # fmt: skip
+
+
+def test_parse_seeds() -> None:
+    assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert parse_seeds("1-2,5, 2") == [1, 2, 5]
+    for bad in ("", "a-b", "3-1", "-1"):
+        with pytest.raises(ValueError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def test_bench_seeds_json_shape_and_mlflow(tmp_path: Path) -> None:
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["bench", "seeds", "--seeds", "0-1", "--config", str(cfg), "--workdir", str(tmp_path / "w")]
+    result = CliRunner().invoke(app, [*args, "--tracking-uri", uri, "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [s["seed"] for s in out["seeds"]] == [0, 1]
+    assert isinstance(out["wall_seconds"], float) and out["wall_seconds"] > 0
+    for row in out["seeds"]:
+        for model in ("isnet", "standard"):
+            assert set(row[model]) >= METRICS, model
+            assert isinstance(row[model]["gates_passed"], bool)
+            assert 0.0 <= row[model]["internal_auc"] <= 1.0 and 0.0 <= row[model]["flip_rate"] <= 1.0
+        assert {"internal_auc", "external_auc"} <= set(row["masked"])
+        history = row["isnet"]["history"]
+        assert len(history["val_auc"]) == 2 and history["heatmap_loss_on"] == [False, True]
+        assert history["train_grad_cosine"][0] is None and -1 <= history["train_grad_cosine"][1] <= 1
+    assert out["summary"]["isnet"]["gates_passed"]["of"] == 2
+    assert out["summary"]["masked"]["external_auc"]["min"] <= out["summary"]["masked"]["external_auc"]["max"]
+    from rich.console import Console
+
+    from isnetflow.bench.seeds import seed_table
+
+    console = Console(record=True, width=160)
+    console.print(seed_table(out))
+    text = console.export_text()
+    assert "mean" in text and "masked" in text and "2 passed" not in text.replace("/2 passed", "")
+    # the cohort was prepared once and is reused by a second study with the same settings
+    assert json.loads((tmp_path / "w" / "cohort" / "cohort.json").read_text())["key"]
+
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("isnetflow-bench-seeds").experiment_id])
+    parent = [r for r in runs if r.info.run_id == out["mlflow_run_id"]]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == out["mlflow_run_id"]]
+    assert parent and len(children) == 6
+    assert {r.data.tags["bench.model"] for r in children} == {"isnet", "standard", "masked"}
+    art = [a.path for a in client.list_artifacts(children[0].info.run_id, "figures")]
+    assert any(p.endswith("-curves.png") for p in art)
+
+
+def test_bench_seeds_table_and_bad_seeds(tmp_path: Path) -> None:
+    bad = CliRunner().invoke(app, ["bench", "seeds", "--seeds", "4-1"])
+    assert bad.exit_code != 0 and "--seeds" in bad.output
