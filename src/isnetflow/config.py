@@ -437,7 +437,7 @@ class HeatmapLossConfig(StrictModel):
     C1: float | None = Field(None, gt=0.0, description="lower bound of in-mask relevance; None = warm-up")
     C2: float | None = Field(None, gt=0.0, description="upper bound of in-mask relevance; None = warm-up")
     grad_balance: float | None = Field(
-        1.0,
+        4.0,
         gt=0.0,
         description="cap the norm of the heatmap-term gradient P·∇(A·L_bg + B·L_fg) at this multiple of the "
         "cross-entropy gradient's norm (1-P)·∇CE, per step; None = plain sum. Keeps the cross-entropy able "
@@ -488,7 +488,7 @@ class TrainConfig(StrictModel):
     model: str = Field("densenet-small", description="name in isnetflow.nets.NETS")
     image_size: int = Field(128, ge=32, le=1024, description="square training resolution")
     batch_size: int = Field(16, ge=2)
-    epochs: int = Field(32, ge=1)
+    epochs: int = Field(20, ge=1, description="training epochs, warm-up included")
     warmup_epochs: int = Field(
         4, ge=0, description="standard-training epochs before the heatmap loss; they also set C1/C2"
     )
@@ -541,7 +541,7 @@ class TrainConfig(StrictModel):
         "ISNet loss (the old default; it once kept an inverted classifier)",
     )
     selection_max_background: float = Field(
-        0.3, gt=0.0, le=1.0, description="background share limit for selection='auc_within_background'"
+        0.35, gt=0.0, le=1.0, description="background share limit for selection='auc_within_background'"
     )
     selection_max_swap_change: float = Field(
         0.05,
@@ -560,14 +560,6 @@ class TrainConfig(StrictModel):
     audit_samples: int = Field(48, ge=0, description="validation images used for background relevance")
     heatmap: HeatmapLossConfig = Field(default_factory=HeatmapLossConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-
-    @model_validator(mode="after")
-    def _check_selection(self) -> TrainConfig:
-        if self.mode == "isnet" and self.selection == "auc_within_background" and self.audit_samples == 0:
-            raise ValueError(
-                "selection 'auc_within_background' measures the background share: audit_samples > 0"
-            )
-        return self
 
 
 # --------------------------------------------------------------------------------------------------

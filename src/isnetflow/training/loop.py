@@ -234,12 +234,14 @@ def _selection_score(cfg: TrainConfig, metrics: dict[str, float], heat_on: bool)
     elif cfg.selection == "objective":
         score = metrics["val_isnet_loss"]
     else:
-        share = metrics["val_background_share"]
+        # a limit whose measurement is missing (audit_samples 0, no donor site) does not apply
+        share = metrics.get("val_background_share", math.nan)
         swap = metrics.get("val_swap_change", math.nan)
+        share_ok = math.isnan(share) or share <= cfg.selection_max_background
         swap_ok = math.isnan(swap) or swap <= cfg.selection_max_swap_change
         # eligible epochs score in [-1, 0]; the others in [1, 3], ordered by share + swap change
-        within = share <= cfg.selection_max_background and swap_ok
-        score = -auc if within else 1.0 + share + (0.0 if math.isnan(swap) else swap)
+        excess = (0.0 if math.isnan(share) else share) + (0.0 if math.isnan(swap) else swap)
+        score = -auc if share_ok and swap_ok else 1.0 + excess
     return math.inf if math.isnan(score) else score
 
 

@@ -151,8 +151,9 @@ def test_selection_never_prefers_a_worse_auc_within_the_background_limit() -> No
     # nothing within the limit: the lowest share wins; NaN never wins
     assert score({"val_auc": 0.5, "val_background_share": 0.4}) < score(leaky)
     assert math.isinf(score({"val_auc": float("nan"), "val_background_share": 0.1}))
-    with pytest.raises(ValueError, match="audit_samples"):
-        TrainConfig(audit_samples=0)
+    # the swap-change limit binds too; a missing measurement does not
+    assert score({"val_auc": 0.9, "val_background_share": 0.1, "val_swap_change": 0.3}) > score(good)
+    assert score({"val_auc": 0.9}) == -0.9
 
 
 def test_diagnostics_are_in_the_history_and_logged(
