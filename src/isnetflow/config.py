@@ -534,11 +534,10 @@ class TrainConfig(StrictModel):
     patience: int = Field(8, ge=1, description="early stopping: epochs without a better selection score")
     selection: Literal["auc_within_background", "objective"] = Field(
         "auc_within_background",
-        description="ISNet model selection over the heatmap-loss epochs: the best validation AUC among "
-        "epochs "
-        "whose validation background share is <= selection_max_background (none qualifies: the lowest "
-        "share), so an inverted or chance-level classifier is never preferred; 'objective' = the validation "
-        "ISNet loss (the old default; it once kept an inverted classifier)",
+        description="ISNet model selection over the heatmap-loss epochs: the best validation AUC minus 5x "
+        "the excess of the validation background share and background-swap score change over their limits; "
+        "an epoch with validation AUC < 0.5 ranks below every other, so an inverted classifier is never "
+        "kept; 'objective' = the validation ISNet loss (the old default; it once kept an inverted one)",
     )
     selection_max_background: float = Field(
         0.35, gt=0.0, le=1.0, description="background share limit for selection='auc_within_background'"

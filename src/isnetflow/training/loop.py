@@ -226,6 +226,10 @@ def _auc(labels: np.ndarray, proba: np.ndarray) -> float:
     return float(roc_auc_score(labels, proba, multi_class="ovr", average="macro"))
 
 
+SELECTION_PENALTY = 5.0
+"""Validation AUC given up per unit of background share or swap change above its selection limit."""
+
+
 def _selection_score(cfg: TrainConfig, metrics: dict[str, float], heat_on: bool) -> float:
     """Lower is better. Never prefers a worse validation AUC among epochs within the background limit."""
     auc = metrics["val_auc"]
@@ -234,14 +238,15 @@ def _selection_score(cfg: TrainConfig, metrics: dict[str, float], heat_on: bool)
     elif cfg.selection == "objective":
         score = metrics["val_isnet_loss"]
     else:
-        # a limit whose measurement is missing (audit_samples 0, no donor site) does not apply
+        # A limit whose measurement is missing (audit_samples 0, no donor site) does not apply. Soft limits:
+        # each unit above a limit costs SELECTION_PENALTY of validation AUC, so an epoch just over a limit
+        # with a far better AUC still wins over a chance-level one inside it. An epoch whose validation
+        # AUC is below 0.5 (inverted) ranks below every epoch that is not.
         share = metrics.get("val_background_share", math.nan)
         swap = metrics.get("val_swap_change", math.nan)
-        share_ok = math.isnan(share) or share <= cfg.selection_max_background
-        swap_ok = math.isnan(swap) or swap <= cfg.selection_max_swap_change
-        # eligible epochs score in [-1, 0]; the others in [1, 3], ordered by share + swap change
-        excess = (0.0 if math.isnan(share) else share) + (0.0 if math.isnan(swap) else swap)
-        score = -auc if share_ok and swap_ok else 1.0 + excess
+        excess = 0.0 if math.isnan(share) else max(0.0, share - cfg.selection_max_background)
+        excess += 0.0 if math.isnan(swap) else max(0.0, swap - cfg.selection_max_swap_change)
+        score = -auc + SELECTION_PENALTY * excess + (10.0 if auc < 0.5 else 0.0)
     return math.inf if math.isnan(score) else score
 
 

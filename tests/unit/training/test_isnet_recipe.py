@@ -138,22 +138,26 @@ def test_background_swap_uses_the_union_of_both_masks() -> None:
     assert torch.all(out[1, :, 1:3, 1:3] == 0.9) and torch.all(out[1, :, 0, 7] == 0.2)
 
 
-def test_selection_never_prefers_a_worse_auc_within_the_background_limit() -> None:
-    cfg = _cfg(selection="auc_within_background", selection_max_background=0.3)
-    good = {"val_auc": 0.95, "val_background_share": 0.25, "val_isnet_loss": 2.0}
-    inverted = {"val_auc": 0.10, "val_background_share": 0.05, "val_isnet_loss": 0.5}
-    leaky = {"val_auc": 0.99, "val_background_share": 0.60, "val_isnet_loss": 3.0}
+def test_selection_never_prefers_an_inverted_classifier_and_weighs_the_limits() -> None:
+    cfg = _cfg(
+        selection="auc_within_background", selection_max_background=0.3, selection_max_swap_change=0.05
+    )
+    good = {"val_auc": 0.95, "val_background_share": 0.25, "val_swap_change": 0.02, "val_isnet_loss": 2.0}
+    inverted = {"val_auc": 0.10, "val_background_share": 0.05, "val_swap_change": 0.0, "val_isnet_loss": 0.5}
+    leaky = {"val_auc": 0.99, "val_background_share": 0.60, "val_swap_change": 0.3, "val_isnet_loss": 3.0}
     score = lambda m: _selection_score(cfg, m, heat_on=True)  # noqa: E731
-    assert score(good) < score(inverted) < score(leaky)
+    assert score(good) < score(leaky) < score(inverted)
     # the old objective prefers the inverted classifier: that is why it is not the default
     old = cfg.model_copy(update={"selection": "objective"})
     assert _selection_score(old, inverted, heat_on=True) < _selection_score(old, good, heat_on=True)
-    # nothing within the limit: the lowest share wins; NaN never wins
-    assert score({"val_auc": 0.5, "val_background_share": 0.4}) < score(leaky)
+    # just over the swap limit with a far better AUC beats chance level inside the limits (measured case)
+    near = {"val_auc": 0.94, "val_background_share": 0.11, "val_swap_change": 0.06}
+    chance = {"val_auc": 0.50, "val_background_share": 0.24, "val_swap_change": 0.05}
+    assert score(near) < score(chance)
+    # equal AUC: the one within the limits wins; a missing measurement is no violation; NaN never wins
+    assert score(good) < score({**good, "val_swap_change": 0.2})
+    assert score({"val_auc": 0.9}) == pytest.approx(-0.9)
     assert math.isinf(score({"val_auc": float("nan"), "val_background_share": 0.1}))
-    # the swap-change limit binds too; a missing measurement does not
-    assert score({"val_auc": 0.9, "val_background_share": 0.1, "val_swap_change": 0.3}) > score(good)
-    assert score({"val_auc": 0.9}) == -0.9
 
 
 def test_diagnostics_are_in_the_history_and_logged(
