@@ -54,34 +54,17 @@ from isnetflow.dicom.source import (
     relative_to,
     resolve,
 )
-from isnetflow.validation.manifest import MANIFEST_COLUMNS, with_integer_columns, write_manifest
+from isnetflow.validation.manifest import (
+    HEADER_COLUMNS,
+    MANIFEST_COLUMNS,
+    with_integer_columns,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MANIFEST_COLUMNS", "ValidateError", "ValidateResult", "run"]
 
-#: Header fields copied from each file's analysis into its manifest row.
-_HEADER_COLUMNS = [
-    "sop_instance_uid",
-    "study_instance_uid",
-    "series_instance_uid",
-    "modality",
-    "view_position",
-    "photometric_interpretation",
-    "bits_allocated",
-    "bits_stored",
-    "pixel_representation",
-    "rows",
-    "columns",
-    "pixel_spacing",
-    "pixel_spacing_columns",
-    "transfer_syntax_uid",
-    "rescale_slope",
-    "rescale_intercept",
-    "window_center",
-    "window_width",
-    "burned_in_annotation",
-]
 _SEP = " | "
 _TMP = ".incoming"
 
@@ -192,7 +175,7 @@ def _process(task: _Task, cfg: ValidateConfig, tmp_dir: str) -> dict[str, Any]:
         row.update(patient_id=task.patient_id, site=task.site)
         return row
     a = analyze(data, cfg, patient_id=task.patient_id, site=task.site)
-    row.update({k: a.fields.get(k) for k in _HEADER_COLUMNS})
+    row.update({k: a.fields.get(k) for k in HEADER_COLUMNS})
     row.update(patient_id=a.fields.get("patient_id"), site=a.fields.get("site"))
     row.update(sha256=a.sha256, file_bytes=a.n_bytes)
     issues = list(a.issues)

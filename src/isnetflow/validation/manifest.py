@@ -29,6 +29,7 @@ import pandas as pd
 
 __all__ = [
     "FLOAT_COLUMNS",
+    "HEADER_COLUMNS",
     "INT_COLUMNS",
     "MANIFEST_COLUMNS",
     "MANIFEST_FILE",
@@ -46,17 +47,8 @@ __all__ = [
 MANIFEST_FILE = "manifest.csv"
 STATUSES = ("valid", "quarantined")
 
-#: Every column, in file order.
-MANIFEST_COLUMNS = [
-    "path",
-    "status",
-    "reason",
-    "reason_code",
-    "warnings",
-    "label",
-    "patient_id",
-    "site",
-    "role",
+#: Header fields copied from each file's DICOM analysis into its manifest row.
+HEADER_COLUMNS = [
     "sop_instance_uid",
     "study_instance_uid",
     "series_instance_uid",
@@ -75,9 +67,24 @@ MANIFEST_COLUMNS = [
     "rescale_intercept",
     "window_center",
     "window_width",
+    "burned_in_annotation",
+]
+
+#: Every column, in file order.
+MANIFEST_COLUMNS = [
+    "path",
+    "status",
+    "reason",
+    "reason_code",
+    "warnings",
+    "label",
+    "patient_id",
+    "site",
+    "role",
+    *HEADER_COLUMNS[:-1],
     "window_low",  # the intensity window actually applied (percentile or DICOM)
     "window_high",
-    "burned_in_annotation",
+    HEADER_COLUMNS[-1],
     "sha256",
     "file_bytes",
     "image",
