@@ -994,15 +994,9 @@ def bench_amp(
 @bench_app.command("seeds")
 def bench_seeds(
     seeds: Annotated[str, typer.Option("--seeds", help="Training seeds: 0-4, 0,2,5 or 1-3,7.")] = "0-4",
-    input_uri: Annotated[
-        str | None, typer.Option("--input", help="DICOM folder or s3://bucket/prefix (default: synthetic).")
-    ] = None,
-    labels: Annotated[
-        str | None, typer.Option("--labels", help="labels.csv (default: labels.csv in --input).")
-    ] = None,
-    external_sites: Annotated[
-        list[str] | None, typer.Option("--external-sites", help="Site held out as external (repeatable).")
-    ] = None,
+    input_uri: InputOpt = None,
+    labels: LabelsOpt = None,
+    external_sites: ExternalOpt = None,
     models: Annotated[
         str, typer.Option("--models", help="Comma-separated subset of isnet,standard,masked.")
     ] = "isnet,standard,masked",
