@@ -894,6 +894,70 @@ def registry_show(
             typer.echo(f"  v{v['version']:<4} {tags:<28} {v['decision'] or '-':<9} {gates}")
 
 
+@app.command()
+def explain(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="models:/<name>@champion, models:/<name>/<version>, runs:/... or model.pt."
+        ),
+    ],
+    inputs: Annotated[
+        list[Path],
+        typer.Option("--input", "-i", help="DICOM file, PNG/JPEG image or folder of them (repeatable)."),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output: <name>.overlay.png, <name>.json per image.")
+    ] = Path("explain-out"),
+    site: Annotated[
+        str | None,
+        typer.Option(
+            "--site", help="Site for every DICOM (as labels.csv gives it; default: InstitutionName)."
+        ),
+    ] = None,
+    patient_id: Annotated[
+        str | None,
+        typer.Option("--patient-id", help="PatientID for every DICOM (as labels.csv gives it)."),
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: the local store).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary JSON.")] = False,
+) -> None:
+    """Scores and an LRP heatmap overlay per image, with the model's own normalization.
+
+    DICOM files go through the validate stage's per-file checks and normalization with the settings
+    stored with the model; a file the validation would quarantine is refused with the same one-line
+    reason (exit status 1). Exit status 2: the model or an input path cannot be used.
+    """
+    from isnetflow.registry.packaging import ModelLoadError, is_mlflow_uri, load_classifier
+    from isnetflow.registry.serving import ExplainError, explain_files
+    from isnetflow.registry.tracking import default_tracking_uri
+
+    if is_mlflow_uri(model) or tracking_uri:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    try:
+        loaded = load_classifier(model)
+        summary = explain_files(loaded, inputs, out, patient_id=patient_id, site=site)
+    except (ModelLoadError, ExplainError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    refused = [r for r in summary["images"] if r["status"] != "explained"]
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        for r in summary["images"]:
+            if r["status"] == "explained":
+                scores = ", ".join(f"{c} {p:.3f}" for c, p in r["scores"].items())
+                typer.echo(f"{r['file']}: {r['predicted_class']} ({scores}) -> {out / r['overlay']}")
+    for r in refused:
+        typer.echo(f"error: {r['file']}: {r['reason']}", err=True)
+    if refused:
+        raise typer.Exit(1)
+
+
 @bench_app.command("synth")
 def bench_synth(
     n: Annotated[int, typer.Option("--n", help="Images to render.")] = 200,
@@ -1008,6 +1072,12 @@ def bench_seeds(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON only.")] = False,
     config: ConfigOpt = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs", min=1, help="Seeds trained at once, each with an equal share of the CPU threads."
+        ),
+    ] = 1,
 ) -> None:
     """Train and evaluate the ISNet, the standard model and the lungs-only reference for every seed."""
     from isnetflow.bench.seeds import parse_seeds, seed_study, seed_table
@@ -1041,6 +1111,7 @@ def bench_seeds(
         models=chosen,
         progress=not as_json,
         on_seed=show,
+        jobs=jobs,
     )
     if as_json:
         typer.echo(json.dumps(result))
@@ -1079,6 +1150,24 @@ def bench_training(
     result["threads"] = torch.get_num_threads()
     if dev.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(dev)
+    typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+
+
+@bench_app.command("inference")
+def bench_inference(
+    model: Annotated[
+        str, typer.Option("--model", help="Network name (isnetflow.nets.NETS).")
+    ] = "densenet-small",
+    batch: Annotated[int, typer.Option("--batch")] = 16,
+    image_size: Annotated[int, typer.Option("--image-size")] = 128,
+    threads: Annotated[int, typer.Option("--threads", help="torch CPU threads; 0 = torch default.")] = 2,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per model (after a warm-up).")] = 7,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """ISNet vs standard predict throughput, same network and batch (expected ratio 1.00), and explain."""
+    from isnetflow.bench.inference import bench_inference as run
+
+    result = run(model=model, batch=batch, image_size=image_size, threads=threads, repeats=repeats)
     typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 

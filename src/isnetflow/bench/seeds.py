@@ -165,9 +165,11 @@ def _one(
     sites: Sequence[str],
     out: Path,
     progress: bool,
-) -> dict[str, Any]:
-    import mlflow
+) -> tuple[dict[str, Any], list[dict[str, float]], Path]:
+    """Train and evaluate one (seed, model); return its metrics, its history and its learning-curve PNG.
 
+    Pure computation (no tracking), so that it can run in a worker process.
+    """
     from isnetflow.evaluation.core import evaluate_model
     from isnetflow.registry.gates import evaluate_gates
     from isnetflow.training.loop import train
@@ -190,12 +192,57 @@ def _one(
     else:
         m["history"] = {k: [h.get(k) for h in result.history] for k in HISTORY_KEYS}
         m["history"]["heatmap_loss_on"] = [bool(h.get("heatmap_loss_on")) for h in result.history]
-    for e, h in enumerate(result.history):
-        mlflow.log_metrics({k: float(v) for k, v in h.items() if k != "epoch" and math.isfinite(v)}, step=e)
-    mlflow.log_metrics({k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and v is not None})
+    out.mkdir(parents=True, exist_ok=True)
     png = learning_curves(result.history, out / f"{kind}-curves.png", title=f"{kind}, seed {cfg.seed}")
-    mlflow.log_artifact(str(png), artifact_path="figures")
-    return m
+    return m, result.history, png
+
+
+def _seed_row(
+    settings: Settings,
+    seed: int,
+    cohort: dict[str, Any],
+    models: Sequence[str],
+    workdir: Path,
+    progress: bool,
+    num_threads: int | None = None,
+) -> tuple[dict[str, Any], dict[str, tuple[list[dict[str, float]], Path]]]:
+    """Every model of one seed: the row of the result and, per model, its history and curve PNG."""
+    from isnetflow.stages.train import load_train_data
+
+    update: dict[str, Any] = {"seed": seed}
+    if num_threads is not None:
+        update["num_threads"] = num_threads
+    cfg = settings.train.model_copy(update=update)
+    data = load_train_data(
+        Path(cohort["validated"]), Path(cohort["masks"]), cfg, classes=list(settings.validate.classes)
+    )
+    row: dict[str, Any] = {"seed": seed}
+    extras: dict[str, tuple[list[dict[str, float]], Path]] = {}
+    for kind in models:
+        out = workdir / f"seed{seed}"
+        m, history, png = _one(kind, cfg, data, settings, cohort["external_sites"], out, progress)
+        row[kind] = m
+        extras[kind] = (history, png)
+    return row, extras
+
+
+def _log_seed(row: dict[str, Any], extras: dict[str, Any], parent_id: str) -> None:
+    """Nested MLflow runs of one seed (one per model): per-epoch metrics, results, learning curves."""
+    import mlflow
+
+    seed = row["seed"]
+    for kind, (history, png) in extras.items():
+        with mlflow.start_run(run_name=f"seed{seed}-{kind}", nested=True):
+            mlflow.set_tags({"bench.seed": str(seed), "bench.model": kind, "bench.parent": parent_id})
+            for e, h in enumerate(history):
+                mlflow.log_metrics(
+                    {k: float(v) for k, v in h.items() if k != "epoch" and math.isfinite(v)}, step=e
+                )
+            m = row[kind]
+            mlflow.log_metrics(
+                {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and v is not None}
+            )
+            mlflow.log_artifact(str(png), artifact_path="figures")
 
 
 def seed_study(
@@ -212,12 +259,17 @@ def seed_study(
     cohort_dir: str | Path | None = None,
     progress: bool = True,
     on_seed: Callable[[dict[str, Any]], None] | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Train and evaluate ``models`` for every seed in ``seeds``; see the module docstring."""
+    """Train and evaluate ``models`` for every seed in ``seeds``; see the module docstring.
+
+    ``jobs > 1`` trains that many seeds at once in worker processes, each with an equal share of the CPU
+    threads (``train.num_threads``, else every core); the parent alone logs to MLflow. Results are the
+    same as with ``jobs=1`` and the same thread count per training.
+    """
     import mlflow
 
     from isnetflow.registry.tracking import flatten, use_tracking
-    from isnetflow.stages.train import load_train_data
 
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
@@ -237,23 +289,32 @@ def seed_study(
         mlflow.log_params({"seeds": ",".join(map(str, seeds)), "synth.seed": settings.synth.seed,
                            "synth.difficulty": settings.synth.difficulty,
                            "input": input_uri or "synthetic"})  # fmt: skip
-        for seed in seeds:
-            cfg = settings.train.model_copy(update={"seed": seed})
-            data = load_train_data(
-                cohort["validated"], cohort["masks"], cfg, classes=list(settings.validate.classes)
-            )
-            row: dict[str, Any] = {"seed": seed}
-            for kind in models:
-                with mlflow.start_run(run_name=f"seed{seed}-{kind}", nested=True):
-                    mlflow.set_tags(
-                        {"bench.seed": str(seed), "bench.model": kind, "bench.parent": parent.info.run_id}
-                    )
-                    row[kind] = _one(
-                        kind, cfg, data, settings, cohort["external_sites"], workdir / f"seed{seed}", progress
-                    )
-            rows.append(row)
-            if on_seed is not None:
-                on_seed(row)
+        if jobs <= 1:
+            for seed in seeds:
+                row, extras = _seed_row(settings, seed, cohort, models, workdir, progress)
+                _log_seed(row, extras, parent.info.run_id)
+                rows.append(row)
+                if on_seed is not None:
+                    on_seed(row)
+        else:
+            import multiprocessing
+            import os
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            threads = max(1, (settings.train.num_threads or os.cpu_count() or 1) // jobs)
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=min(jobs, len(seeds)), mp_context=ctx) as pool:
+                futures = [
+                    pool.submit(_seed_row, settings, seed, cohort, models, workdir, False, threads)
+                    for seed in seeds
+                ]
+                for future in as_completed(futures):
+                    row, extras = future.result()
+                    _log_seed(row, extras, parent.info.run_id)
+                    rows.append(row)
+                    if on_seed is not None:
+                        on_seed(row)
+            rows.sort(key=lambda r: int(r["seed"]))
         result = {
             "seeds": rows,
             "summary": summarize(rows, models),

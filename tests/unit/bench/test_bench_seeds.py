@@ -34,11 +34,17 @@ def test_parse_seeds() -> None:
             parse_seeds(bad)
 
 
-def test_bench_seeds_json_shape_and_mlflow(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder per module: the tests share the prepared cohort (``w/cohort``)."""
+    return tmp_path_factory.mktemp("bench-seeds")
+
+
+def test_bench_seeds_json_shape_and_mlflow(tmp_path: Path, shared: Path) -> None:
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(TINY))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    args = ["bench", "seeds", "--seeds", "0-1", "--config", str(cfg), "--workdir", str(tmp_path / "w")]
+    args = ["bench", "seeds", "--seeds", "0-1", "--config", str(cfg), "--workdir", str(shared / "w")]
     result = CliRunner().invoke(app, [*args, "--tracking-uri", uri, "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -64,7 +70,7 @@ def test_bench_seeds_json_shape_and_mlflow(tmp_path: Path) -> None:
     text = console.export_text()
     assert "mean" in text and "masked" in text and "2 passed" not in text.replace("/2 passed", "")
     # the cohort was prepared once and is reused by a second study with the same settings
-    assert json.loads((tmp_path / "w" / "cohort" / "cohort.json").read_text())["key"]
+    assert json.loads((shared / "w" / "cohort" / "cohort.json").read_text())["key"]
 
     client = mlflow.MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("isnetflow-bench-seeds").experiment_id])
@@ -79,3 +85,27 @@ def test_bench_seeds_json_shape_and_mlflow(tmp_path: Path) -> None:
 def test_bench_seeds_table_and_bad_seeds(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["bench", "seeds", "--seeds", "4-1"])
     assert bad.exit_code != 0 and "--seeds" in bad.output
+
+
+def test_bench_seeds_jobs_match_serial(tmp_path: Path, shared: Path) -> None:
+    """``jobs=2`` trains the seeds in worker processes and gives the rows ``jobs=1`` gives."""
+    from isnetflow.bench.seeds import seed_study
+    from isnetflow.config import Settings
+
+    settings = Settings.model_validate(TINY)
+    kw = {"models": ["standard"], "cohort_dir": shared / "w" / "cohort", "progress": False}
+    serial = seed_study(settings, [0, 1], tmp_path / "a", tracking_uri=f"sqlite:///{tmp_path}/a.db", **kw)
+    seen: list[int] = []
+    parallel = seed_study(
+        settings, [0, 1], tmp_path / "b", tracking_uri=f"sqlite:///{tmp_path}/b.db", jobs=2,
+        on_seed=lambda row: seen.append(row["seed"]), **kw,
+    )  # fmt: skip
+    assert sorted(seen) == [0, 1] and [r["seed"] for r in parallel["seeds"]] == [0, 1]
+    for a, b in zip(serial["seeds"], parallel["seeds"], strict=True):
+        drop = {"train_seconds"}
+        assert {k: v for k, v in a["standard"].items() if k not in drop} == {
+            k: v for k, v in b["standard"].items() if k not in drop
+        }
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/b.db")
+    runs = client.search_runs([client.get_experiment_by_name("isnetflow-bench-seeds").experiment_id])
+    assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == parallel["mlflow_run_id"]]) == 2
