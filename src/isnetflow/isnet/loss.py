@@ -107,6 +107,7 @@ class ISNetLossConfig:
     stochastic_anchor: Literal["label", "highest"] = "label"
     stochastic_anchor_prob: float = 0.5
     bn_stats_grad: bool = False
+    norm: str = _DEFAULTS.norm
 
     def __post_init__(self) -> None:
         checks = [
@@ -121,6 +122,7 @@ class ISNetLossConfig:
             (self.selective_eps >= 0, "selective_eps must be >= 0"),
             (self.stochastic_anchor in ("label", "highest"), "stochastic_anchor must be 'label'/'highest'"),
             (0.0 <= self.stochastic_anchor_prob <= 1.0, "stochastic_anchor_prob must be in [0, 1]"),
+            (self.norm in ("abs", "signed"), "norm must be 'abs' or 'signed'"),
         ]
         for ok, message in checks:
             if not ok:
@@ -193,7 +195,9 @@ def _as_maps(heatmaps: Tensor, masks: Tensor | None) -> tuple[Tensor, Tensor | N
     return maps, m.to(maps.dtype)
 
 
-def background_loss(heatmaps: Tensor, masks: Tensor, *, d: float = 0.9, E: float = 1.0) -> Tensor:
+def background_loss(
+    heatmaps: Tensor, masks: Tensor, *, d: float = 0.9, E: float = 1.0, norm: str = "abs"
+) -> Tensor:
     """Per-sample ISNet background loss ``-log(1 - b / (b + E))`` (mean over maps and channels).
 
     Parameters
@@ -205,6 +209,11 @@ def background_loss(heatmaps: Tensor, masks: Tensor, *, d: float = 0.9, E: float
         float or bool, same spatial size as the heatmaps.
     d, E
         GWRP decay and activation constant.
+    norm
+        ``"abs"`` (the authors' ``absRoIMean``): ``|R|`` divided by the in-mask mean of ``|R|``.
+        ``"signed"`` (the authors' ``RoIMean``): ``|R / mean_in(R)|``, the in-mask mean of the *signed*
+        relevance, so positive and negative in-lung relevance that cancel out (a checkerboard carrying no
+        net evidence) no longer lowers the background term.
 
     Returns
     -------
@@ -213,12 +222,16 @@ def background_loss(heatmaps: Tensor, masks: Tensor, *, d: float = 0.9, E: float
     """
     maps, m = _as_maps(heatmaps, masks)
     assert m is not None
+    if norm not in ("abs", "signed"):
+        raise ValueError(f"norm must be 'abs' or 'signed', got {norm!r}")
     absolute = maps.abs()
     reduce_dims = tuple(range(2, maps.dim()))
-    inside_mean = (absolute * m).sum(reduce_dims, keepdim=True) / (
-        m.expand_as(absolute).sum(reduce_dims, keepdim=True) + NORM_EPS
-    )
-    normalised = absolute / (inside_mean + NORM_EPS)
+    count = m.expand_as(absolute).sum(reduce_dims, keepdim=True) + NORM_EPS
+    if norm == "abs":
+        normalised = absolute / ((absolute * m).sum(reduce_dims, keepdim=True) / count + NORM_EPS)
+    else:
+        inside_mean = (maps * m).sum(reduce_dims, keepdim=True) / count
+        normalised = (maps / (inside_mean.abs() + NORM_EPS)).abs()
     outside = (normalised * (1 - m)).flatten(3)
     b = global_weighted_rank_pooling(outside, d)  # (B, K, C)
     activation = torch.clamp(b / (b + E), max=1 - BG_CLAMP)
@@ -241,7 +254,7 @@ def foreground_loss(heatmaps: Tensor, masks: Tensor, *, C1: float = 1.0, C2: flo
 
 def heatmap_loss(heatmaps: Tensor, masks: Tensor, config: ISNetLossConfig) -> tuple[Tensor, Tensor]:
     """Batch-mean background and foreground terms ``(L_bg, L_fg)`` for ``config``."""
-    bg = background_loss(heatmaps, masks, d=config.d, E=config.E).mean()
+    bg = background_loss(heatmaps, masks, d=config.d, E=config.E, norm=config.norm).mean()
     fg = foreground_loss(heatmaps, masks, C1=config.C1, C2=config.C2).mean()
     return bg, fg
 
@@ -282,6 +295,7 @@ def loss_config_from_settings(settings: HeatmapLossConfig, c1: float, c2: float)
     return ISNetLossConfig(
         P=settings.P, A=settings.A, B=settings.B, E=settings.E, d=settings.d, C1=c1, C2=c2,
         variant=settings.variant, epsilon=settings.epsilon, first_layer=settings.first_layer,
+        norm=settings.norm,
     )  # fmt: skip
 
 

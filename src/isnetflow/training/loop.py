@@ -2,11 +2,13 @@
 
 ``train(cfg, data)`` is a plain function: it builds the network, runs the schedule, evaluates every
 epoch on the internal validation split, checkpoints every ``cfg.checkpoint_every`` optimizer steps and
-returns the best model. An ISNet first trains ``cfg.warmup_epochs`` of plain cross-entropy, whose
-heatmaps set the foreground range C1/C2; with ``cfg.warmup_restart`` (default, as in the authors' code)
-the ISNet phase then starts again from the initial weights with a new optimizer and LR schedule,
-otherwise it continues from the warmed-up weights. Tracking is done by the caller
-through the ``on_epoch`` callback (the stage logs to MLflow).
+returns the selected model. An ISNet first trains ``cfg.warmup_epochs`` of plain cross-entropy on
+``cfg.warmup_inputs`` (default: background-swapped composites, so the warm-up never learns a background
+shortcut); then the heatmap loss comes on, on batches of which ``cfg.isnet_swap_fraction`` are
+background-swapped, with the heatmap gradient capped at ``heatmap.grad_balance`` times the
+cross-entropy gradient. With ``cfg.warmup_restart`` (the authors' cut tuning) the ISNet phase instead
+starts again from the initial weights with a new optimizer and LR schedule. Tracking is done by the
+caller through the ``on_epoch`` callback (the stage logs to MLflow).
 
 Exact resume: the epoch permutation, each sample's augmentation and the stochastic heatmap choices
 are pure functions of (seed, epoch, step, index); the LR schedule is a function of the global step;
@@ -40,21 +42,27 @@ from isnetflow.isnet import (
     isnet_objective,
     loss_config_from_settings,
 )
-from isnetflow.lrp import relevance
 from isnetflow.nets import build_model
 from isnetflow.training.checkpoint import CheckpointStore
 from isnetflow.training.data import Augmenter, TrainData, _mix, shortcut_free_inputs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EpochCallback", "TrainResult", "background_share", "predict_proba", "resolve_device", "train"]
+__all__ = [
+    "EpochCallback",
+    "TrainResult",
+    "audit_background_share",
+    "predict_proba",
+    "resolve_device",
+    "train",
+]
 
 EpochCallback = Callable[[int, dict[str, float], nn.Module], None]
 
 
 @dataclass
 class TrainResult:
-    model: nn.Module  # best weights (validation AUC; ISNet: validation ISNet objective), eval mode
+    model: nn.Module  # selected weights (standard: validation AUC; ISNet: train.selection), eval mode
     history: list[dict[str, float]]
     best_epoch: int
     best_val_auc: float
@@ -86,26 +94,22 @@ def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 64) 
     return torch.cat(out).numpy()
 
 
-def background_share(
-    model: nn.Module,
-    images: torch.Tensor,
-    masks: torch.Tensor,
-    targets: torch.Tensor,
-    *,
-    epsilon: float = 0.01,
-    batch_size: int = 16,
-) -> np.ndarray:
-    """Per image: share of positive LRP relevance (for ``targets``) that falls outside the lung mask."""
+def audit_background_share(
+    model: nn.Module, images: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor, composite: str
+) -> float:
+    """Mean share of positive relevance outside the lungs with the evaluation audit's zennit ``composite``.
+
+    The measurement of the background-share promotion gate (:func:`isnetflow.evaluation.explain.explain`,
+    label logit), on validation images: the selection limit is judged with the gate's own yardstick.
+    """
+    # lazy: the evaluation package imports this module
+    from isnetflow.evaluation.explain import background_share as share_of
+    from isnetflow.evaluation.explain import explain
+
     model.eval()
-    device = next(model.parameters()).device
-    shares = []
-    for i in range(0, images.shape[0], batch_size):
-        x = images[i : i + batch_size].to(device)
-        m = masks[i : i + batch_size].to(device)
-        r = relevance(model, x, targets[i : i + batch_size].to(device), epsilon=epsilon).clamp_min(0)
-        total = r.flatten(1).sum(1).clamp_min(1e-12)
-        shares.append(((r * (1 - m)).flatten(1).sum(1) / total).cpu())
-    return torch.cat(shares).numpy() if shares else np.zeros(0)
+    rel = explain(model, images, targets, composite=composite)  # type: ignore[arg-type]
+    shares = share_of(rel, masks.numpy())
+    return float(np.nanmean(shares)) if np.isfinite(shares).any() else math.nan
 
 
 def val_heatmap_terms(
@@ -464,10 +468,9 @@ def train(
         metrics["val_swap_change"] = val_swap_change(model, data, val_idx, proba, cfg.seed)
         if cfg.audit_samples:
             a_idx = val_idx[: cfg.audit_samples]
-            share = background_share(
-                model, data.images[a_idx], data.masks[a_idx], data.labels[a_idx], epsilon=hm.epsilon
+            metrics["val_background_share"] = audit_background_share(
+                model, data.images[a_idx], data.masks[a_idx], data.labels[a_idx], cfg.audit_composite
             )
-            metrics["val_background_share"] = float(share.mean())
         if heat_on:
             terms = val_heatmap_terms(
                 model, data, val_idx, loss_config(state["c1"], state["c2"]), cfg.batch_size, cfg.seed,
@@ -489,7 +492,7 @@ def train(
             state["best_state"] = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         elif eligible:
             state["bad_epochs"] += 1
-            if state["bad_epochs"] >= cfg.patience:
+            if cfg.patience is not None and state["bad_epochs"] >= cfg.patience:
                 state["stopped"] = True
                 log.info("early stopping after epoch %d (best %d)", epoch, state["best_epoch"])
         state["epoch"] = epoch + 1

@@ -77,6 +77,28 @@ def test_background_loss_hand_computation():
     )
 
 
+def test_signed_normalization_hand_computation_and_cancellation():
+    # norm="signed": in-mask mean of the signed R = (1 - 2) / 2 = -0.5 -> |R / -0.5| outside = [1, 8].
+    b = (8 + 0.9 * 1) / (1 + 0.9 + 0.81 + 0.729)
+    got = background_loss(R_MAP, MASK, d=0.9, E=1.0, norm="signed")
+    assert float(got[0]) == pytest.approx(math.log(1 + b), rel=1e-9)
+    # A +/- checkerboard in the lungs carries no net evidence: it lowers the authors' "abs" term (the mean
+    # of |R| inside grows) but raises the "signed" one (the signed mean inside shrinks).
+    base = torch.zeros(1, 1, 4, 4, dtype=DT)
+    mask = torch.zeros(1, 4, 4, dtype=DT)
+    mask[:, :2] = 1
+    base[0, 0, :2] = 1.0  # uniform in-lung evidence
+    base[0, 0, 3, 3] = 2.0  # one background hot spot
+    checker = base.clone()
+    checker[0, 0, :2] += 3.0 * torch.tensor([[1.0, -1.0, 1.0, -1.0], [-1.0, 1.0, -1.0, 1.0]], dtype=DT)
+    for norm, lower in (("abs", True), ("signed", False)):
+        before = float(background_loss(base, mask, norm=norm)[0])
+        after = float(background_loss(checker, mask, norm=norm)[0])
+        assert (after < before) is lower, norm
+    with pytest.raises(ValueError, match="norm"):
+        background_loss(R_MAP, MASK, norm="max")
+
+
 def test_foreground_loss_hand_computation():
     # In-mask absolute relevance S = |1| + |-2| = 3.
     assert float(foreground_loss(R_MAP, MASK, C1=1.0, C2=2.0)[0]) == pytest.approx(1.0)  # (3-2)^2 / 1

@@ -212,3 +212,30 @@ def test_projection_removes_the_part_of_the_heatmap_gradient_that_opposes_cross_
     hm_part = total - flat_ce
     assert abs(float(hm_part @ flat_ce)) < 1e-6 * float(flat_ce @ flat_ce)  # orthogonal to the CE part
     assert float(total @ flat_ce) == pytest.approx(float(flat_ce @ flat_ce), rel=1e-4)
+
+
+def test_validation_background_share_is_the_audit_measurement() -> None:
+    """The selection limit's per-epoch background share is the background-share gate's own yardstick:
+    zennit with the evaluation audit's composite, on the label logit, over the first ``audit_samples``
+    validation images (a different LRP rule gave 0.2-0.5 less on the same model)."""
+    from isnetflow.evaluation.explain import background_share, explain
+
+    data = _data()
+    cfg = _cfg(mode="standard", audit_samples=6)
+    result = train(cfg, data, progress=False)
+    idx = data.indices("val")[:6]
+    rel = explain(result.model, data.images[idx], data.labels[idx], composite="epsilon_gamma_box")
+    expected = float(np.nanmean(background_share(rel, data.masks[idx].numpy())))
+    assert result.history[-1]["val_background_share"] == pytest.approx(expected, rel=1e-5)
+    other = train(cfg.model_copy(update={"audit_composite": "epsilon"}), data, progress=False)
+    assert other.history[-1]["val_background_share"] != pytest.approx(expected, rel=1e-3)
+
+
+def test_no_early_stopping_by_default_and_patience_stops() -> None:
+    data = _data()
+    cfg = _cfg(mode="standard", epochs=4, audit_samples=0, optimizer="sgd", lr=1e-9)
+    assert TrainConfig().patience is None
+    full = train(cfg, data, progress=False)
+    assert len(full.history) == 4  # an lr of 1e-9 never improves after epoch 0, and still all 4 ran
+    stopped = train(cfg.model_copy(update={"patience": 1}), data, progress=False)
+    assert len(stopped.history) < 4
