@@ -270,6 +270,7 @@ def seed_study(
     import mlflow
 
     from isnetflow.registry.tracking import flatten, use_tracking
+    from isnetflow.stages.promote import code_version
 
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
@@ -323,6 +324,8 @@ def seed_study(
                        "difficulty": settings.synth.difficulty, "external_sites": cohort["external_sites"]},
             "machine": {"platform": platform.platform(),
                         "processor": platform.processor() or platform.machine()},
+            "code_version": code_version(),
+            "train_settings": settings.train.model_dump(mode="json"),
             "mlflow_run_id": parent.info.run_id,
         }  # fmt: skip
         for kind, stats in result["summary"].items():

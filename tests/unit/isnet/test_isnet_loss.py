@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from isnetflow.config import HeatmapLossConfig
 from isnetflow.isnet import (
     ForegroundRangeEstimator,
     ISNetLossConfig,
@@ -195,7 +196,11 @@ def test_config_validation(kwargs, message):
 
 def test_config_defaults_and_immutability():
     cfg = ISNetLossConfig()
-    assert (cfg.P, cfg.A, cfg.B, cfg.E, cfg.d) == (0.7, 1.0, 3.0, 1.0, 0.9)
+    assert (cfg.P, cfg.A, cfg.B, cfg.E, cfg.d, cfg.norm) == (0.7, 1.0, 3.0, 1.0, 0.999, "abs")
+    settings = HeatmapLossConfig()  # one set of defaults: the settings'
+    assert (cfg.P, cfg.A, cfg.B, cfg.E, cfg.d, cfg.norm) == (
+        settings.P, settings.A, settings.B, settings.E, settings.d, settings.norm
+    )
     with pytest.raises(AttributeError):
         cfg.P = 0.5  # type: ignore[misc]
 

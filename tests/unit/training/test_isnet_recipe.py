@@ -45,7 +45,9 @@ def test_the_loop_optimizes_isnet_loss_exactly() -> None:
     data = _data()
     counts = torch.bincount(torch.tensor([0] * 5 + [1] * 11), minlength=2).float()
     data.labels[:16] = torch.tensor([0] * 5 + [1] * 11)  # imbalanced: the class weights matter
-    cfg = _cfg()
+    # raw batches, so the batch can be rebuilt here; which images the steps see is tested separately
+    # (test_isnet_steps_see_background_swapped_images)
+    cfg = _cfg(isnet_swap_fraction=0.0)
     result = train(cfg, data, progress=False)
     # rebuild the first (only) step: same initial weights, same batch order, no augmentation
     torch.manual_seed(cfg.seed)
@@ -239,3 +241,36 @@ def test_no_early_stopping_by_default_and_patience_stops() -> None:
     assert len(full.history) == 4  # an lr of 1e-9 never improves after epoch 0, and still all 4 ran
     stopped = train(cfg.model_copy(update={"patience": 1}), data, progress=False)
     assert len(stopped.history) < 4
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0])
+def test_isnet_steps_see_background_swapped_images(monkeypatch: pytest.MonkeyPatch, fraction: float) -> None:
+    """``isnet_swap_fraction: 1`` (the default recipe): every image of every ISNet step keeps its own lungs on
+    another image's background, so the cross-entropy never sees a background that predicts its label."""
+    import isnetflow.training.loop as loop
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real = loop.isnet_objective
+
+    def spy(model, x, y, m, config, **kw):  # type: ignore[no-untyped-def]
+        if torch.is_grad_enabled():  # a training step (validation calls the objective under no_grad)
+            seen.append((x.detach().clone(), m.detach().clone()))
+        return real(model, x, y, m, config, **kw)
+
+    monkeypatch.setattr(loop, "isnet_objective", spy)
+    data = _data()
+    data.images[:, :, :, :] = torch.arange(24, dtype=torch.float32).view(24, 1, 1, 1) / 24  # one value per image
+    cfg = _cfg(isnet_swap_fraction=fraction, audit_samples=0)
+    assert TrainConfig().isnet_swap_fraction == 1.0
+    train(cfg, data, progress=False)
+    assert seen
+    for x, m in seen:
+        inside, outside = m > 0.5, m <= 0.5
+        for i in range(x.shape[0]):
+            own = x[i][inside[i]].unique()
+            assert own.numel() == 1  # the lungs are the image's own
+            background = x[i][outside[i]].unique()
+            if fraction == 1.0:
+                assert own[0] not in background  # another image's background
+            else:
+                assert torch.equal(background, own)
