@@ -29,6 +29,18 @@ Signature: input ``TensorSpec(float32, (-1, 1, S, S))`` where ``S`` is the train
 letterboxed and normalized exactly as the validate stage does: bright = dense, 0..1); output one
 ``double`` column per class name, in training order (the first is the negative class).
 
+Explanations on demand: the signature declares the inference parameter ``explain`` (boolean, default
+false). ``model.predict(x, params={"explain": True})`` (REST: ``{"inputs": ..., "params": {"explain":
+true}}``) adds two columns: ``explained_class`` (the predicted class) and ``heatmap`` (an ``S x S``
+float32 relevance map per image, at the model's input resolution). The one LRP choice is the one the
+ISNet is trained with, :func:`isnetflow.lrp.relevance`: LRP-epsilon at every layer (epsilon = the
+training run's ``heatmap.epsilon``, default 0.01) and the z^B rule over [0, 1] at the input layer,
+explaining the predicted class's logit; positive relevance is evidence for that class.
+
+Normalization: ``ModelFacts.normalization`` holds the validate settings of the training data (read
+from the training run's ``manifest`` dataset input, see :mod:`isnetflow.registry.lineage`), so
+:mod:`isnetflow.registry.serving` turns a DICOM file into exactly the input training saw.
+
 Security: ``model.pt`` files are pickles; load only models from a store you trust.
 """
 
@@ -56,6 +68,9 @@ from isnetflow.config import TrainConfig
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "EXPLAIN_METHOD",
+    "EXPLAIN_PARAM",
+    "HEATMAP",
     "CXRClassifier",
     "LoadedClassifier",
     "ModelFacts",
@@ -68,6 +83,12 @@ __all__ = [
 
 METADATA_KEY = "isnetflow"
 TORCH_ARTIFACT = "torch_model"
+#: the inference parameter that asks for heatmaps, and the columns it adds to the output
+EXPLAIN_PARAM = "explain"
+EXPLAINED_CLASS = "explained_class"
+HEATMAP = "heatmap"
+#: the one LRP choice of explanations on demand (see the module docstring)
+EXPLAIN_METHOD = "isnetflow.lrp.relevance: LRP-epsilon, z^B input layer over [0, 1], predicted class"
 
 
 class ModelLoadError(ValueError):
@@ -90,6 +111,10 @@ class ModelFacts:
     split_source: str = (
         "run"  # where val/test fractions and seed came from: run | metadata | summary | config
     )
+    #: the validate stage's settings (``ValidateConfig`` as JSON) of the training data; None when unknown
+    normalization: dict[str, Any] | None = None
+    #: epsilon of the explanations' LRP rule (the training heatmap's ``heatmap.epsilon``)
+    lrp_epsilon: float = 0.01
 
     def as_metadata(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,14 +143,30 @@ def is_mlflow_uri(uri: str) -> bool:
 
 
 def model_signature(image_size: int, classes: list[str]) -> Any:
-    """The pyfunc signature: ``(-1, 1, S, S)`` float32 images in, one probability column per class out."""
+    """The pyfunc signature: ``(-1, 1, S, S)`` float32 images in, one probability column per class out,
+    and the inference parameter ``explain`` (with it: ``explained_class`` and an ``S x S`` ``heatmap``)."""
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema, TensorSpec
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+    from mlflow.types.schema import Array
 
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, image_size, image_size), name="images")]),
-        outputs=Schema([ColSpec("double", c) for c in classes]),
+        outputs=Schema(
+            [
+                *(ColSpec("double", c) for c in classes),
+                ColSpec("string", EXPLAINED_CLASS, required=False),
+                ColSpec(Array(Array("float")), HEATMAP, required=False),
+            ]
+        ),
+        params=ParamSchema([ParamSpec(EXPLAIN_PARAM, "boolean", False)]),
     )
+
+
+def _flag(value: Any) -> bool:
+    """A boolean inference parameter as MLflow may pass it (bool, or a string from some clients)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes")
+    return bool(value)
 
 
 class CXRClassifier(PythonModel):
@@ -135,10 +176,13 @@ class CXRClassifier(PythonModel):
     tells MLflow not to infer a schema from ``predict``.
     """
 
-    def __init__(self, classes: list[str], image_size: int, batch_size: int = 32) -> None:
+    def __init__(
+        self, classes: list[str], image_size: int, batch_size: int = 32, lrp_epsilon: float = 0.01
+    ) -> None:
         self.classes = list(classes)
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
+        self.lrp_epsilon = float(lrp_epsilon)
         self.module: nn.Module | None = None
 
     def load_context(self, context: Any) -> None:
@@ -158,7 +202,29 @@ class CXRClassifier(PythonModel):
                 logits = self.module(torch.from_numpy(x[i : i + self.batch_size]))
                 out.append(torch.softmax(logits.float(), dim=1).double().numpy())
         proba = np.concatenate(out) if out else np.zeros((0, len(self.classes)))
-        return pd.DataFrame(proba, columns=self.classes)
+        frame = pd.DataFrame(proba, columns=self.classes)
+        if _flag((params or {}).get(EXPLAIN_PARAM, False)):
+            targets = proba.argmax(axis=1) if len(proba) else np.zeros(0, dtype=np.int64)
+            maps = self.heatmaps(x, targets)
+            frame[EXPLAINED_CLASS] = [self.classes[int(t)] for t in targets]
+            frame[HEATMAP] = list(maps)
+        return frame
+
+    def heatmaps(self, x: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """``(N, S, S)`` float32 LRP relevance of the ``targets`` logits (see :data:`EXPLAIN_METHOD`)."""
+        from isnetflow.lrp import relevance
+
+        if self.module is None:
+            raise RuntimeError("CXRClassifier used before load_context")
+        maps = []
+        for i in range(0, x.shape[0], self.batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(x[i : i + self.batch_size]))
+            t = torch.as_tensor(targets[i : i + self.batch_size], dtype=torch.long)
+            rel = relevance(self.module, batch, t, epsilon=self.lrp_epsilon, first_layer="zbox")
+            maps.append(rel.detach().float().numpy()[:, 0])
+        if not maps:
+            return np.zeros((0, self.image_size, self.image_size), dtype=np.float32)
+        return np.concatenate(maps).astype(np.float32, copy=False)
 
 
 def _as_batch(model_input: Any, size: int) -> np.ndarray:
@@ -185,10 +251,13 @@ def log_pyfunc(
         torch.save(module.to("cpu").eval(), path)
         return mlflow.pyfunc.log_model(
             name=name,
-            python_model=CXRClassifier(facts.classes, facts.image_size, batch_size),
+            python_model=CXRClassifier(facts.classes, facts.image_size, batch_size, facts.lrp_epsilon),
             artifacts={TORCH_ARTIFACT: str(path)},
             signature=model_signature(facts.image_size, facts.classes),
-            input_example=np.zeros((1, 1, facts.image_size, facts.image_size), dtype=np.float32),
+            input_example=(
+                np.zeros((1, 1, facts.image_size, facts.image_size), dtype=np.float32),
+                {EXPLAIN_PARAM: False},
+            ),
             metadata={METADATA_KEY: facts.as_metadata()},
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"isnetflow=={__version__}"],
         )
@@ -200,6 +269,8 @@ def log_pyfunc(
 
 
 def _facts_from_params(params: dict[str, str], uri: str, run_id: str) -> ModelFacts:
+    from isnetflow.registry.lineage import normalization_of_run
+
     try:
         classes = [c for c in params["data.classes"].split(",") if c]
         return ModelFacts(
@@ -213,6 +284,8 @@ def _facts_from_params(params: dict[str, str], uri: str, run_id: str) -> ModelFa
             run_id=run_id,
             source_uri=uri,
             split_source="run",
+            normalization=normalization_of_run(run_id),
+            lrp_epsilon=float(params.get("heatmap.epsilon", 0.01)),
         )
     except (KeyError, ValueError) as exc:
         raise ModelLoadError(
@@ -256,6 +329,7 @@ def _load_local(path: Path, fallback: TrainConfig | None) -> LoadedClassifier:
         log.warning(
             "%s: split seed/fractions not recorded; using the training config's (%s)", summary_file, split
         )
+    run_id = str(summary.get("run_id", ""))
     facts = ModelFacts(
         image_size=int(summary.get("image_size", cfg.image_size if cfg else 0)),
         classes=list(summary["classes"]),
@@ -264,11 +338,29 @@ def _load_local(path: Path, fallback: TrainConfig | None) -> LoadedClassifier:
         seed=int(split["seed"]),
         mode=str(summary.get("mode", "")),
         architecture=str(summary.get("model", "")),
-        run_id=str(summary.get("run_id", "")),
+        run_id=run_id,
         source_uri=str(model_file.resolve()),
         split_source=source,
+        normalization=_normalization_if_tracked(run_id),
     )
     return LoadedClassifier(module.eval(), facts)
+
+
+def _normalization_if_tracked(run_id: str) -> dict[str, Any] | None:
+    """A local model's training normalization, from its MLflow run when the store has it (else None)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+
+    if not run_id or not is_tracking_uri_set():  # never create a default store as a side effect
+        return None
+
+    from isnetflow.registry.lineage import normalization_of_run
+
+    try:
+        return normalization_of_run(run_id)
+    except (MlflowException, OSError) as exc:
+        log.debug("run %s: no normalization settings found (%s)", run_id, exc)
+        return None
 
 
 def _load_mlflow(uri: str) -> LoadedClassifier:

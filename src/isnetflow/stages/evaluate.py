@@ -38,6 +38,7 @@ from isnetflow.evaluation.core import EvaluationError, EvaluationResult, evaluat
 from isnetflow.evaluation.counterfactual import swap_background
 from isnetflow.evaluation.plots import counterfactual_figure, reliability_figure, roc_figure
 from isnetflow.evaluation.report import flat_metrics, json_safe, render_html
+from isnetflow.registry.lineage import log_manifest_input
 from isnetflow.registry.packaging import LoadedClassifier, ModelLoadError, is_mlflow_uri, load_classifier
 from isnetflow.registry.tracking import use_tracking
 from isnetflow.training.data import TrainData
@@ -240,6 +241,7 @@ def run(
             "data.manifest_sha256": payload["data"]["manifest_sha256"],
         }
         with mlflow.start_run(run_name=f"evaluate-{f.mode or 'model'}", tags=tags) as active:
+            log_manifest_input(validated, "evaluation")
             mlflow.log_params({k: str(v)[:500] for k, v in cfg.model_dump(mode="json").items()})
             mlflow.log_metrics(flat_metrics(safe))
             for _, png in figures:

@@ -27,6 +27,7 @@ from PIL import Image
 from isnetflow import __version__
 from isnetflow.config import TrainConfig
 from isnetflow.dicom.normalize import letterbox
+from isnetflow.registry.lineage import log_manifest_input
 from isnetflow.registry.tracking import flatten, use_tracking
 from isnetflow.training.data import TrainData, load_array, resize_pair
 from isnetflow.training.loop import TrainResult, train
@@ -200,6 +201,7 @@ def run(
         **(tags or {}),
     }
     with mlflow.start_run(run_name=run_name or f"train-{cfg.mode}", tags=run_tags) as active:
+        log_manifest_input(validated, "training")
         mlflow.log_params(flatten(cfg.model_dump(mode="json")))
         mlflow.log_params(
             {f"data.{k}": str(v) for k, v in counts.items()} | {"data.classes": ",".join(data.classes)}

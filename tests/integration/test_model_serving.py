@@ -1,0 +1,198 @@
+"""REST serving for real: ``mlflow models serve -m models:/<name>@champion`` on 127.0.0.1.
+
+The test fills its own registry (the session's SQLite store): a small classifier packaged with
+:func:`isnetflow.registry.packaging.log_pyfunc`, registered and aliased ``champion``. The server runs
+with ``--env-manager local`` (it starts uvicorn from ``PATH``, so the venv's ``bin`` goes first) on a
+port the OS picked; a port taken in the meantime is retried. Predictions over HTTP must equal pyfunc's,
+malformed payloads get a 4xx naming the problem, and the server is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow_server import free_port
+
+from isnetflow.config import ValidateConfig
+from isnetflow.nets import build_model
+from isnetflow.registry.packaging import EXPLAIN_PARAM, HEATMAP, ModelFacts, log_pyfunc
+
+pytestmark = pytest.mark.integration
+
+NAME = "cxr-serving-test"
+SIZE = 32
+CLASSES = ["normal", "covid"]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def post(self, payload: Any) -> tuple[int, dict[str, Any]]:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        request = urllib.request.Request(
+            f"{self.url}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture(scope="module")
+def champion_uri() -> str:
+    """A registry the test fills: one packaged classifier, aliased champion."""
+    torch.manual_seed(0)
+    module = build_model("cnn-small", 2).eval()
+    facts = ModelFacts(
+        image_size=SIZE,
+        classes=CLASSES,
+        val_fraction=0.2,
+        test_fraction=0.1,
+        seed=0,
+        mode="isnet",
+        architecture="cnn-small",
+        normalization=ValidateConfig(image_size=64).model_dump(mode="json"),
+    )
+    mlflow.set_experiment("serving-test")
+    with mlflow.start_run():
+        info = log_pyfunc(module, facts)
+    version = mlflow.register_model(info.model_uri, NAME)
+    mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", version.version)
+    return f"models:/{NAME}@champion"
+
+
+def _start(model_uri: str, log: Path, timeout: float = 180.0) -> Server:
+    venv_bin = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",  # uvicorn is started from PATH
+        "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
+        "OMP_NUM_THREADS": "1",
+    }
+    for _attempt in range(3):
+        port = free_port()
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [
+                    *(str(venv_bin / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local"),
+                    *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        server = Server(f"http://127.0.0.1:{port}", proc, log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{server.url}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        return server
+            except OSError:
+                time.sleep(0.3)
+        text = log.read_text(errors="replace")
+        _stop(server)
+        if "address already in use" not in text.lower():
+            raise RuntimeError(f"mlflow models serve did not become ready:\n{text[-3000:]}")
+    raise RuntimeError("no free port after 3 attempts")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _stop(server: Server, timeout: float = 15.0) -> None:
+    """SIGTERM the server's process group (mlflow and the uvicorn it started), SIGKILL what remains."""
+    pgid = server.process.pid  # start_new_session: the group id is the leader's pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        server.process.poll()  # reap the leader, so that a zombie does not keep the group alive
+        if not _group_alive(pgid):
+            break
+        time.sleep(0.1)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    server.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(champion_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = _start(champion_uri, tmp_path_factory.mktemp("serve") / "serve.log")
+    try:
+        yield srv
+    finally:
+        _stop(srv)
+
+
+def test_rest_predictions_equal_pyfunc(server: Server, champion_uri: str) -> None:
+    with urllib.request.urlopen(f"{server.url}/ping", timeout=5) as r:
+        assert r.status == 200
+    pyfunc = mlflow.pyfunc.load_model(champion_uri)
+    rng = np.random.default_rng(0)
+    for n in (1, 7):
+        x = rng.random((n, 1, SIZE, SIZE), dtype=np.float32)
+        status, body = server.post({"inputs": {"images": x.tolist()}})
+        assert status == 200, body
+        rows = body["predictions"]
+        assert len(rows) == n and all(set(r) == set(CLASSES) for r in rows)
+        served = np.array([[r[c] for c in CLASSES] for r in rows])
+        np.testing.assert_allclose(served, pyfunc.predict(x)[CLASSES].to_numpy(), rtol=1e-5, atol=1e-7)
+
+    x = rng.random((2, 1, SIZE, SIZE), dtype=np.float32)
+    status, body = server.post({"inputs": x.tolist(), "params": {EXPLAIN_PARAM: True}})
+    assert status == 200, body
+    local = pyfunc.predict(x, params={EXPLAIN_PARAM: True})
+    for row, (_, ref) in zip(body["predictions"], local.iterrows(), strict=True):
+        assert row["explained_class"] == ref["explained_class"]
+        heatmap = np.asarray(row[HEATMAP], dtype=np.float32)
+        assert heatmap.shape == (SIZE, SIZE)
+        np.testing.assert_allclose(heatmap, ref[HEATMAP], rtol=1e-4, atol=1e-7)
+
+
+def test_malformed_payloads_get_a_4xx_naming_the_problem(server: Server) -> None:
+    x = np.zeros((2, 1, SIZE, SIZE), dtype=np.float32)
+    status, body = server.post({"inputs": x[:, :, : SIZE // 2].tolist()})  # wrong shape
+    assert 400 <= status < 500
+    assert "Shape of input (2, 1, 16, 32) does not match expected shape (-1, 1, 32, 32)" in body["message"]
+    bad = [[["dark"] * SIZE] * SIZE]  # wrong dtype: strings for a float32 tensor
+    status, body = server.post({"inputs": [bad]})
+    assert 400 <= status < 500 and "could not convert string to float" in body["message"]
+    status, body = server.post({"inputs": x.tolist(), "params": {EXPLAIN_PARAM: "maybe"}})
+    assert 400 <= status < 500 and "'explain'" in body["message"] and "boolean" in body["message"]
+    status, body = server.post(b"{not json")
+    assert 400 <= status < 500 and body["message"]
+
+
+def test_the_server_stops(champion_uri: str, server: Server) -> None:
+    _stop(server)
+    assert server.process.returncode is not None
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{server.url}/ping", timeout=2)
