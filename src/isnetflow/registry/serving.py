@@ -255,9 +255,9 @@ def explain_files(
     image is ``{"file", "status": "explained", "scores", ...}`` or ``{"file", "status": "refused",
     "reason", "reason_code"}``.
     """
+    files = list_inputs(paths)  # first: a call that cannot run writes nothing
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files = list_inputs(paths)
     roots = [Path(p) for p in paths]
     facts = loaded.facts
     wrapper = _wrapper(loaded)

@@ -174,7 +174,15 @@ def test_quarantine_reasons_are_the_validate_stages(
         assert err.value.reason == manifest.loc[name, "reason"] and err.value.reason
         assert err.value.code == manifest.loc[name, "reason_code"]
         assert str(err.value) == f"{bad / name}: {manifest.loc[name, 'reason']}"
-    code, _, err_text = _cli(store, "--model", str(loaded.facts.source_uri), "--input", str(bad / "mr.dcm"))
+    code, _, err_text = _cli(
+        store,
+        "--model",
+        str(loaded.facts.source_uri),
+        "--input",
+        str(bad / "mr.dcm"),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert code == 1
     assert err_text.strip().splitlines()[-1] == f"error: {bad / 'mr.dcm'}: {manifest.loc['mr.dcm', 'reason']}"
 
@@ -228,8 +236,11 @@ def test_explain_cli_writes_an_overlay_and_scores_per_image(
     assert c["scores"]["covid"] == pytest.approx(float(direct["covid"].iloc[0]), abs=1e-4)
     assert len(out.strip().splitlines()) == 3
 
-    code, _, err = _cli(store, "--model", packaged, "--input", str(tmp_path / "missing"))
+    code, _, err = _cli(
+        store, "--model", packaged, "--input", str(tmp_path / "missing"), "--out", str(tmp_path / "out2")
+    )
     assert code == 2 and err.strip() == f"error: {tmp_path / 'missing'}: no such file or folder"
+    assert not (tmp_path / "out2").exists()  # nothing written for a call that cannot run
 
 
 def test_explain_on_the_real_dicom_files(
