@@ -17,8 +17,10 @@ predict of the ISNet.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -54,7 +56,7 @@ def _trained(model_name: str, mode: str, image_size: int, steps: int, seed: int)
     return model.eval()
 
 
-def _time(fn: Any) -> float:
+def _time(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -82,9 +84,13 @@ def bench_inference(
             w.module = _trained(model, mode, image_size, train_steps, seed=0 if mode == "isnet" else 1)
             wrappers[mode] = w
         x = np.random.default_rng(0).random((batch, 1, image_size, image_size), dtype=np.float32)
-        calls = {mode: (lambda w=w: w.predict(None, x)) for mode, w in wrappers.items()}
+        calls: dict[str, Callable[[], Any]] = {
+            mode: functools.partial(w.predict, None, x) for mode, w in wrappers.items()
+        }
         if explain:
-            calls["isnet_explain"] = lambda: wrappers["isnet"].predict(None, x, params={EXPLAIN_PARAM: True})
+            calls["isnet_explain"] = functools.partial(
+                wrappers["isnet"].predict, None, x, params={EXPLAIN_PARAM: True}
+            )
         for fn in calls.values():
             fn()  # warm-up
         times: dict[str, list[float]] = {k: [] for k in calls}
