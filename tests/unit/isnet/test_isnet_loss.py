@@ -199,7 +199,12 @@ def test_config_defaults_and_immutability():
     assert (cfg.P, cfg.A, cfg.B, cfg.E, cfg.d, cfg.norm) == (0.7, 1.0, 3.0, 1.0, 0.999, "abs")
     settings = HeatmapLossConfig()  # one set of defaults: the settings'
     assert (cfg.P, cfg.A, cfg.B, cfg.E, cfg.d, cfg.norm) == (
-        settings.P, settings.A, settings.B, settings.E, settings.d, settings.norm
+        settings.P,
+        settings.A,
+        settings.B,
+        settings.E,
+        settings.d,
+        settings.norm,
     )
     with pytest.raises(AttributeError):
         cfg.P = 0.5  # type: ignore[misc]

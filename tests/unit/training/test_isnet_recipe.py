@@ -259,7 +259,8 @@ def test_isnet_steps_see_background_swapped_images(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(loop, "isnet_objective", spy)
     data = _data()
-    data.images[:, :, :, :] = torch.arange(24, dtype=torch.float32).view(24, 1, 1, 1) / 24  # one value per image
+    # one value per image
+    data.images[:, :, :, :] = torch.arange(24, dtype=torch.float32).view(24, 1, 1, 1) / 24
     cfg = _cfg(isnet_swap_fraction=fraction, audit_samples=0)
     assert TrainConfig().isnet_swap_fraction == 1.0
     train(cfg, data, progress=False)
