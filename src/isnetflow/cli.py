@@ -1161,13 +1161,25 @@ def bench_inference(
     batch: Annotated[int, typer.Option("--batch")] = 16,
     image_size: Annotated[int, typer.Option("--image-size")] = 128,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads; 0 = torch default.")] = 2,
-    repeats: Annotated[int, typer.Option("--repeats", help="Timed calls per model (after a warm-up).")] = 7,
+    repeats: Annotated[
+        int, typer.Option("--repeats", help="Timed rounds, one sample of each model per round (ABBA order).")
+    ] = 21,
+    min_sample_s: Annotated[
+        float, typer.Option("--min-sample-s", help="Back-to-back calls per sample last at least this long.")
+    ] = 0.25,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """ISNet vs standard predict throughput, same network and batch (expected ratio 1.00), and explain."""
     from isnetflow.bench.inference import bench_inference as run
 
-    result = run(model=model, batch=batch, image_size=image_size, threads=threads, repeats=repeats)
+    result = run(
+        model=model,
+        batch=batch,
+        image_size=image_size,
+        threads=threads,
+        repeats=repeats,
+        min_sample_s=min_sample_s,
+    )
     typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 
