@@ -3,7 +3,8 @@
 # CUDA-capable: the pinned torch==2.14.1 wheel from PyPI bundles the CUDA runtime, cuDNN and NCCL
 # (nvidia-* wheels), so a slim Python base is enough; the host provides only the NVIDIA driver
 # (via the NVIDIA container toolkit / GPU operator). Versions come from constraints.txt, the lock.
-# The same image runs the MLflow tracking server of the Kubernetes deployment (k8s/).
+# The same image runs the MLflow tracking server of the Kubernetes deployment (k8s/) and, with MLServer
+# (the [serving] extra), the champion's KServe predictor (k8s/serving).
 # Checked by tests/deploy: hadolint (no findings, no ignores) and checkov (no failed check, no skip).
 
 # The base image is written out (not an ARG) so that linters see the pinned tag.
@@ -20,7 +21,7 @@ COPY pipelines ./pipelines
 # PostgreSQL driver and the basic-auth app's CSRF package (mlflow[auth]); they are not dependencies of the
 # package, so they are named here, with the lock's versions (tests/deploy check that the pins agree).
 RUN pip install "pip==26.3" \
- && pip install -c constraints.txt . "psycopg2-binary==2.9.13" "Flask-WTF==1.3.0" \
+ && pip install -c constraints.txt ".[serving]" "psycopg2-binary==2.9.13" "Flask-WTF==1.3.0" \
  && pip check
 
 FROM python:3.11.7-slim-bookworm

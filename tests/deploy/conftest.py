@@ -16,9 +16,10 @@ def k8s_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def rendered(k8s_clone: Path) -> dict[str, list[Manifest]]:
-    """``{"base" | overlay: manifests}``."""
+    """``{"base" | "serving" | overlay: manifests}``."""
     out = {name: render(k8s_clone / "overlays" / name) for name in OVERLAYS}
     out["base"] = render(k8s_clone / "base")
+    out["serving"] = render(k8s_clone / "serving")
     return out
 
 

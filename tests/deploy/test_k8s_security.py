@@ -18,9 +18,9 @@ from manifests import (
     by_kind,
     container_env,
     containers,
-    effective,
     expand,
     generated,
+    hardening_problems,
     ingress_allowed,
     one,
     pod_labels,
@@ -69,32 +69,7 @@ def mlflow_args(docs: list[Manifest]) -> dict[str, str]:
 
 def test_every_container_is_hardened(overlay: Overlay) -> None:
     _, docs = overlay
-    problems = []
-    for doc in workloads(docs):
-        spec = pod_spec(doc)
-        for where, c in containers(doc):
-            csc = c.get("securityContext", {})
-            checks = {
-                "runAsNonRoot": effective(c, spec, "runAsNonRoot") is True,
-                "runAsUser >= 10000": (effective(c, spec, "runAsUser") or 0) >= 10000,
-                "allowPrivilegeEscalation: false": csc.get("allowPrivilegeEscalation") is False,
-                "privileged not true": csc.get("privileged") is not True,
-                "readOnlyRootFilesystem": csc.get("readOnlyRootFilesystem") is True,
-                "capabilities drop ALL": "ALL" in csc.get("capabilities", {}).get("drop", []),
-                "no added capabilities": not csc.get("capabilities", {}).get("add"),
-                "seccomp RuntimeDefault": (effective(c, spec, "seccompProfile") or {}).get("type")
-                == "RuntimeDefault",
-                "cpu+memory requests and limits": all(
-                    k in c.get("resources", {}).get(kind, {})
-                    for kind in ("requests", "limits")
-                    for k in ("cpu", "memory")
-                ),
-            }
-            problems += [f"{where}: {name}" for name, ok in checks.items() if not ok]
-            for key in ("hostNetwork", "hostPID", "hostIPC"):
-                if spec.get(key):
-                    problems.append(f"{where}: {key}")
-    assert problems == []
+    assert [p for doc in workloads(docs) for p in hardening_problems(doc)] == []
 
 
 def test_long_running_workloads_have_probes(overlay: Overlay) -> None:

@@ -13,13 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from manifests import REPO, Manifest, tool
+from manifests import ALLOWED_K8S_SKIPS, REPO, Manifest, checkov, failures, tool
 
 DOCKERFILE = REPO / "Dockerfile"
-#: The only checkov checks allowed to be skipped (each skip carries its reason in a checkov.io/skipN
-#: annotation on the resource): image digests (CKV_K8S_43) and credentials as environment variables
-#: (CKV_K8S_35, where MLflow/MinIO read them only from the environment). A new skip needs review here.
-ALLOWED_K8S_SKIPS = {"CKV_K8S_43", "CKV_K8S_35"}
 
 
 def hadolint(dockerfile: Path, tmp_path: Path) -> list[dict[str, Any]]:
@@ -36,28 +32,6 @@ def hadolint(dockerfile: Path, tmp_path: Path) -> list[dict[str, Any]]:
     findings: list[dict[str, Any]] = json.loads(proc.stdout or "[]")
     assert (proc.returncode == 0) == (not findings), proc.stderr
     return findings
-
-
-def checkov(target: Path, framework: str) -> dict[str, Any]:
-    where = ["--directory", str(target)] if target.is_dir() else ["--file", str(target)]
-    proc = subprocess.run(
-        [str(tool("checkov")), "--framework", framework, "--output", "json", "--skip-download", *where],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert proc.returncode in (0, 1), proc.stderr[-3000:]
-    report = json.loads(proc.stdout)
-    report = report[0] if isinstance(report, list) else report
-    assert report["check_type"] == framework
-    results: dict[str, Any] = report["results"]
-    assert results.get("parsing_errors", []) == []
-    return results
-
-
-def failures(results: dict[str, Any]) -> list[str]:
-    return [f"{c['check_id']} {c['resource']} ({c['check_name']})" for c in results["failed_checks"]]
 
 
 # -- hadolint --------------------------------------------------------------------------------------------

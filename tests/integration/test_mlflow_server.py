@@ -258,3 +258,33 @@ def test_concurrent_promotions(world: World) -> None:
     for v in version.values():
         assert client.get_model_version(name, v).tags["promotion.decision"] in ("promoted", "rejected")
     assert not [m for m in client.search_registered_models() if m.name.endswith(LOCK_SUFFIX)]
+
+
+def test_kserve_manifest_points_at_the_models_bucket_location(world: World) -> None:
+    """``isnetflow registry kserve`` against the real server: the storageUri is where the registered
+    version's files are in the bucket (what KServe's storage initializer will copy), not the proxy URI."""
+    import yaml
+
+    client = _client(world)
+    name = "cxr-kserve-it"
+    version = mlflow.register_model(world.candidates["isnet"].summary["model_uri"], name)
+    client.set_registered_model_alias(name, "champion", version.version)
+    destination = f"s3://{world.stack.bucket}/mlartifacts"
+    result = CliRunner().invoke(
+        app,
+        ["registry", "kserve", "--model", f"models:/{name}@champion", "--tracking-uri", world.uri,
+         "--artifacts-destination", destination],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = yaml.safe_load(result.stdout)
+    storage = doc["spec"]["predictor"]["model"]["storageUri"]
+    assert storage.startswith(f"{destination}/")
+    prefix = storage.removeprefix(f"s3://{world.stack.bucket}/").rstrip("/") + "/"
+    keys = world.stack.s3_keys(prefix)
+    assert f"{prefix}MLmodel" in keys, keys[:10]
+    assert doc["metadata"]["annotations"]["isnetflow.io/model-version"] == str(version.version)
+    # without the destination, the proxied URI is refused with the reason
+    result = CliRunner().invoke(
+        app, ["registry", "kserve", "--model", f"models:/{name}@champion", "--tracking-uri", world.uri]
+    )
+    assert result.exit_code == 2 and "--artifacts-destination" in result.stderr

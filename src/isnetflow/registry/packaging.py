@@ -206,7 +206,9 @@ class CXRClassifier(PythonModel):
         if _flag((params or {}).get(EXPLAIN_PARAM, False)):
             targets = proba.argmax(axis=1) if len(proba) else np.zeros(0, dtype=np.int64)
             maps = self.heatmaps(x, targets)
-            frame[EXPLAINED_CLASS] = [self.classes[int(t)] for t in targets]
+            # object dtype, not pandas 3's "str": MLServer's V2 codec (KServe's MLflow runtime) encodes
+            # object columns as BYTES and has no datatype for "str" (tests/integration/test_kserve_runtime.py)
+            frame[EXPLAINED_CLASS] = pd.Series([self.classes[int(t)] for t in targets], dtype=object)
             frame[HEATMAP] = list(maps)
         return frame
 
