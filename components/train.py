@@ -11,13 +11,18 @@ def train_model(
     settings_json: str,
     mode: str,
     tracking_uri: str,
+    pipeline_run: str,
     data: Input[Dataset],
     masks: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
     heatmaps: Output[HTML],
 ) -> str:
-    """Train with ``mode`` (isnet | standard); returns the MLflow model URI."""
+    """Train with ``mode`` (isnet | standard); returns the MLflow model URI.
+
+    With ``train.checkpoint_dir`` set, checkpoints go to ``<checkpoint_dir>/<pipeline_run>/<mode>`` and a
+    retried task resumes from its own latest checkpoint (a first attempt finds none and starts afresh).
+    """
     import json
     from pathlib import Path
 
@@ -37,6 +42,8 @@ def train_model(
         run_name=f"train-{mode}",
         classes=list(settings.validate.classes),
         progress=False,
+        resume=cfg.checkpoint_dir is not None,
+        checkpoint_scope=pipeline_run,
     )
     metrics.log_metric("best_val_auc", float(summary["best_val_auc"]))
     metrics.log_metric("best_epoch", float(summary["best_epoch"]))

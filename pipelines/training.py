@@ -117,10 +117,13 @@ def training_pipeline(
                     settings_json=settings_json,
                     mode=mode,
                     tracking_uri=tracking_uri,
+                    # checkpoints under <train.checkpoint_dir>/<run id>/<mode>: the two trainings run in
+                    # parallel and never share files; a retry resumes from its own
+                    pipeline_run=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                     data=data.outputs["data"],
                     masks=masks.outputs["masks"],
                 ).set_display_name(f"train {mode}")
-                train.set_cpu_request("4").set_memory_request("8Gi").set_memory_limit("16Gi")
+                train.set_cpu_request("4").set_memory_request("8Gi").set_memory_limit("16Gi").set_retry(1)
                 _s3_and_mlflow(_gpu(train.set_caching_options(False)))
                 ev = evaluate_model(
                     settings_json=settings_json,

@@ -83,6 +83,11 @@ def test_tasks_conditions_and_caching(compiled: tuple[dict[str, Any], dict[str, 
     }
     modes = {n: training[n]["inputs"]["parameters"]["mode"]["runtimeValue"]["constant"] for n in TRAIN_TASKS}
     assert modes == {"train-model": "isnet", "train-model-2": "standard"}
+    for name in TRAIN_TASKS:
+        # each training's checkpoints live under <train.checkpoint_dir>/<run id>/<mode>; a retry resumes there
+        run = training[name]["inputs"]["parameters"]["pipeline_run"]["runtimeValue"]["constant"]
+        assert run == "{{$.pipeline_job_uuid}}", name
+        assert training[name]["retryPolicy"]["maxRetryCount"] == 1, name
     assert training["evaluate-model"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"][
         "producerTask"
     ] == ("train-model")

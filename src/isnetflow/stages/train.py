@@ -29,6 +29,7 @@ from isnetflow.config import TrainConfig
 from isnetflow.dicom.normalize import letterbox
 from isnetflow.registry.lineage import log_manifest_input
 from isnetflow.registry.tracking import flatten, use_tracking
+from isnetflow.training.checkpoint import scoped_location
 from isnetflow.training.data import TrainData, load_array, resize_pair
 from isnetflow.training.loop import TrainResult, train
 from isnetflow.training.splits import assign_splits
@@ -179,12 +180,20 @@ def run(
     tags: dict[str, str] | None = None,
     classes: list[str] | None = None,
     progress: bool = True,
+    checkpoint_scope: str | None = None,
 ) -> dict[str, Any]:
     """Train one model (``cfg.mode``) and track it; returns the summary written to ``train_summary.json``.
 
     ``classes`` fixes the class order (the first is the negative class); by default it is the sorted
-    label set with ``normal`` first when present.
+    label set with ``normal`` first when present. With ``checkpoint_scope`` (the pipeline passes its run
+    id), checkpoints go to ``<train.checkpoint_dir>/<scope>/<mode>``
+    (:func:`~isnetflow.training.checkpoint.scoped_location`), so two trainings sharing a checkpoint
+    location never touch each other's files.
     """
+    if checkpoint_scope and cfg.checkpoint_dir:
+        cfg = cfg.model_copy(
+            update={"checkpoint_dir": scoped_location(cfg.checkpoint_dir, checkpoint_scope, cfg.mode)}
+        )
     import mlflow
     import mlflow.pytorch
 

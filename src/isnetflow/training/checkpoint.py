@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,23 @@ from urllib.parse import urlparse
 
 import torch
 
-__all__ = ["CheckpointStore"]
+__all__ = ["CheckpointStore", "scoped_location"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def scoped_location(base: str | Path, scope: str, mode: str) -> str:
+    """``<base>/<scope>/<mode>``: one checkpoint folder per training of a pipeline run.
+
+    The pipeline's ISNet and standard trainings run in parallel with the same ``train.checkpoint_dir``;
+    each gets its own prefix (the pipeline run id, then the mode), so neither reads, overwrites or prunes
+    the other's checkpoints, and a retried task finds exactly its own. Characters outside
+    ``[A-Za-z0-9._-]`` in the scope become ``-`` (a run id may hold anything an orchestrator chooses).
+    """
+    parts = [_UNSAFE.sub("-", p).strip("-.") for p in (scope, mode)]
+    if not all(parts):
+        raise ValueError(f"checkpoint scope {scope!r} / mode {mode!r}: empty after sanitizing")
+    return "/".join([str(base).rstrip("/"), *parts])
 
 
 class CheckpointStore:

@@ -115,3 +115,52 @@ def test_warmup_restart_starts_the_isnet_from_the_initial_weights(
     expected = cfg.lr * 0.5 * (1 + np.cos(np.pi * (total - 1) / total))
     assert result.history[-1]["lr"] == pytest.approx(expected, rel=1e-9)
     assert CheckpointStore(str(ck)).load_latest() is not None
+
+
+def test_two_trainings_sharing_a_checkpoint_dir_keep_to_their_own(
+    tmp_path: Path, tiny_validated: Path, tiny_cohort: Path, tiny_train_config: TrainConfig
+) -> None:
+    """The pipeline's ISNet and standard tasks run at once with the same ``train.checkpoint_dir``.
+
+    With the run's scope each writes, prunes and resumes only under ``<dir>/<run>/<mode>``. Without it
+    (the defect: one folder for both), the second training's steps prune the first's checkpoints and its
+    resume finds the other mode's checkpoint. The scopes are disjoint, so the order of writes cannot matter.
+    """
+    from isnetflow.training.checkpoint import CheckpointStore
+
+    shared = tmp_path / "ckpt"
+    base = tiny_train_config.model_copy(update={"checkpoint_dir": str(shared)})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    runs = {}
+    for mode in ("isnet", "standard"):
+        summary = stage.run(
+            base.model_copy(update={"mode": mode}),
+            tiny_validated,
+            tiny_cohort / "masks",
+            tmp_path / f"out-{mode}",
+            tracking_uri=uri,
+            classes=["normal", "covid"],
+            progress=False,
+            resume=True,  # what a (retried) pipeline task does: nothing of its own yet, so a fresh start
+            checkpoint_scope="run/42",  # a run id with a character that cannot be a folder name
+        )
+        runs[mode] = summary["run_id"]
+    assert sorted(p.name for p in shared.iterdir()) == ["run-42"]
+    assert sorted(p.name for p in (shared / "run-42").iterdir()) == ["isnet", "standard"]
+    for mode in ("isnet", "standard"):
+        ckpt = CheckpointStore(shared / "run-42" / mode).load_latest()
+        assert ckpt is not None and json.loads(ckpt["fingerprint"])["mode"] == mode
+        assert (
+            len(list((shared / "run-42" / mode).glob("step-*.pt"))) == 2
+        )  # kept = keep, not pruned by the other
+        params = mlflow.MlflowClient(uri).get_run(runs[mode]).data.params
+        assert params["checkpoint_dir"] == f"{shared}/run-42/{mode}"
+
+
+def test_scoped_locations() -> None:
+    from isnetflow.training.checkpoint import scoped_location
+
+    assert scoped_location("s3://bucket/ckpt/", "8c1f-42", "isnet") == "s3://bucket/ckpt/8c1f-42/isnet"
+    assert scoped_location("/data/ckpt", "a b/../c", "standard") == "/data/ckpt/a-b-..-c/standard"
+    with pytest.raises(ValueError, match="empty after sanitizing"):
+        scoped_location("/data/ckpt", "///", "isnet")

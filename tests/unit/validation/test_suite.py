@@ -3,6 +3,7 @@ fails otherwise (labels outside the classes, class imbalance, leakage, small sit
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pandas as pd
@@ -23,8 +24,9 @@ def _rows(
         out.append(
             {
                 "path": f"{site}/{i}.dcm",
-                "sha256": f"{hash((site, i)) & 0xFFFFFFFF:08x}",
-                "sop_instance_uid": f"1.2.3.{abs(hash(site)) % 1000}.{i}",
+                # stable across sessions (the built-in hash() changes with PYTHONHASHSEED and collides)
+                "sha256": hashlib.sha256(f"{site}/{i}".encode()).hexdigest(),
+                "sop_instance_uid": f"1.2.3.{int.from_bytes(site.encode(), 'big')}.{i}",
                 "study_instance_uid": f"1.2.4.{i}",
                 "patient_id": f"{site}-P{i}",
                 "site": site,
