@@ -35,7 +35,11 @@ def _small() -> Settings:
 
 
 def test_local_run_end_to_end(tmp_path: Path) -> None:
-    result = run_local(_small(), tmp_path)
+    small = _small()
+    settings = small.model_copy(
+        update={"train": small.train.model_copy(update={"checkpoint_dir": str(tmp_path / "ckpt")})}
+    )
+    result = run_local(settings, tmp_path)
     assert result["data"]["valid"] == 72 and result["data"]["validation_passed"]
     # fresh store: no champion, so the retraining data check lets the run train (recorded in MLflow)
     check = result["data_check"]
@@ -47,9 +51,15 @@ def test_local_run_end_to_end(tmp_path: Path) -> None:
     assert result["promotion"]["decision"] in {"promoted", "rejected"}
     assert result["wall_seconds"] > 0
     mlflow.set_tracking_uri(result["tracking_uri"])
+    # both trainings shared train.checkpoint_dir: each wrote under <dir>/<pipeline run id>/<mode>
+    (run_dir,) = (tmp_path / "ckpt").iterdir()
+    assert "{{" not in run_dir.name and len(run_dir.name) >= 8  # kfp resolved the run id placeholder
+    assert sorted(p.name for p in run_dir.iterdir()) == ["isnet", "standard"]
     for mode, m in result["models"].items():
         run = mlflow.get_run(m["run_id"])
         assert run.data.tags["isnetflow.mode"] == mode
+        assert run.data.params["checkpoint_dir"] == str(run_dir / mode)
+        assert list((run_dir / mode).glob("step-*.pt"))
     html = next(Path(result["pipeline_root"]).rglob("report"))
     assert "data:image/png;base64," in html.read_text()
     assert json.loads(next(Path(result["pipeline_root"]).rglob("ingest.json")).read_text())["passed"]
@@ -65,7 +75,7 @@ def test_local_run_end_to_end(tmp_path: Path) -> None:
     # so a scheduled run on the same data and settings trains nothing: the ISNet is now either the
     # champion (with the same fingerprint and recipe) or a refused candidate
     again = run_local(
-        _small(), tmp_path / "again", tracking_uri=result["tracking_uri"], skip_if_unchanged=True
+        settings, tmp_path / "again", tracking_uri=result["tracking_uri"], skip_if_unchanged=True
     )
     assert again["data_check"]["decision"] == "skip" and again["models"] == {}
     assert again["data_check"]["recipe"] == outcome["retrain.recipe"]
