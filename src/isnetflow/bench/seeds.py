@@ -210,7 +210,10 @@ def _seed_row(
     from isnetflow.stages.train import load_train_data
 
     update: dict[str, Any] = {"seed": seed}
-    if num_threads is not None:
+    if num_threads is not None:  # a worker process of --jobs N: its share of the cores, for every step
+        import torch
+
+        torch.set_num_threads(num_threads)
         update["num_threads"] = num_threads
     cfg = settings.train.model_copy(update=update)
     data = load_train_data(

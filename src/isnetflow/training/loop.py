@@ -19,12 +19,13 @@ an uninterrupted run (on CPU; CUDA kernels are not bitwise deterministic).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -280,6 +281,27 @@ def _config_fingerprint(cfg: TrainConfig) -> str:
     return json.dumps(d, sort_keys=True)
 
 
+@contextlib.contextmanager
+def torch_runtime(num_threads: int | None, deterministic: bool) -> Iterator[None]:
+    """CPU threads and deterministic algorithms for one training, restored afterwards.
+
+    Both are process-global in torch: a training must not leave them changed for whatever runs next in
+    the same process (an evaluation, the next test, a notebook cell).
+    """
+    threads = torch.get_num_threads()
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        if deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
+
+
 def train(
     cfg: TrainConfig,
     data: TrainData,
@@ -288,13 +310,25 @@ def train(
     on_epoch: EpochCallback | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train ``cfg.model`` on the ``train`` split of ``data``; select on ``val``; return the best model."""
-    t0 = time.perf_counter()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    """Train ``cfg.model`` on the ``train`` split of ``data``; select on ``val``; return the best model.
+
+    ``cfg.num_threads`` and (on CPU) deterministic algorithms hold for the training only
+    (:func:`torch_runtime`)."""
     device = resolve_device(cfg.device)
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    with torch_runtime(cfg.num_threads, deterministic=device.type == "cpu"):
+        return _train(cfg, data, device, resume=resume, on_epoch=on_epoch, progress=progress)
+
+
+def _train(
+    cfg: TrainConfig,
+    data: TrainData,
+    device: torch.device,
+    *,
+    resume: bool,
+    on_epoch: EpochCallback | None,
+    progress: bool,
+) -> TrainResult:
+    t0 = time.perf_counter()
     num_classes = len(data.classes)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, num_classes=num_classes, in_channels=data.images.shape[1]).to(device)

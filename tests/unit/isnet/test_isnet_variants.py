@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -22,7 +22,16 @@ from isnetflow.isnet import (
 from isnetflow.lrp import relevance, stabilize
 from isnetflow.nets import build_model
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Exactness checks on one thread (it used to be set at import, for the whole session)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 DT = torch.float64
 
 

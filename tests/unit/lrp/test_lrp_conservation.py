@@ -11,6 +11,8 @@ is not part of its denominator ``W x - W+ l - W- h``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from monai.networks.nets import DenseNet
@@ -18,7 +20,16 @@ from torch import nn
 
 from isnetflow.lrp import relevance
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Exactness checks on one thread (it used to be set at import, for the whole session)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 DT = torch.float64
 EPS = 1e-12
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,16 @@ from zennit.types import Linear as ZennitLinear
 from isnetflow.lrp import relevance
 from isnetflow.nets import build_model
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Exactness checks on one thread (it used to be set at import, for the whole session)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 DT = torch.float64
 
 

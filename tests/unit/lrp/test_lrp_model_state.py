@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,14 @@ from torch import nn
 
 from isnetflow.lrp import UnsupportedLayerError, lrp_forward, relevance
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Exactness checks on one thread (it used to be set at import, for the whole session)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _densenet() -> nn.Module:

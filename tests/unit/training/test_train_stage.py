@@ -164,3 +164,32 @@ def test_scoped_locations() -> None:
     assert scoped_location("/data/ckpt", "a b/../c", "standard") == "/data/ckpt/a-b-..-c/standard"
     with pytest.raises(ValueError, match="empty after sanitizing"):
         scoped_location("/data/ckpt", "///", "isnet")
+
+
+def test_training_leaves_torch_settings_as_it_found_them(
+    tiny_validated: Path, tiny_cohort: Path, tiny_train_config: TrainConfig
+) -> None:
+    """Threads and deterministic algorithms are process-global: set for the training, restored after it
+    (also when it fails), so an evaluation or the next test in the same process is not changed by it."""
+    from isnetflow.stages.train import load_train_data
+    from isnetflow.training.loop import train
+
+    cfg = tiny_train_config.model_copy(update={"mode": "standard", "epochs": 1, "num_threads": 1})
+    data = load_train_data(tiny_validated, tiny_cohort / "masks", cfg, classes=["normal", "covid"])
+    seen = []
+
+    def spy(epoch: int, metrics: dict[str, float], model: torch.nn.Module) -> None:
+        seen.append((torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()))
+
+    torch.set_num_threads(3)
+    torch.use_deterministic_algorithms(False)
+    train(cfg, data, on_epoch=spy, progress=False)
+    assert seen == [(1, True)]  # during the training: its settings
+    assert torch.get_num_threads() == 3 and not torch.are_deterministic_algorithms_enabled()
+
+    def boom(epoch: int, metrics: dict[str, float], model: torch.nn.Module) -> None:
+        raise RuntimeError("tracking failed")
+
+    with pytest.raises(RuntimeError, match="tracking failed"):
+        train(cfg, data, on_epoch=boom, progress=False)
+    assert torch.get_num_threads() == 3 and not torch.are_deterministic_algorithms_enabled()
