@@ -226,6 +226,71 @@ def test_exact_batch_statistics_option_in_training_mode():
     _fd_check(loss, dict(model.named_parameters()))
 
 
+def test_default_training_gradient_matches_its_own_oracle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gradient training actually uses: training-mode batch norm with ``bn_stats_grad=False`` (the
+    default), where the LRP's batch-norm factor ``gamma / sqrt(var + eps)`` treats the batch variance as
+    a constant. Its oracle: finite differences of the same objective with that variance frozen at the
+    current batch's value (the network's own forward keeps live batch statistics)."""
+    from isnetflow.lrp import core
+
+    model = _net().train()
+    images, labels, masks = _batch()
+    cfg = ISNetLossConfig(C1=0.01, C2=0.02)
+    assert cfg.bn_stats_grad is False  # the training default
+    buffers = {name: buf.clone() for name, buf in model.named_buffers()}
+    params = dict(model.named_parameters())
+
+    def loss() -> torch.Tensor:
+        with torch.no_grad():  # every evaluation starts from the same running statistics
+            for name, buf in model.named_buffers():
+                buf.copy_(buffers[name])
+        return isnet_objective(model, images, labels, masks, cfg).loss
+
+    default_value = loss()
+    default_grads = torch.autograd.grad(default_value, list(params.values()))
+
+    # the batch variance each batch-norm layer sees at the current parameters
+    frozen: dict[int, torch.Tensor] = {}
+
+    def record(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        x = args[0].detach()
+        frozen[id(module)] = torch.rsqrt(x.var(dim=[0, 2, 3], unbiased=False) + module.eps)
+
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    handles = [m.register_forward_pre_hook(record) for m in bns]
+    with torch.no_grad():
+        model(images)
+    for h in handles:
+        h.remove()
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            buf.copy_(buffers[name])
+
+    def frozen_scale(
+        module: nn.Module, x: torch.Tensor, output: torch.Tensor, stats_grad: bool
+    ) -> torch.Tensor:
+        assert module.training and not stats_grad
+        return (module.weight * frozen[id(module)]).reshape(1, -1, 1, 1)
+
+    monkeypatch.setattr(core, "_bn_scale", frozen_scale)
+    frozen_value = loss()
+    torch.testing.assert_close(frozen_value, default_value, rtol=1e-12, atol=0)
+    # the default's gradient is the frozen-variance objective's gradient...
+    for a, b in zip(torch.autograd.grad(frozen_value, list(params.values())), default_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    # ...which finite differences confirm, entry by entry
+    _fd_check(loss, params)
+    # and it is not the exact gradient (live batch variance everywhere): the oracle can tell them apart
+    exact = ISNetLossConfig(C1=0.01, C2=0.02, bn_stats_grad=True)
+    monkeypatch.undo()
+    for name, buf in model.named_buffers():
+        buf.data.copy_(buffers[name])
+    exact_grads = torch.autograd.grad(
+        isnet_objective(model, images, labels, masks, exact).loss, list(params.values())
+    )
+    assert any(not torch.allclose(a, b, rtol=1e-6) for a, b in zip(exact_grads, default_grads, strict=True))
+
+
 def test_loss_through_public_relevance_matches_finite_differences():
     model = _net()
     images, labels, masks = _batch()
