@@ -34,12 +34,30 @@ def _small() -> Settings:
     )  # fmt: skip
 
 
-def test_local_run_end_to_end(tmp_path: Path) -> None:
+#: gates every candidate passes / none can pass (a 2-epoch model on 72 images), so that each branch of the
+#: pipeline after the gates runs for real: the promote component, or the refusal record
+LENIENT = {
+    "min_external_auc_ci_low": 0.0,
+    "max_auc_gap": 1.0,
+    "max_background_share": 1.0,
+    "max_flip_rate": 1.0,
+    "min_site_auc": 0.0,
+    "max_auc_drop_vs_champion": 1.0,
+}
+STRICT = {**LENIENT, "min_external_auc_ci_low": 0.999, "max_flip_rate": 0.0}
+
+
+@pytest.mark.parametrize("gates", ["lenient", "strict"])
+def test_local_run_end_to_end(tmp_path: Path, gates: str) -> None:
     small = _small()
+    policy = small.promote.model_copy(update=LENIENT if gates == "lenient" else STRICT)
     settings = small.model_copy(
-        update={"train": small.train.model_copy(update={"checkpoint_dir": str(tmp_path / "ckpt")})}
+        update={
+            "train": small.train.model_copy(update={"checkpoint_dir": str(tmp_path / "ckpt")}),
+            "promote": policy,
+        }
     )
-    result = run_local(settings, tmp_path)
+    result = run_local(settings, tmp_path, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")  # a fresh store
     assert result["data"]["valid"] == 72 and result["data"]["validation_passed"]
     # fresh store: no champion, so the retraining data check lets the run train (recorded in MLflow)
     check = result["data_check"]
@@ -48,7 +66,8 @@ def test_local_run_end_to_end(tmp_path: Path) -> None:
     assert set(result["models"]) == {"isnet", "standard"}
     for m in result["models"].values():
         assert {"internal_auc", "external_auc", "background_relevance", "gates_passed"} <= set(m)
-    assert result["promotion"]["decision"] in {"promoted", "rejected"}
+    assert result["promotion"]["decision"] == ("promoted" if gates == "lenient" else "rejected")
+    assert result["models"]["isnet"]["gates_passed"] is (gates == "lenient")
     assert result["wall_seconds"] > 0
     mlflow.set_tracking_uri(result["tracking_uri"])
     # both trainings shared train.checkpoint_dir: each wrote under <dir>/<pipeline run id>/<mode>
@@ -79,9 +98,12 @@ def test_local_run_end_to_end(tmp_path: Path) -> None:
     )
     assert again["data_check"]["decision"] == "skip" and again["models"] == {}
     assert again["data_check"]["recipe"] == outcome["retrain.recipe"]
-    if result["promotion"]["decision"] == "promoted":
-        champion = client.get_model_version_by_alias(_small().promote.registered_model, CHAMPION)
+    if gates == "lenient":  # the promote component ran: the ISNet of this run is the champion
+        tasks = {p.name for p in Path(result["pipeline_root"]).iterdir() if p.is_dir()}
+        assert "promote-model" in tasks
+        champion = client.get_model_version_by_alias(policy.registered_model, CHAMPION)
         assert champion.tags[RECIPE_TAG] == outcome["retrain.recipe"]
+        assert result["promotion"]["model_uri"].endswith(f"/{champion.version}")  # the decision file's model
         assert "data unchanged since champion" in again["data_check"]["reason"]
     else:
         assert again["data_check"]["refused_before"]["run_id"] == outcomes[0].info.run_id
