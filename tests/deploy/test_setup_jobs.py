@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,8 @@ import boto3
 import pytest
 from manifests import K8S, Manifest, container_env, containers, expand, generated, one
 from moto import mock_aws
+
+from _ports import PortTaken, bind_failed, on_free_port
 
 
 def load_script(path: Path) -> ModuleType:
@@ -112,12 +113,6 @@ USERS = load_script(K8S / "base" / "mlflow" / "create_pipeline_user.py")
 ADMIN_PASSWORD = "admin-" + base64.b32encode(os.urandom(10)).decode()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Server:
     url: str
@@ -180,32 +175,46 @@ def mlflow_server(
 ) -> Iterator[Server]:
     docs = rendered["dev"]
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    argv, env = local_command(docs, root, port)
     log = root / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server(f"http://127.0.0.1:{port}", (env["MLFLOW_AUTH_ADMIN_USERNAME"], ADMIN_PASSWORD), log)
-    try:
+
+    def start(port: int) -> tuple[subprocess.Popen[bytes], Server]:
+        """The server on ``port``; a bind failure (the port was taken meanwhile) is retried on another."""
+        argv, env = local_command(docs, root, port)
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        server = Server(f"http://127.0.0.1:{port}", (env["MLFLOW_AUTH_ADMIN_USERNAME"], ADMIN_PASSWORD), log)
         deadline = time.monotonic() + 180
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited:\n{log.read_text()[-4000:]}")
+                text = log.read_text(errors="replace")
+                if bind_failed(text):
+                    raise PortTaken(port)
+                pytest.fail(f"mlflow server exited:\n{text[-4000:]}")
             with contextlib.suppress(OSError):
                 if server.status("/health") == 200:
-                    break
+                    return proc, server
             if time.monotonic() > deadline:
+                _stop(proc)
                 pytest.fail(f"mlflow server not healthy:\n{log.read_text()[-4000:]}")
             time.sleep(0.5)
+
+    proc, server = on_free_port(start)
+    try:
         yield server
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
 
 
 @pytest.mark.integration

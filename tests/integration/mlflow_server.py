@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,14 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _ports import PortTaken, bind_failed, free_port, on_free_port
+
+__all__ = ["MlflowStack", "free_port", "postgres_available"]
+
 PG_BIN = Path(os.environ.get("ISNETFLOW_PG_BIN", "/usr/lib/postgresql/15/bin"))
-
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (the OS picks it: bind to port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _as_postgres(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -78,7 +74,24 @@ class MlflowStack:
         _as_postgres(
             [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
         )
-        port = free_port()
+        self._pg_data = data
+        on_free_port(lambda port: self._pg_start(data, sock, port))
+
+    def _pg_start(self, data: Path, sock: Path, port: int) -> None:
+        log = sock / "postgres.log"
+        log.unlink(missing_ok=True)
+        try:
+            self._pg_ctl_start(data, sock, port)
+        except subprocess.CalledProcessError as exc:
+            if log.exists() and bind_failed(log.read_text(errors="replace")):
+                raise PortTaken(port) from exc
+            raise
+        _as_postgres(
+            [str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow"]
+        )
+        self.db_uri = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
+
+    def _pg_ctl_start(self, data: Path, sock: Path, port: int) -> None:
         _as_postgres(
             [
                 str(PG_BIN / "pg_ctl"),
@@ -94,11 +107,6 @@ class MlflowStack:
                 "start",
             ]
         )
-        self._pg_data = data
-        _as_postgres(
-            [str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow"]
-        )
-        self.db_uri = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
 
     def _stop_postgres(self) -> None:
         if self._pg_data is not None:
@@ -141,7 +149,9 @@ class MlflowStack:
 
     # -- MLflow server -------------------------------------------------------------------------
     def _start_mlflow(self, timeout: float = 120.0) -> None:
-        port = free_port()
+        on_free_port(lambda port: self._mlflow_start(port, timeout))
+
+    def _mlflow_start(self, port: int, timeout: float) -> None:
         env = {
             k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_")) and k != "PYTHONPATH"
         }
@@ -177,7 +187,11 @@ class MlflowStack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._server.poll() is not None:
-                raise RuntimeError(f"mlflow server exited early:\n{self.server_log()}")
+                text = self.server_log()
+                self._stop_mlflow()
+                if bind_failed(text):
+                    raise PortTaken(port)
+                raise RuntimeError(f"mlflow server exited early:\n{text}")
             try:
                 with urllib.request.urlopen(f"{self.tracking_uri}/health", timeout=2) as r:
                     if r.status == 200:
