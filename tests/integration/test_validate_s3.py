@@ -99,3 +99,23 @@ def test_s3_errors_are_one_line(s3_endpoint: str, tmp_path: Path) -> None:
     boto3.client("s3").create_bucket(Bucket="empty")
     with pytest.raises(ValidateError, match="no input files found"):
         run(ValidateConfig(), "s3://empty/prefix", tmp_path)
+
+
+def test_listing_reads_every_page(s3_endpoint: str) -> None:
+    """S3 returns at most 1000 keys per ListObjectsV2 call: a prefix with more is read page by page,
+    and excluded keys (hidden files, folder markers) are dropped on every page, not only the first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from isnetflow.dicom.source import list_files
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="many")
+    keys = [f"export/site-{i % 7}/img-{i:05d}.dcm" for i in range(1205)]
+    hidden = [f"export/site-{i}/.DS_Store" for i in range(7)] + ["export/.hidden/a.dcm", "export/site-0/"]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: s3.put_object(Bucket="many", Key=k, Body=b"x" * 3), keys + hidden))
+    pages = list(s3.get_paginator("list_objects_v2").paginate(Bucket="many", Prefix="export/"))
+    assert len(pages) == 2  # the listing really spans two pages
+    files = list_files("s3://many/export", exclude=(".*", ".*/"))
+    assert [f.relpath for f in files] == sorted(k.removeprefix("export/") for k in keys)
+    assert all(f.size == 3 and f.uri == f"s3://many/export/{f.relpath}" for f in files)
