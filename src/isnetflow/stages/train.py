@@ -29,7 +29,7 @@ from isnetflow.config import TrainConfig
 from isnetflow.dicom.normalize import letterbox
 from isnetflow.registry.lineage import log_manifest_input
 from isnetflow.registry.tracking import flatten, use_tracking
-from isnetflow.training.checkpoint import scoped_location
+from isnetflow.training.checkpoint import CheckpointStore, scoped_location
 from isnetflow.training.data import TrainData, load_array, resize_pair
 from isnetflow.training.loop import TrainResult, train
 from isnetflow.training.splits import assign_splits
@@ -167,6 +167,26 @@ def save_heatmaps(
     return heatmap_gallery(x.numpy()[:, 0], rel, m.numpy()[:, 0], titles, png, suptitle=title)
 
 
+#: the checkpoint store's note naming the MLflow run its checkpoints belong to
+RUN_NOTE = "mlflow_run_id"
+
+
+def _resumable_run(store: CheckpointStore) -> str | None:
+    """The MLflow run of the checkpoints in ``store``, if it exists and did not finish."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    run_id = store.read_text(RUN_NOTE)
+    if not run_id:
+        return None
+    try:
+        status = mlflow.get_run(run_id).info.status
+    except MlflowException:
+        log.warning("checkpoints name MLflow run %s, which this tracking server does not have", run_id)
+        return None
+    return run_id if status != "FINISHED" else None
+
+
 def run(
     cfg: TrainConfig,
     validated: str | Path,
@@ -209,12 +229,26 @@ def run(
         "data.manifest_sha256": manifest_sha256(validated),
         **(tags or {}),
     }
-    with mlflow.start_run(run_name=run_name or f"train-{cfg.mode}", tags=run_tags) as active:
-        log_manifest_input(validated, "training")
-        mlflow.log_params(flatten(cfg.model_dump(mode="json")))
-        mlflow.log_params(
-            {f"data.{k}": str(v) for k, v in counts.items()} | {"data.classes": ",".join(data.classes)}
-        )
+    # A resumed training continues its own MLflow run (the one its checkpoints name), instead of leaving
+    # the killed run RUNNING forever and starting a second one.
+    store = CheckpointStore(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+    previous = _resumable_run(store) if resume and store is not None else None
+    new_run = {"run_name": run_name or f"train-{cfg.mode}", "tags": run_tags}
+    with mlflow.start_run(**({"run_id": previous} if previous else new_run)) as active:
+        params = flatten(cfg.model_dump(mode="json"))
+        params |= {f"data.{k}": str(v) for k, v in counts.items()} | {"data.classes": ",".join(data.classes)}
+        if previous:
+            log.info("resuming MLflow run %s", previous)
+            mlflow.set_tag("isnetflow.resumed", "true")
+            logged = active.data.params
+            # MLflow params are immutable: a setting the resume changed (e.g. more epochs) becomes a tag
+            mlflow.log_params({k: v for k, v in params.items() if k not in logged})
+            mlflow.set_tags({f"resume.{k}": v for k, v in params.items() if k in logged and logged[k] != v})
+        else:
+            if store is not None:
+                store.write_text(RUN_NOTE, active.info.run_id)
+            log_manifest_input(validated, "training")
+            mlflow.log_params(params)
 
         def on_epoch(epoch: int, metrics: dict[str, float], model: torch.nn.Module) -> None:
             mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)}, step=epoch)

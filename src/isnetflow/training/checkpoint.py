@@ -105,6 +105,16 @@ class CheckpointStore:
             self._delete(old)
         return name
 
+    def write_text(self, name: str, text: str) -> None:
+        """A small text note beside the checkpoints (e.g. the MLflow run they belong to)."""
+        if name == "latest" or name == "history" or name.startswith("step-"):
+            raise ValueError(f"{name!r} is reserved for the checkpoints themselves")
+        self._write(name, text.encode())
+
+    def read_text(self, name: str) -> str | None:
+        data = self._read(name)
+        return data.decode().strip() if data is not None else None
+
     def load_latest(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
         """The newest complete checkpoint, or ``None`` when there is none."""
         latest = self._read("latest")

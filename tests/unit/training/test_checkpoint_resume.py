@@ -116,3 +116,16 @@ def test_sigkill_then_resume_equals_uninterrupted(
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+    # the resume continued the killed MLflow run (named by the checkpoints), which is now FINISHED with
+    # every epoch's metrics; no second run, none left RUNNING
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{part}/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1, [(r.info.run_id, r.info.status) for r in runs]
+    (run,) = runs
+    assert run.info.status == "FINISHED" and run.data.tags["isnetflow.resumed"] == "true"
+    assert (part / "ck" / "mlflow_run_id").read_text().strip() == run.info.run_id
+    steps = sorted({m.step for m in client.get_metric_history(run.info.run_id, "val_auc")})
+    assert steps == list(range(cfg.epochs))
