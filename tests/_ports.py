@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
+import subprocess
+import time
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -37,3 +43,48 @@ def on_free_port(start: Callable[[int], T], attempts: int = 3) -> T:
         with contextlib.suppress(PortTaken):
             return start(free_port())
     raise RuntimeError(f"no free port after {attempts} attempts")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_group(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM a server's process group (``start_new_session=True``: the server and what it started),
+    SIGKILL what remains after ``timeout``."""
+    pgid = process.pid  # start_new_session: the group id is the leader's pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process.poll()  # reap the leader, so that a zombie does not keep the group alive
+        if not _group_alive(pgid):
+            break
+        time.sleep(0.1)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, what: str, timeout: float) -> None:
+    """Poll ``url`` until it answers 200. A server that died of a bind failure raises :class:`PortTaken`
+    (so :func:`on_free_port` tries another port); one that died otherwise or never got ready, a
+    RuntimeError with the end of its log. Either way the process group is stopped first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    text = log.read_text(errors="replace")
+    stop_group(process)
+    if bind_failed(text):
+        raise PortTaken(url)
+    raise RuntimeError(f"{what} did not become ready:\n{text[-3000:]}")

@@ -34,6 +34,17 @@ def _process_state_restored() -> Iterator[None]:
     torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """torch on one CPU thread for the test (exactness checks: `pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_mlflow(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Never let a test write MLflow's default ``./mlflow.db`` into the checkout: use a session store."""

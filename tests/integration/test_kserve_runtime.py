@@ -13,13 +13,10 @@ the ``explain`` parameter, and a 400 naming the problem for a malformed tensor; 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -30,13 +27,11 @@ from typing import Any
 import mlflow
 import numpy as np
 import pytest
-import torch
 import yaml
-from mlflow_server import free_port
 
-from isnetflow.config import ValidateConfig
-from isnetflow.nets import build_model
-from isnetflow.registry.packaging import EXPLAIN_PARAM, HEATMAP, ModelFacts, log_pyfunc
+from _models import CLASSES, register_small_classifier
+from _ports import free_port, on_free_port, stop_group, wait_ready
+from isnetflow.registry.packaging import EXPLAIN_PARAM, HEATMAP
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +39,6 @@ REPO = Path(__file__).resolve().parents[2]
 RUNTIME = REPO / "k8s" / "serving" / "servingruntime.yaml"
 NAME = "cxr-kserve-test"
 SIZE = 32
-CLASSES = ["normal", "covid"]
 #: what the pod has and this machine must replace: ports (free ones here), the /tmp volume (the test's tmp)
 PORT_ENV = ("MLSERVER_HTTP_PORT", "MLSERVER_GRPC_PORT", "MLSERVER_METRICS_PORT")
 
@@ -77,23 +71,8 @@ def runtime_container() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registered version, downloaded as KServe's storage initializer would put it in /mnt/models."""
-    torch.manual_seed(0)
-    module = build_model("cnn-small", 2).eval()
-    facts = ModelFacts(
-        image_size=SIZE,
-        classes=CLASSES,
-        val_fraction=0.2,
-        test_fraction=0.1,
-        seed=0,
-        mode="isnet",
-        architecture="cnn-small",
-        normalization=ValidateConfig(image_size=64).model_dump(mode="json"),
-    )
     mlflow.set_experiment("kserve-runtime-test")
-    with mlflow.start_run():
-        info = log_pyfunc(module, facts)
-    version = mlflow.register_model(info.model_uri, NAME)
-    mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", version.version)
+    register_small_classifier(NAME, size=SIZE)
     dest = tmp_path_factory.mktemp("mnt") / "models"
     dest.mkdir()
     mlflow.artifacts.download_artifacts(f"models:/{NAME}@champion", dst_path=str(dest))
@@ -106,8 +85,10 @@ def _start(models: Path, tmp: Path, timeout: float = 180.0) -> Server:
     command = [str(Path(sys.executable).parent / container["command"][0]), *container["command"][1:-1]]
     assert container["command"][-1] == "/mnt/models"
     env = {e["name"]: e["value"] for e in container["env"]}
-    for _attempt in range(3):
-        ports = {k: str(free_port()) for k in PORT_ENV}
+    log = tmp / "mlserver.log"
+
+    def start(http_port: int) -> Server:
+        ports = {"MLSERVER_HTTP_PORT": str(http_port), **{k: str(free_port()) for k in PORT_ENV[1:]}}
         run_env = {
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             **{k: v.replace("/tmp", str(tmp)) for k, v in env.items()},
@@ -117,7 +98,6 @@ def _start(models: Path, tmp: Path, timeout: float = 180.0) -> Server:
             "MLSERVER_MODEL_NAME": NAME,
             "MLSERVER_MODEL_URI": str(models),
         }
-        log = tmp / "mlserver.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [*command, str(models)],
@@ -127,35 +107,15 @@ def _start(models: Path, tmp: Path, timeout: float = 180.0) -> Server:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        server = Server(f"http://127.0.0.1:{ports['MLSERVER_HTTP_PORT']}", proc, log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"{server.url}/v2/health/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return server
-            except OSError:
-                time.sleep(0.3)
-        text = log.read_text(errors="replace")
-        _stop(server)
-        if "address already in use" not in text.lower():
-            raise RuntimeError(f"MLServer did not become ready:\n{text[-3000:]}")
-    raise RuntimeError("no free ports after 3 attempts")
+        server = Server(f"http://127.0.0.1:{http_port}", proc, log)
+        wait_ready(f"{server.url}/v2/health/ready", proc, log, "MLServer", timeout)
+        return server
+
+    return on_free_port(start)
 
 
-def _stop(server: Server, timeout: float = 15.0) -> None:
-    """SIGTERM the server's process group (MLServer and its workers), SIGKILL what remains."""
-    pgid = server.process.pid
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    try:
-        server.process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        server.process.wait(timeout=10)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)  # workers that outlived the leader
+def _stop(server: Server) -> None:
+    stop_group(server.process)
 
 
 @pytest.fixture(scope="module")

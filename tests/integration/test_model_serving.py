@@ -9,13 +9,10 @@ malformed payloads get a 4xx naming the problem, and the server is stopped at th
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -26,18 +23,15 @@ from typing import Any
 import mlflow
 import numpy as np
 import pytest
-import torch
-from mlflow_server import free_port
 
-from isnetflow.config import ValidateConfig
-from isnetflow.nets import build_model
-from isnetflow.registry.packaging import EXPLAIN_PARAM, HEATMAP, ModelFacts, log_pyfunc
+from _models import CLASSES, register_small_classifier
+from _ports import on_free_port, stop_group, wait_ready
+from isnetflow.registry.packaging import EXPLAIN_PARAM, HEATMAP
 
 pytestmark = pytest.mark.integration
 
 NAME = "cxr-serving-test"
 SIZE = 32
-CLASSES = ["normal", "covid"]
 
 
 @dataclass
@@ -61,23 +55,8 @@ class Server:
 @pytest.fixture(scope="module")
 def champion_uri() -> str:
     """A registry the test fills: one packaged classifier, aliased champion."""
-    torch.manual_seed(0)
-    module = build_model("cnn-small", 2).eval()
-    facts = ModelFacts(
-        image_size=SIZE,
-        classes=CLASSES,
-        val_fraction=0.2,
-        test_fraction=0.1,
-        seed=0,
-        mode="isnet",
-        architecture="cnn-small",
-        normalization=ValidateConfig(image_size=64).model_dump(mode="json"),
-    )
     mlflow.set_experiment("serving-test")
-    with mlflow.start_run():
-        info = log_pyfunc(module, facts)
-    version = mlflow.register_model(info.model_uri, NAME)
-    mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", version.version)
+    register_small_classifier(NAME, size=SIZE)
     return f"models:/{NAME}@champion"
 
 
@@ -89,8 +68,8 @@ def _start(model_uri: str, log: Path, timeout: float = 180.0) -> Server:
         "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
         "OMP_NUM_THREADS": "1",
     }
-    for _attempt in range(3):
-        port = free_port()
+
+    def start(port: int) -> Server:
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [
@@ -103,44 +82,14 @@ def _start(model_uri: str, log: Path, timeout: float = 180.0) -> Server:
                 start_new_session=True,
             )
         server = Server(f"http://127.0.0.1:{port}", proc, log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"{server.url}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        return server
-            except OSError:
-                time.sleep(0.3)
-        text = log.read_text(errors="replace")
-        _stop(server)
-        if "address already in use" not in text.lower():
-            raise RuntimeError(f"mlflow models serve did not become ready:\n{text[-3000:]}")
-    raise RuntimeError("no free port after 3 attempts")
+        wait_ready(f"{server.url}/ping", proc, log, "mlflow models serve", timeout)
+        return server
+
+    return on_free_port(start)
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _stop(server: Server, timeout: float = 15.0) -> None:
-    """SIGTERM the server's process group (mlflow and the uvicorn it started), SIGKILL what remains."""
-    pgid = server.process.pid  # start_new_session: the group id is the leader's pid
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        server.process.poll()  # reap the leader, so that a zombie does not keep the group alive
-        if not _group_alive(pgid):
-            break
-        time.sleep(0.1)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-    server.process.wait(timeout=10)
+def _stop(server: Server) -> None:
+    stop_group(server.process)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -22,14 +22,8 @@ from isnetflow.isnet import (
 from isnetflow.lrp import relevance, stabilize
 from isnetflow.nets import build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Exactness checks on one thread (it used to be set at import, for the whole session)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+#: exactness checks on one thread (it used to be set at import, for the whole session)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 DT = torch.float64

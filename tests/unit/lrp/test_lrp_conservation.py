@@ -11,8 +11,6 @@ is not part of its denominator ``W x - W+ l - W- h``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from monai.networks.nets import DenseNet
@@ -20,14 +18,8 @@ from torch import nn
 
 from isnetflow.lrp import relevance
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Exactness checks on one thread (it used to be set at import, for the whole session)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+#: exactness checks on one thread (it used to be set at import, for the whole session)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 DT = torch.float64

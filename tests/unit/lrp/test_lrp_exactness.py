@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -17,14 +15,8 @@ from zennit.types import Linear as ZennitLinear
 from isnetflow.lrp import relevance
 from isnetflow.nets import build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Exactness checks on one thread (it used to be set at import, for the whole session)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+#: exactness checks on one thread (it used to be set at import, for the whole session)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 DT = torch.float64

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -12,14 +12,8 @@ from torch import nn
 
 from isnetflow.lrp import lrp_forward, relevance
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Exactness checks on one thread (it used to be set at import, for the whole session)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+#: exactness checks on one thread (it used to be set at import, for the whole session)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 DT = torch.float64

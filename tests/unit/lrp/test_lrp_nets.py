@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from monai.networks.nets import DenseNet121
@@ -13,14 +11,8 @@ from isnetflow.lrp import relevance
 from isnetflow.lrp.bench import step_times
 from isnetflow.nets import NETS, build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Exactness checks on one thread (it used to be set at import, for the whole session)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+#: exactness checks on one thread (it used to be set at import, for the whole session)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registry_contents():

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import mlflow
 import pytest
-import torch
 import yaml
 from typer.testing import CliRunner
 
+from _models import register_small_classifier
 from isnetflow.cli import app
-from isnetflow.config import ValidateConfig
-from isnetflow.nets import build_model
 from isnetflow.registry.kserve import (
     PREDICTOR_LABELS,
     RUNTIME,
@@ -20,7 +18,6 @@ from isnetflow.registry.kserve import (
     resolve_model,
     storage_uri,
 )
-from isnetflow.registry.packaging import ModelFacts, log_pyfunc
 
 NAME = "cxr-kserve-unit"
 
@@ -28,24 +25,9 @@ NAME = "cxr-kserve-unit"
 @pytest.fixture(scope="module")
 def registered() -> str:
     """Two versions of a small packaged classifier; the second is the champion."""
-    facts = ModelFacts(
-        image_size=32,
-        classes=["normal", "covid"],
-        val_fraction=0.2,
-        test_fraction=0.1,
-        seed=0,
-        mode="isnet",
-        architecture="cnn-small",
-        normalization=ValidateConfig(image_size=64).model_dump(mode="json"),
-    )
     mlflow.set_experiment("kserve-unit")
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        with mlflow.start_run():
-            info = log_pyfunc(build_model("cnn-small", 2).eval(), facts)
-        version = mlflow.register_model(info.model_uri, NAME)
-    mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", version.version)
-    return str(version.version)
+    register_small_classifier(NAME, size=32, seed=0, alias=None)
+    return register_small_classifier(NAME, size=32, seed=1)
 
 
 def test_an_alias_resolves_to_its_version_and_artifacts(registered: str) -> None:
