@@ -481,3 +481,54 @@ def test_workers_reuse_freed_memory_instead_of_faulting_it_in_per_file(tmp_path:
         faults[mode] = float(proc.stdout.strip().splitlines()[-1])
     assert faults["default"] > 200, faults  # ~1 MB decode buffers mapped afresh for every file
     assert faults["tuned"] < faults["default"] / 10, faults
+
+
+# --------------------------------------------------------------------------------------------------
+# Quarantine paths that need a full disk or a huge file (issue 17, item 8), with small fakes
+# --------------------------------------------------------------------------------------------------
+
+
+def test_too_large_and_write_failed_files_are_quarantined_and_the_rest_is_used(
+    synth_cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file over ``validate.max_file_bytes`` is quarantined unread (``too_large``); a normalized image
+    that cannot be written (a full disk, faked for one file) is quarantined (``write_failed``) and leaves
+    no image behind. Every other file is used, and the manifest lists all of them."""
+    import errno
+
+    from isnetflow.stages import validate as stage
+
+    cohort = tmp_path / "cohort"  # labels.csv names the files relative to itself: copy both
+    shutil.copytree(synth_cohort / "dicom", cohort / "dicom")
+    shutil.copy(synth_cohort / "labels.csv", cohort / "labels.csv")
+    dicom = cohort / "dicom"
+    files = sorted(p for p in dicom.rglob("*.dcm"))
+    limit = max(p.stat().st_size for p in files) + 1
+    big = files[0]
+    big.write_bytes(big.read_bytes() + b"\0" * limit)  # now over the limit; still a readable DICOM
+    real = stage._write_image
+    failed: list[str] = []
+
+    def write(image: Any, target: Path, cfg: ValidateConfig) -> None:
+        if not failed:  # the first image written hits a full disk
+            failed.append(target.name)
+            target.write_bytes(b"partial")
+            target.unlink()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(image, target, cfg)
+
+    monkeypatch.setattr(stage, "_write_image", write)
+    cfg = _cohort_config(synth_cohort, image_size=32, max_file_bytes=limit, workers=1, min_pass_rate=0.5)
+    result = run(cfg, dicom, tmp_path / "out", labels=cohort / "labels.csv")
+    m = result.manifest.set_index("path")
+    assert len(m) == len(files)  # every file is in the manifest
+    rel_big = big.relative_to(dicom).as_posix()
+    assert (m.loc[rel_big, "status"], m.loc[rel_big, "reason_code"]) == ("quarantined", "too_large")
+    assert f"limit {limit}" in m.loc[rel_big, "reason"] or "too large" in m.loc[rel_big, "reason"]
+    write_failed = m[m["reason_code"] == "write_failed"]
+    assert len(write_failed) == 1 and "No space left on device" in write_failed["reason"].iloc[0]
+    assert write_failed["image"].isna().all()
+    valid = m[m["status"] == "valid"]
+    assert len(valid) == len(files) - 2 == result.summary["counts"]["valid"]
+    images = {p.name for p in (tmp_path / "out" / "images").iterdir()}
+    assert len(images) == len(valid)  # one image per valid row, none for the quarantined ones
