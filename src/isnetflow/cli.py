@@ -203,11 +203,30 @@ def train(
     ] = None,
     experiment: Annotated[str, typer.Option("--experiment")] = "isnetflow",
     config: ConfigOpt = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Data-parallel processes on this machine: above 1, reruns this command under torchrun "
+            "(gloo on CPU, nccl with one GPU per process). train.batch_size is per process.",
+        ),
+    ] = 1,
 ) -> None:
     """Train an ISNet (LRP background-relevance loss) or the standard baseline; log to MLflow."""
     from isnetflow.config import TrainConfig
     from isnetflow.stages import train as stage
     from isnetflow.stages.train import TrainDataError
+    from isnetflow.training.distributed import distributed_env
+
+    if nproc > 1 and not distributed_env().distributed:
+        args = ["--data", str(data), "--out", str(out), "--experiment", experiment]
+        for flag, value in (("--mode", mode), ("--masks", masks), ("--epochs", epochs),
+                            ("--checkpoint-dir", checkpoint_dir), ("--tracking-uri", tracking_uri),
+                            ("--config", config)):  # fmt: skip
+            if value is not None:
+                args += [flag, str(value)]
+        raise typer.Exit(_torchrun(nproc, ["train", *args, *(["--resume"] if resume else [])]))
 
     settings = _settings(config)
     base = settings.train.model_dump()
@@ -227,10 +246,27 @@ def train(
             resume=resume,
             classes=list(settings.validate.classes),
         )
-    except (TrainDataError, FileNotFoundError) as exc:
+    except (TrainDataError, FileNotFoundError, ValueError) as exc:  # ValueError: e.g. a mismatched checkpoint
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
-    typer.echo(json.dumps(summary, indent=2))
+    if distributed_env().is_main:
+        typer.echo(json.dumps(summary, indent=2))
+
+
+def _torchrun(nproc: int, argv: list[str]) -> int:
+    """Run ``isnetflow <argv>`` under torchrun with ``nproc`` processes on this machine; its exit code.
+
+    torchrun (``torch.distributed.run``) is the launcher: it sets each rank's environment, watches the
+    workers and ends them all when one fails. ``--standalone`` gives the one-node rendezvous.
+    """
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "isnetflow.cli", *argv]  # fmt: skip
+    console.print(f"[dim]launching {nproc} processes: torchrun --standalone --nproc-per-node={nproc} "
+                  f"-m isnetflow.cli {' '.join(argv)}[/]")  # fmt: skip
+    return subprocess.call(cmd)
 
 
 def _section(config: Path | None, name: str, cls: type[Any], **overrides: Any) -> Any:

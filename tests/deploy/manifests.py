@@ -239,7 +239,7 @@ def secret_refs(docs: list[Manifest]) -> set[tuple[str, str]]:
 
 # -- KServe ----------------------------------------------------------------------------------------------
 
-#: KServe's CRD schemas (openAPIV3Schema), vendored from kserve/kserve (see schemas/README.md)
+#: CRD schemas (openAPIV3Schema) vendored from kserve/kserve and kubeflow/trainer (see schemas/README.md)
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 
@@ -261,7 +261,8 @@ def _strict(schema: Any) -> Any:
 
 
 def crd_errors(doc: Manifest) -> list[str]:
-    """Errors of a KServe resource against its vendored CRD schema (strict), ``["path: message", ...]``."""
+    """Errors of a custom resource (KServe, TrainJob) against its vendored CRD schema (strict),
+    ``["path: message", ...]``."""
     import jsonschema
 
     kind, (group, _, version) = doc["kind"], doc["apiVersion"].partition("/")

@@ -333,6 +333,20 @@ class ForegroundRangeEstimator:
             self.mean += delta / self.count
             self._m2 += delta * (value - self.mean)
 
+    def state(self) -> tuple[int, float, float]:
+        """``(count, mean, M2)``: what :meth:`merge` needs from another estimator (e.g. another rank's)."""
+        return self.count, self.mean, self._m2
+
+    def merge(self, count: int, mean: float, m2: float) -> None:
+        """Add the statistics of another estimator's samples (Chan et al.'s parallel Welford update)."""
+        if count == 0:
+            return
+        total = self.count + count
+        delta = mean - self.mean
+        self._m2 += m2 + delta * delta * self.count * count / total
+        self.mean += delta * count / total
+        self.count = total
+
     @property
     def std(self) -> float:
         """Sample standard deviation of the collected values (needs two or more samples)."""

@@ -31,6 +31,7 @@ from isnetflow.registry.lineage import log_manifest_input
 from isnetflow.registry.tracking import flatten, use_tracking
 from isnetflow.training.checkpoint import CheckpointStore, scoped_location
 from isnetflow.training.data import TrainData, load_array, resize_pair
+from isnetflow.training.distributed import distributed_env
 from isnetflow.training.loop import TrainResult, train
 from isnetflow.training.splits import assign_splits
 from isnetflow.validation.manifest import ManifestError, read_manifest
@@ -209,6 +210,10 @@ def run(
     id), checkpoints go to ``<train.checkpoint_dir>/<scope>/<mode>``
     (:func:`~isnetflow.training.checkpoint.scoped_location`), so two trainings sharing a checkpoint
     location never touch each other's files.
+
+    Under torchrun (``isnetflow train --nproc N``) every rank calls this: each loads the data and trains its
+    shard (:mod:`isnetflow.training.distributed`); rank 0 alone talks to MLflow and writes ``out``, and the
+    other ranks return ``{"mode", "rank", "global_steps"}``.
     """
     if checkpoint_scope and cfg.checkpoint_dir:
         cfg = cfg.model_copy(
@@ -221,7 +226,12 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     data = load_train_data(validated, masks, cfg, classes=classes)
     counts = {s: data.splits.count(s) for s in ("train", "val", "test", "external")}
-    log.info("training %s on %s", cfg.mode, counts)
+    rank = distributed_env()
+    if not rank.is_main:
+        # A torchrun worker: it trains its shard in step with rank 0; rank 0 alone tracks and writes outputs
+        worker = train(cfg, data, resume=resume, progress=False)
+        return {"mode": cfg.mode, "rank": rank.rank, "global_steps": worker.global_steps}
+    log.info("training %s on %s%s", cfg.mode, counts, f" with {rank.world_size} processes" * rank.distributed)
     use_tracking(tracking_uri, experiment)
     run_tags = {
         "isnetflow.mode": cfg.mode,
@@ -237,6 +247,7 @@ def run(
     with mlflow.start_run(**({"run_id": previous} if previous else new_run)) as active:
         params = flatten(cfg.model_dump(mode="json"))
         params |= {f"data.{k}": str(v) for k, v in counts.items()} | {"data.classes": ",".join(data.classes)}
+        params["train.processes"] = str(rank.world_size)
         if previous:
             log.info("resuming MLflow run %s", previous)
             mlflow.set_tag("isnetflow.resumed", "true")
@@ -298,6 +309,7 @@ def run(
             "global_steps": result.global_steps,
             "wall_seconds": result.wall_seconds,
             "device": result.device,
+            "processes": rank.world_size,
             "splits": counts,
             "val_fraction": cfg.val_fraction,
             "test_fraction": cfg.test_fraction,

@@ -24,6 +24,7 @@ import copy
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from isnetflow.isnet import (
 from isnetflow.nets import build_model
 from isnetflow.training.checkpoint import CheckpointStore
 from isnetflow.training.data import Augmenter, TrainData, _mix, shortcut_free_inputs
+from isnetflow.training.distributed import SINGLE, DistContext, distributed_env, process_group, shard
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +77,15 @@ class TrainResult:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``auto``: CUDA when available. On CUDA, a torchrun rank uses the GPU of its ``local_rank``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but CUDA is not available")
+    if name == "cuda" and local_rank is not None:
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
@@ -176,6 +182,7 @@ def isnet_step_gradients(
     P: float,
     balance: float | None,
     projection: bool = False,
+    ctx: DistContext = SINGLE,
 ) -> dict[str, float]:
     """Set ``.grad`` of ``model``'s parameters for one ISNet step; return gradient diagnostics.
 
@@ -183,13 +190,18 @@ def isnet_step_gradients(
     gradient of ``out.loss``. With ``projection`` a heatmap part that opposes the cross-entropy part (negative
     dot product) first loses that component (PCGrad); with ``balance`` it is then scaled down so that its
     norm is at most ``balance`` times the cross-entropy part's norm. Returns both norms (the heatmap norm
-    after projection), their cosine (before) and the scale.
+    after projection), their cosine (before) and the scale. Under data parallelism (``ctx``) both parts are
+    averaged over the ranks first (one all-reduce), so the projection and the cap see the global batch's
+    gradients, as one process with the whole batch would.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     raw_ce = torch.autograd.grad((1 - P) * out.cross_entropy, params, retain_graph=True, allow_unused=True)
     raw_hm = torch.autograd.grad(P * out.heatmap, params, allow_unused=True)
     g_ce = [torch.zeros_like(p) if g is None else g for p, g in zip(params, raw_ce, strict=True)]
     g_hm = [torch.zeros_like(p) if g is None else g for p, g in zip(params, raw_hm, strict=True)]
+    if ctx.distributed:
+        both = ctx.all_reduce_mean(g_ce + g_hm)
+        g_ce, g_hm = both[: len(params)], both[len(params) :]
 
     def norm(gs: list[torch.Tensor]) -> torch.Tensor:
         return torch.sqrt(torch.stack([(g.double() ** 2).sum() for g in gs]).sum())
@@ -255,6 +267,40 @@ def _selection_score(cfg: TrainConfig, metrics: dict[str, float], heat_on: bool)
     return math.inf if math.isnan(score) else score
 
 
+def _validate(
+    cfg: TrainConfig,
+    data: TrainData,
+    model: nn.Module,
+    val_idx: np.ndarray,
+    state: dict[str, Any],
+    heat_on: bool,
+    loss_config: Callable[[float, float], ISNetLossConfig],
+    class_weight: torch.Tensor | None,
+) -> dict[str, float]:
+    """The end-of-epoch validation metrics (AUC, CE, swap change, audit share, ISNet terms when on)."""
+    metrics: dict[str, float] = {}
+    proba = predict_proba(model, data.images[val_idx])
+    val_labels = data.labels[val_idx].numpy()
+    metrics["val_auc"] = _auc(val_labels, proba)
+    metrics["val_ce"] = float(
+        F.nll_loss(torch.log(torch.from_numpy(proba).clamp_min(1e-12)), torch.from_numpy(val_labels))
+    )
+    metrics["val_swap_change"] = val_swap_change(model, data, val_idx, proba, cfg.seed)
+    if cfg.audit_samples:
+        a_idx = val_idx[: cfg.audit_samples]
+        metrics["val_background_share"] = audit_background_share(
+            model, data.images[a_idx], data.masks[a_idx], data.labels[a_idx], cfg.audit_composite
+        )
+    if heat_on:
+        terms = val_heatmap_terms(
+            model, data, val_idx, loss_config(state["c1"], state["c2"]), cfg.batch_size, cfg.seed,
+            class_weight=class_weight,
+        )  # fmt: skip
+        metrics["val_background"], metrics["val_foreground"] = terms["background"], terms["foreground"]
+        metrics["val_isnet_loss"] = terms["loss"]
+    return metrics
+
+
 def _lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
     """LR multiplier at optimizer ``step`` of a schedule of ``total`` steps."""
     if cfg.schedule == "constant":
@@ -313,10 +359,17 @@ def train(
     """Train ``cfg.model`` on the ``train`` split of ``data``; select on ``val``; return the best model.
 
     ``cfg.num_threads`` and (on CPU) deterministic algorithms hold for the training only
-    (:func:`torch_runtime`)."""
-    device = resolve_device(cfg.device)
-    with torch_runtime(cfg.num_threads, deterministic=device.type == "cpu"):
-        return _train(cfg, data, device, resume=resume, on_epoch=on_epoch, progress=progress)
+    (:func:`torch_runtime`). Under torchrun the training is data-parallel
+    (:mod:`isnetflow.training.distributed`): ``cfg.batch_size`` is per rank, rank 0 validates, calls
+    ``on_epoch`` and writes checkpoints, and every rank returns the same selected model.
+    """
+    env = distributed_env()
+    device = resolve_device(cfg.device, env.local_rank if env.distributed else None)
+    threads = cfg.num_threads
+    if env.distributed and not threads and device.type == "cpu":  # share the node's cores between its ranks
+        threads = max(1, (os.cpu_count() or 1) // env.local_world_size)
+    with torch_runtime(threads, deterministic=device.type == "cpu"), process_group(device) as ctx:
+        return _train(cfg, data, device, resume=resume, on_epoch=on_epoch, progress=progress, ctx=ctx)
 
 
 def _train(
@@ -327,6 +380,7 @@ def _train(
     resume: bool,
     on_epoch: EpochCallback | None,
     progress: bool,
+    ctx: DistContext = SINGLE,
 ) -> TrainResult:
     t0 = time.perf_counter()
     num_classes = len(data.classes)
@@ -336,11 +390,14 @@ def _train(
 
     train_idx = data.indices("train")
     val_idx = data.indices("val")
-    if train_idx.size < cfg.batch_size:
-        raise ValueError(f"only {train_idx.size} training images for batch size {cfg.batch_size}")
+    global_batch = cfg.batch_size * ctx.world_size  # batch_size is per rank
+    if train_idx.size < global_batch:
+        raise ValueError(
+            f"only {train_idx.size} training images for batch size {cfg.batch_size} x {ctx.world_size} ranks"
+        )
     if val_idx.size == 0:
         raise ValueError("the validation split is empty: add internal patients or raise val_fraction")
-    steps_per_epoch = train_idx.size // cfg.batch_size  # drop_last: keeps batch-norm statistics sane
+    steps_per_epoch = train_idx.size // global_batch  # drop_last: keeps batch-norm statistics sane
     total_steps = steps_per_epoch * cfg.epochs
     counts = torch.bincount(data.labels[train_idx], minlength=num_classes).float()
     class_weight = (
@@ -349,6 +406,8 @@ def _train(
     augment = Augmenter(cfg.augment, cfg.seed)
     hm = cfg.heatmap
     isnet = cfg.mode == "isnet"
+    # per-rank random streams (swap donors, stochastic heatmaps); one process keeps its original seeds
+    rank_part = (ctx.rank,) if ctx.distributed else ()
     # bf16 autocast only for cross-entropy-only steps (also the ISNet warm-up); the LRP pass is float32
     amp = device.type == "cuda" and cfg.amp in ("auto", "bf16")
 
@@ -377,19 +436,31 @@ def _train(
         else:
             if ckpt["fingerprint"] != _config_fingerprint(cfg):
                 raise ValueError(f"{cfg.checkpoint_dir}: checkpoint was written with a different config")
+            written_by = ckpt.get("world_size", 1)
+            if written_by != ctx.world_size:  # the global batch would change mid-run
+                raise ValueError(
+                    f"{cfg.checkpoint_dir}: checkpoint was written by {written_by} process(es); "
+                    f"resume it with the same number (now {ctx.world_size})"
+                )
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             state = ckpt["state"]
             log.info("resumed at epoch %d step %d", state["epoch"], state["step_in_epoch"])
+        ctx.barrier()  # every rank has read the checkpoint before rank 0 may write the next one
 
     def save_checkpoint() -> None:
-        if store is not None:
+        # Every rank calls this at the same steps, checkpoint location or not: the ranks' batch-norm running
+        # statistics are averaged here, so that all ranks hold what rank 0 saves and a resume continues
+        # exactly (a no-op for one process).
+        ctx.average_running_stats(model)
+        if store is not None and ctx.is_main:
             store.save(
                 {
                     "model": model.state_dict(),
                     "optimizer": opt.state_dict(),
                     "state": state,
                     "fingerprint": _config_fingerprint(cfg),
+                    "world_size": ctx.world_size,
                 },
                 state["global_step"],
             )
@@ -403,17 +474,30 @@ def _train(
         probe = loss_config(1.0, 25.0)  # bounds unused when only explaining
         model.eval()
         for i in range(0, train_idx.size, cfg.batch_size):
+            if ctx.distributed and (i // cfg.batch_size) % ctx.world_size != ctx.rank:
+                continue  # another rank's share of the batches
             idx = train_idx[i : i + cfg.batch_size]
             x, y = data.images[idx].to(device), data.labels[idx].to(device)
             gen = torch.Generator().manual_seed(_mix(cfg.seed, i, 11))
             _, maps = explain_batch(model, x, y, probe, create_graph=False, generator=gen)
             est.update(maps, data.masks[idx].to(device))
+        if ctx.distributed:  # merge the ranks' statistics in rank order: every rank gets the same C1/C2
+            merged = ForegroundRangeEstimator(region=hm.fg_region)
+            for count, mean, m2 in ctx.all_gather(est.state()):
+                merged.merge(count, mean, m2)
+            est = merged
         c1, c2 = est.result()
         log.info("foreground range from the warm-up model: C1=%.4g C2=%.4g", c1, c2)
         return c1, c2
 
     bar_total = (cfg.epochs - state["epoch"]) * steps_per_epoch - state["step_in_epoch"]
-    bar = tqdm(total=bar_total, desc=f"train[{cfg.mode}]", unit="step", disable=not progress, mininterval=1)
+    bar = tqdm(
+        total=bar_total,
+        desc=f"train[{cfg.mode}]" + (f" x{ctx.world_size} ranks" if ctx.distributed else ""),
+        unit="step",
+        disable=not progress or not ctx.is_main,
+        mininterval=1,
+    )
     while state["epoch"] < cfg.epochs and not state["stopped"]:
         epoch = state["epoch"]
         heat_on = isnet and epoch >= cfg.warmup_epochs
@@ -432,10 +516,14 @@ def _train(
             save_checkpoint()
             log.info("warm-up restart: the ISNet trains from the initial weights from epoch %d", epoch)
         perm = torch.randperm(train_idx.size, generator=torch.Generator().manual_seed(_mix(cfg.seed, epoch)))
-        sums: dict[str, float] = {}
+        if state["step_in_epoch"] == 0:
+            state["epoch_sums"] = {}
+        # the epoch's running sums of the step values live in the checkpointed state: a resumed epoch
+        # reports the mean over all its steps, not over the steps after the resume
+        sums: dict[str, float] = state.setdefault("epoch_sums", {})
         model.train()
         for step in range(state["step_in_epoch"], steps_per_epoch):
-            idx = train_idx[perm[step * cfg.batch_size : (step + 1) * cfg.batch_size].numpy()]
+            idx = shard(train_idx[perm[step * global_batch : (step + 1) * global_batch].numpy()], ctx)
             x, m = augment(data.images[idx], data.masks[idx], idx.tolist(), epoch)
             x, m, y = x.to(device), m.to(device), data.labels[idx].to(device)
             for g in opt.param_groups:
@@ -446,18 +534,18 @@ def _train(
             parts: dict[str, float]
             if heat_on:
                 if cfg.isnet_swap_fraction > 0:
-                    sgen = torch.Generator().manual_seed(_mix(cfg.seed, state["global_step"], 3))
+                    sgen = torch.Generator().manual_seed(_mix(cfg.seed, state["global_step"], 3, *rank_part))
                     n_swap = round(cfg.isnet_swap_fraction * x.shape[0])
                     sub = torch.randperm(x.shape[0], generator=sgen)[:n_swap].to(x.device)
                     x = x.clone()
                     x[sub] = shortcut_free_inputs(x[sub], m[sub], "background_swap", sgen)
-                gen = torch.Generator().manual_seed(_mix(cfg.seed, state["global_step"], 7))
+                gen = torch.Generator().manual_seed(_mix(cfg.seed, state["global_step"], 7, *rank_part))
                 lcfg = loss_config(state["c1"], state["c2"])
                 out = isnet_objective(model, x, y, m, lcfg, generator=gen, class_weight=class_weight)
                 loss = out.loss
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite ISNet loss at epoch {epoch} step {step}")
-                parts = isnet_step_gradients(model, out, hm.P, hm.grad_balance, hm.grad_projection)
+                parts = isnet_step_gradients(model, out, hm.P, hm.grad_balance, hm.grad_projection, ctx)
                 assert out.heatmaps is not None
                 below, above = _range_shares(out.heatmaps, m, lcfg.C1, lcfg.C2)
                 parts |= {
@@ -469,7 +557,7 @@ def _train(
                 }
             else:
                 if isnet:  # the ISNet's warm-up: inputs without a usable background shortcut
-                    wgen = torch.Generator().manual_seed(_mix(cfg.seed, state["global_step"], 5))
+                    wgen = torch.Generator().manual_seed(_mix(cfg.seed, state["global_step"], 5, *rank_part))
                     x = shortcut_free_inputs(x, m, cfg.warmup_inputs, wgen)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     logits = model(x)
@@ -477,11 +565,16 @@ def _train(
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss at epoch {epoch} step {step}")
                 loss.backward()
+                ctx.average_gradients(model)
                 parts = {"ce": float(loss.detach())}
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            for name, v in {"loss": float(loss.detach()), **parts}.items():
+            values = {"loss": float(loss.detach()), **parts}
+            if ctx.distributed:  # the global batch's means: the same on every rank and in rank 0's checkpoint
+                avg = ctx.all_reduce_mean([torch.tensor(list(values.values()), dtype=torch.float64)])[0]
+                values = dict(zip(values, avg.tolist(), strict=True))
+            for name, v in values.items():
                 sums[name] = sums.get(name, 0.0) + v
             state["global_step"] += 1
             state["step_in_epoch"] = step + 1
@@ -490,30 +583,15 @@ def _train(
             if state["global_step"] % cfg.checkpoint_every == 0:
                 save_checkpoint()
 
-        # ---- end of epoch: validation, selection, early stopping
+        # ---- end of epoch: validation (rank 0), selection, early stopping
         n_steps = max(1, steps_per_epoch)
-        metrics = {f"train_{k}": v / n_steps for k, v in sums.items()}
-        proba = predict_proba(model, data.images[val_idx])
-        val_labels = data.labels[val_idx].numpy()
-        metrics["val_auc"] = _auc(val_labels, proba)
-        metrics["val_ce"] = float(
-            F.nll_loss(torch.log(torch.from_numpy(proba).clamp_min(1e-12)), torch.from_numpy(val_labels))
-        )
-        metrics["val_swap_change"] = val_swap_change(model, data, val_idx, proba, cfg.seed)
-        if cfg.audit_samples:
-            a_idx = val_idx[: cfg.audit_samples]
-            metrics["val_background_share"] = audit_background_share(
-                model, data.images[a_idx], data.masks[a_idx], data.labels[a_idx], cfg.audit_composite
-            )
-        if heat_on:
-            terms = val_heatmap_terms(
-                model, data, val_idx, loss_config(state["c1"], state["c2"]), cfg.batch_size, cfg.seed,
-                class_weight=class_weight,
-            )  # fmt: skip
-            metrics["val_background"], metrics["val_foreground"] = terms["background"], terms["foreground"]
-            metrics["val_isnet_loss"] = terms["loss"]
-        metrics["lr"] = opt.param_groups[0]["lr"]
-        metrics["heatmap_loss_on"] = float(heat_on)
+        ctx.average_running_stats(model)
+        if ctx.is_main:
+            metrics = {f"train_{k}": v / n_steps for k, v in sums.items()}
+            metrics |= _validate(cfg, data, model, val_idx, state, heat_on, loss_config, class_weight)
+            metrics["lr"] = opt.param_groups[0]["lr"]
+            metrics["heatmap_loss_on"] = float(heat_on)
+        metrics = ctx.broadcast(metrics if ctx.is_main else None)
         state["history"].append({"epoch": epoch, **metrics})
         # Selection: the standard model by validation AUC. The ISNet by validation AUC among the epochs
         # whose validation background share is within the limit (else by its share), or by its validation
@@ -532,7 +610,7 @@ def _train(
         state["epoch"] = epoch + 1
         state["step_in_epoch"] = 0
         save_checkpoint()
-        if on_epoch is not None:
+        if on_epoch is not None and ctx.is_main:
             on_epoch(epoch, metrics, model)
     bar.close()
 
