@@ -43,6 +43,12 @@ TASK_LABELS = {
     "evaluate-model": "evaluate ISNet",
     "evaluate-model-2": "evaluate standard",
     "promote-model": "promote ISNet",
+    # the distributed branch (train_gpus > 1: TrainJobs, a cluster only)
+    "train-model-distributed": "train ISNet (TrainJob)",
+    "train-model-distributed-2": "train standard (TrainJob)",
+    "evaluate-model-3": "evaluate ISNet",
+    "evaluate-model-4": "evaluate standard",
+    "promote-model-2": "promote ISNet",
 }
 LOG_FILE = "pipeline.log"
 

@@ -13,20 +13,31 @@ MLflow gets its credentials from the Secrets ``isnetflow-s3-credentials`` and
 ``isnetflow-mlflow-credentials`` and its endpoints from the ConfigMap ``isnetflow-config``; the two
 training tasks ask for one ``nvidia.com/gpu`` and run on GPU nodes (node selector + toleration).
 
+``train_gpus`` above 1 takes the distributed branch: each training task is a launcher without a GPU that
+submits a Kubeflow Trainer ``TrainJob`` (``torchrun`` on ``train_nodes`` pods of ``train_gpus /
+train_nodes`` GPUs each, the same image and training entry point), waits for it and passes on the MLflow
+model it logged (:func:`isnetflow.stages.train.run_trainjob`). The job's pods get the Secrets by
+reference, the endpoints, the MLflow client label, a token-less service account and GPU nodes.
+
 Caching is off where a cached result would be wrong: ingest (the same ``input_uri`` can hold new
 files), the data check (the champion moves), training and promotion (they must run every time). The
 lung masks and the evaluations are pure functions of their inputs and stay cacheable.
 """
+
+import json
+from typing import Any
 
 from kfp import dsl, kubernetes
 from kfp.dsl import PipelineTask
 
 from components.data_check import data_changed
 from components.evaluate import evaluate_model
+from components.image import IMAGE
 from components.ingest import ingest
 from components.masks import lung_masks
 from components.promote import promote_model
 from components.train import train_model
+from components.train_distributed import train_model_distributed
 from isnetflow.config import Settings
 
 PIPELINE_NAME = "isnetflow-training"
@@ -46,6 +57,24 @@ CONFIG_MAP_KEYS = {
 }
 GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
 GPU_TAINT_KEY = "nvidia.com/gpu"
+#: the service account of the distributed training's pods: token-less, they never call the API
+TRAINING_POD_ACCOUNT = "isnetflow-workload"
+#: what a TrainJob's pods get (components/train_distributed.py): the same endpoints (copied from the
+#: launching task's ConfigMap variables) and Secrets as a single-pod training, the label that lets them
+#: reach MLflow (k8s/base/networkpolicies.yaml), GPU nodes
+CLUSTER_JSON = json.dumps(
+    {
+        "passthrough_env": sorted(CONFIG_MAP_KEYS),
+        "secret_env": {k: [S3_SECRET, v] for k, v in S3_SECRET_KEYS.items()}
+        | {k: [MLFLOW_SECRET, v] for k, v in MLFLOW_SECRET_KEYS.items()},
+        # MLflow's policy admits its clients; MinIO's (the dev overlay) its S3 clients: the pods read S3
+        "pod_labels": {"isnetflow.io/mlflow-client": "true", "isnetflow.io/s3-client": "true"},
+        "service_account": TRAINING_POD_ACCOUNT,
+        "node_selector": dict([GPU_NODE_LABEL]),
+        "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+    },
+    sort_keys=True,
+)
 
 
 def _s3(task: PipelineTask) -> PipelineTask:
@@ -73,6 +102,75 @@ def _gpu(task: PipelineTask) -> PipelineTask:
     return task
 
 
+def _train_evaluate_promote(
+    settings_json: str,
+    tracking_uri: str,
+    data: PipelineTask,
+    masks: PipelineTask,
+    gpus: Any = None,
+    nodes: Any = None,
+) -> None:
+    """Train the ISNet and the baseline (in their own pods, or as TrainJobs when ``gpus`` is given),
+    evaluate both, and promote the ISNet if it passed its gates."""
+    evaluations, trained = {}, {}
+    for mode in ("isnet", "standard"):
+        train: PipelineTask
+        if gpus is None:
+            train = train_model(
+                settings_json=settings_json,
+                mode=mode,
+                tracking_uri=tracking_uri,
+                # checkpoints under <train.checkpoint_dir>/<run id>/<mode>: the two trainings run in
+                # parallel and never share files; a retry resumes from its own
+                pipeline_run=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                data=data.outputs["data"],
+                masks=masks.outputs["masks"],
+            ).set_display_name(f"train {mode}")
+            train.set_cpu_request("4").set_memory_request("8Gi").set_memory_limit("16Gi").set_retry(1)
+            _s3_and_mlflow(_gpu(train.set_caching_options(False)))
+        else:
+            train = train_model_distributed(
+                settings_json=settings_json,
+                mode=mode,
+                tracking_uri=tracking_uri,
+                # the TrainJob's name derives from the run id and mode: a retried launcher adopts its job
+                pipeline_run=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                gpus=gpus,
+                nodes=nodes,
+                image=IMAGE,
+                cluster_json=CLUSTER_JSON,
+                data=data.outputs["data"],
+                masks=masks.outputs["masks"],
+            ).set_display_name(f"train {mode} (TrainJob)")
+            # the launcher only submits and waits: no GPU of its own
+            train.set_cpu_request("500m").set_memory_request("1Gi").set_memory_limit("2Gi").set_retry(1)
+            _s3_and_mlflow(train.set_caching_options(False))
+        ev = evaluate_model(
+            settings_json=settings_json,
+            tracking_uri=tracking_uri,
+            mask_model_version=masks.outputs["Output"],
+            candidate=mode == "isnet",  # the model the gates-passed branch promotes
+            data=data.outputs["data"],
+            masks=masks.outputs["masks"],
+            model=train.outputs["model"],
+        ).set_display_name(f"evaluate {mode}")
+        ev.set_cpu_request("2").set_memory_request("4Gi").set_memory_limit("8Gi").set_retry(1)
+        _s3_and_mlflow(ev)
+        evaluations[mode], trained[mode] = ev, train
+    with dsl.If(evaluations["isnet"].outputs["Output"] == True, name="gates-passed"):  # noqa: E712
+        promote = promote_model(
+            settings_json=settings_json,
+            tracking_uri=tracking_uri,
+            mask_model_version=masks.outputs["Output"],
+            data=data.outputs["data"],
+            masks=masks.outputs["masks"],
+            model=trained["isnet"].outputs["model"],
+            evaluation=evaluations["isnet"].outputs["evaluation"],
+        ).set_display_name("promote ISNet")
+        promote.set_cpu_request("1").set_memory_request("2Gi").set_memory_limit("4Gi").set_retry(2)
+        _s3_and_mlflow(promote.set_caching_options(False))
+
+
 @dsl.pipeline(
     name=PIPELINE_NAME,
     description="Validate chest X-ray DICOM, mask lungs, train ISNet vs standard, evaluate externally, "
@@ -85,6 +183,8 @@ def training_pipeline(
     external_sites_json: str = "[]",
     tracking_uri: str = "",
     skip_if_unchanged: bool = True,
+    train_gpus: int = 1,
+    train_nodes: int = 1,
 ) -> None:
     data = ingest(
         settings_json=settings_json,
@@ -110,42 +210,11 @@ def training_pipeline(
             ).set_display_name("lung masks")
             masks.set_cpu_request("2").set_memory_request("2Gi").set_memory_limit("8Gi").set_retry(1)
             _s3_and_mlflow(masks)
-            evaluations = {}
-            trained = {}
-            for mode in ("isnet", "standard"):
-                train = train_model(
-                    settings_json=settings_json,
-                    mode=mode,
-                    tracking_uri=tracking_uri,
-                    # checkpoints under <train.checkpoint_dir>/<run id>/<mode>: the two trainings run in
-                    # parallel and never share files; a retry resumes from its own
-                    pipeline_run=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                    data=data.outputs["data"],
-                    masks=masks.outputs["masks"],
-                ).set_display_name(f"train {mode}")
-                train.set_cpu_request("4").set_memory_request("8Gi").set_memory_limit("16Gi").set_retry(1)
-                _s3_and_mlflow(_gpu(train.set_caching_options(False)))
-                ev = evaluate_model(
-                    settings_json=settings_json,
-                    tracking_uri=tracking_uri,
-                    mask_model_version=masks.outputs["Output"],
-                    candidate=mode == "isnet",  # the model the gates-passed branch promotes
-                    data=data.outputs["data"],
-                    masks=masks.outputs["masks"],
-                    model=train.outputs["model"],
-                ).set_display_name(f"evaluate {mode}")
-                ev.set_cpu_request("2").set_memory_request("4Gi").set_memory_limit("8Gi").set_retry(1)
-                _s3_and_mlflow(ev)
-                evaluations[mode], trained[mode] = ev, train
-            with dsl.If(evaluations["isnet"].outputs["Output"] == True, name="gates-passed"):  # noqa: E712
-                promote = promote_model(
-                    settings_json=settings_json,
-                    tracking_uri=tracking_uri,
-                    mask_model_version=masks.outputs["Output"],
-                    data=data.outputs["data"],
-                    masks=masks.outputs["masks"],
-                    model=trained["isnet"].outputs["model"],
-                    evaluation=evaluations["isnet"].outputs["evaluation"],
-                ).set_display_name("promote ISNet")
-                promote.set_cpu_request("1").set_memory_request("2Gi").set_memory_limit("4Gi").set_retry(2)
-                _s3_and_mlflow(promote.set_caching_options(False))
+            # One GPU: each training runs in its own pod. More: each training task submits a TrainJob
+            # (torchrun on train_nodes pods of train_gpus / train_nodes GPUs) and waits for it. The two
+            # paths are whole branches (train -> evaluate -> promote), not one join through dsl.OneOf:
+            # kfp.local, and with it the local end-to-end run, does not resolve OneOf artifacts.
+            with dsl.If(train_gpus <= 1, name="single-pod-training"):
+                _train_evaluate_promote(settings_json, tracking_uri, data, masks)
+            with dsl.Else(name="distributed-training"):
+                _train_evaluate_promote(settings_json, tracking_uri, data, masks, train_gpus, train_nodes)

@@ -180,12 +180,14 @@ def validate(
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Option("--data", help="Output folder of `isnetflow validate`.")],
+    data: Annotated[
+        str, typer.Option("--data", help="Output folder of `isnetflow validate` (local or s3://).")
+    ],
     mode: Annotated[
         str | None, typer.Option("--mode", help="isnet or standard (default from config).")
     ] = None,
     masks: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--masks", help="Folder of <SOPInstanceUID>.png lung masks (default: manifest mask column)."
         ),
@@ -212,8 +214,24 @@ def train(
             "(gloo on CPU, nccl with one GPU per process). train.batch_size is per process.",
         ),
     ] = 1,
+    settings_json: Annotated[
+        str | None,
+        typer.Option("--settings-json", help="Settings as JSON (instead of --config; pipelines pass it)."),
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="KEY=VALUE tag on the MLflow run (repeatable).")
+    ] = None,
+    checkpoint_scope: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoint-scope",
+            help="Checkpoints under <checkpoint dir>/<scope>/<mode> (a pipeline passes its run id).",
+        ),
+    ] = None,
 ) -> None:
-    """Train an ISNet (LRP background-relevance loss) or the standard baseline; log to MLflow."""
+    """Train an ISNet (LRP background-relevance loss) or the standard baseline; log to MLflow.
+
+    --data and --masks may be local folders or s3:// prefixes (copied for the training)."""
     from isnetflow.config import TrainConfig
     from isnetflow.stages import train as stage
     from isnetflow.stages.train import TrainDataError
@@ -223,12 +241,26 @@ def train(
         args = ["--data", str(data), "--out", str(out), "--experiment", experiment]
         for flag, value in (("--mode", mode), ("--masks", masks), ("--epochs", epochs),
                             ("--checkpoint-dir", checkpoint_dir), ("--tracking-uri", tracking_uri),
-                            ("--config", config)):  # fmt: skip
+                            ("--config", config), ("--settings-json", settings_json),
+                            ("--checkpoint-scope", checkpoint_scope)):  # fmt: skip
             if value is not None:
                 args += [flag, str(value)]
+        for t in tag or []:
+            args += ["--tag", t]
         raise typer.Exit(_torchrun(nproc, ["train", *args, *(["--resume"] if resume else [])]))
 
-    settings = _settings(config)
+    if settings_json is not None and config is not None:
+        raise typer.BadParameter("give --config or --settings-json, not both")
+    try:
+        settings = Settings.model_validate_json(settings_json) if settings_json else _settings(config)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--settings-json: {exc}") from exc
+    tags: dict[str, str] = {}
+    for t in tag or []:
+        key, sep, value = t.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--tag {t!r}: expected KEY=VALUE")
+        tags[key] = value
     base = settings.train.model_dump()
     updates = {"mode": mode, "epochs": epochs, "checkpoint_dir": checkpoint_dir}
     try:
@@ -245,6 +277,8 @@ def train(
             experiment=experiment,
             resume=resume,
             classes=list(settings.validate.classes),
+            tags=tags,
+            checkpoint_scope=checkpoint_scope,
         )
     except (TrainDataError, FileNotFoundError, ValueError) as exc:  # ValueError: e.g. a mismatched checkpoint
         console.print(f"[red]error:[/] {exc}")

@@ -352,12 +352,23 @@ class Pod:
         return {"kubernetes.io/metadata.name": self.namespace, **self.namespace_labels}
 
 
+def _port_matches(entry: Mapping[str, Any], port: int) -> bool:
+    """A NetworkPolicyPort admits TCP ``port``: no ``port`` means every port of the protocol, ``endPort``
+    a range; a named port is not resolved (it does not match)."""
+    if entry.get("protocol", "TCP") != "TCP":
+        return False
+    if "port" not in entry:
+        return True
+    start = entry["port"]
+    return isinstance(start, int) and start <= port <= entry.get("endPort", start)
+
+
 def ingress_allowed(policies: list[Manifest], src: Pod, dst: Pod, port: int) -> bool:
     """Whether the policies admit a TCP connection from ``src`` to ``dst:port`` (ingress side only).
 
     Same semantics as the API server: a pod selected by no Ingress policy accepts everything; otherwise
     the union of the selecting policies' rules applies. Only what these manifests use is implemented:
-    podSelector/namespaceSelector peers (no ipBlock) and numeric TCP ports.
+    podSelector/namespaceSelector peers (no ipBlock) and TCP ports (numeric, ranges, or all).
     """
     selecting = [
         p
@@ -371,7 +382,7 @@ def ingress_allowed(policies: list[Manifest], src: Pod, dst: Pod, port: int) -> 
     for policy in selecting:
         for rule in policy["spec"].get("ingress", []):
             ports = rule.get("ports")
-            if ports and not any(p.get("protocol", "TCP") == "TCP" and p.get("port") == port for p in ports):
+            if ports and not any(_port_matches(p, port) for p in ports):
                 continue
             peers = rule.get("from")
             if not peers:

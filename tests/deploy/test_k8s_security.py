@@ -30,6 +30,13 @@ from manifests import (
 )
 
 from isnetflow import __version__
+from isnetflow.training.trainjob import (
+    MLFLOW_CLIENT_LABEL,
+    S3_CLIENT_LABEL,
+    TRAINING_POD_LABEL,
+    trainjob_manifest,
+    trainjob_name,
+)
 
 #: The contract the pipeline code relies on (kfp.kubernetes.use_secret_as_env / use_config_map_as_env).
 PIPELINE_SECRETS = {
@@ -375,6 +382,75 @@ def test_network_policies(overlay: Overlay) -> None:
         assert ingress_allowed(policies, src, minio, 9000), src
     for src in (KUBEFLOW_POD, OTHER_POD, FOREIGN_POD, postgres):
         assert not ingress_allowed(policies, src, minio, 9000), src
+
+
+def training_pod(name: str, **pod_labels: str) -> Pod:
+    """A pod of TrainJob ``name`` as isnetflow.training.trainjob labels it (its runtime patch)."""
+    doc = trainjob_manifest(name, namespace=NAMESPACE, image=PROJECT_IMAGE, args=[], pod_labels=pod_labels)
+    (job,) = doc["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    # plus what JobSet puts on every pod of the TrainJob (no policy selects by it)
+    return Pod(
+        job["template"]["spec"]["template"]["metadata"]["labels"] | {"jobset.sigs.k8s.io/jobset-name": name}
+    )
+
+
+def test_training_pods_accept_only_training_pods(overlay: Overlay) -> None:
+    """A TrainJob's pods reach each other on every TCP port (torchrun's rendezvous 29500, NCCL's ephemeral
+    ports); nothing else of the namespace or outside reaches them. Other trainings of the namespace are
+    admitted too: a podSelector cannot ask for the peer's isnetflow.io/trainjob to equal the pod's."""
+    name, docs = overlay
+    policies = list(by_kind(docs, "NetworkPolicy").values())
+    policy = one(docs, "NetworkPolicy", "training-pods")
+    assert policy["spec"] == {
+        "podSelector": {"matchLabels": {TRAINING_POD_LABEL: "true"}},
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {
+                "from": [{"podSelector": {"matchLabels": {TRAINING_POD_LABEL: "true"}}}],
+                "ports": [{"protocol": "TCP"}],
+            }
+        ],
+    }
+    # what the pipeline passes (pipelines/training.py): the MLflow client label, and the S3 one for MinIO
+    job = trainjob_name("run-1", "isnet")
+    clients = {MLFLOW_CLIENT_LABEL: "true", S3_CLIENT_LABEL: "true"}
+    node0, node1 = training_pod(job, **clients), training_pod(job, **clients)
+    other_training = training_pod(trainjob_name("run-1", "standard"))
+    for port in (29500, 1, 41873, 65535):
+        assert ingress_allowed(policies, node1, node0, port), port
+        assert ingress_allowed(policies, other_training, node0, port), port
+    mlflow = pod_of(docs, "Deployment", "mlflow")
+    elsewhere = Pod(node1.labels, namespace="team-b")
+    for src in (PIPELINE_POD, OTHER_POD, KUBEFLOW_POD, FOREIGN_POD, mlflow, elsewhere):
+        assert not ingress_allowed(policies, src, node0, 29500), src
+    # the training-pod label opens nothing else
+    assert not ingress_allowed(policies, node0, PIPELINE_POD, 29500)
+    assert not ingress_allowed(policies, node0, mlflow, 29500)
+    # MLflow admits the training pods by the label the caller passes, and only with it
+    assert ingress_allowed(policies, node0, mlflow, 5000)
+    assert not ingress_allowed(policies, other_training, mlflow, 5000)
+    if name == "dev":
+        minio = pod_of(docs, "StatefulSet", "minio")
+        assert ingress_allowed(policies, node0, minio, 9000)
+        assert not ingress_allowed(policies, other_training, minio, 9000)
+        postgres = pod_of(docs, "StatefulSet", "postgres")
+        assert not ingress_allowed(policies, node0, postgres, 5432)
+
+
+def test_network_policy_evaluator_ports() -> None:
+    """Guard for the evaluator's ports: a number, a range (endPort), or every port of the protocol."""
+
+    def policy(ports: list[dict]) -> Manifest:
+        rule = {"from": [{"podSelector": {}}], "ports": ports}
+        return {"metadata": {"namespace": NAMESPACE}, "spec": {"podSelector": {}, "ingress": [rule]}}
+
+    assert ingress_allowed([policy([{"port": 80}])], OTHER_POD, PIPELINE_POD, 80)
+    assert not ingress_allowed([policy([{"port": 80}])], OTHER_POD, PIPELINE_POD, 81)
+    assert ingress_allowed([policy([{"port": 80, "endPort": 90}])], OTHER_POD, PIPELINE_POD, 90)
+    assert not ingress_allowed([policy([{"port": 80, "endPort": 90}])], OTHER_POD, PIPELINE_POD, 91)
+    assert ingress_allowed([policy([{"protocol": "TCP"}])], OTHER_POD, PIPELINE_POD, 54321)
+    assert not ingress_allowed([policy([{"protocol": "UDP"}])], OTHER_POD, PIPELINE_POD, 54321)
+    assert not ingress_allowed([policy([{"port": "http"}])], OTHER_POD, PIPELINE_POD, 80)
 
 
 def test_network_policy_evaluator_without_policies_allows() -> None:

@@ -9,25 +9,35 @@ so the topology written in ``numNodes`` / ``numProcPerNode`` is the one torchrun
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from manifests import NAMESPACE, SCHEMAS, Manifest, crd_errors, one
+from manifests import NAMESPACE, REPO, SCHEMAS, Manifest, crd_errors, hardening_problems, one
 
 from isnetflow import __version__
 from isnetflow.training.trainjob import (
     API_VERSION,
     COMMAND,
     GROUP,
+    IMAGE_HOME,
     KIND,
+    MODES,
+    PATCH_MANAGER,
     PLURAL,
     RESERVED_ENV,
+    RUN_AS_GROUP,
+    RUN_AS_USER,
     TRAINER_JOB,
+    TRAINING_POD_LABEL,
+    TRAINJOB_LABEL,
     trainjob_manifest,
+    trainjob_name,
 )
 
 IMAGE = f"ghcr.io/isnetflow/isnetflow:{__version__}"
@@ -52,9 +62,25 @@ def full(**overrides: Any) -> Manifest:
         },
         "labels": {"isnetflow.io/pipeline-run": "run-0123"},
         "resources_per_node": {"requests": {"cpu": "16", "memory": "64Gi"}, "limits": {"memory": "64Gi"}},
+        "pod_labels": {"isnetflow.io/mlflow-client": "true", "isnetflow.io/s3-client": "true"},
+        "service_account": "isnetflow-workload",
+        "node_selector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
     }
     kwargs.update(overrides)
     return trainjob_manifest("cxr-train-7f3a9c", **kwargs)
+
+
+#: where the pod template patch of the trainer Job is in a TrainJob
+PATCH = ("spec", "runtimePatches", 0, "trainingRuntimeSpec", "template", "spec", "replicatedJobs", 0)
+POD_PATCH = (*PATCH, "template", "spec", "template")
+
+
+def at(doc: Manifest, path: tuple[str | int, ...]) -> Any:
+    node: Any = doc
+    for key in path:
+        node = node[key]
+    return node
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +133,231 @@ def test_the_smallest_manifest() -> None:
     assert trainer["resourcesPerNode"] == {"limits": {"nvidia.com/gpu": "1"}}
     assert "env" not in trainer
     assert crd_errors(doc) == []
+    # the hardening and the training-pod labels are there without being asked for
+    (patch,) = doc["spec"]["runtimePatches"]
+    assert patch["manager"] == PATCH_MANAGER
+    pod = at(doc, POD_PATCH)
+    assert pod["metadata"] == {
+        "labels": {
+            "app.kubernetes.io/part-of": "isnetflow",
+            "app.kubernetes.io/component": "training",
+            TRAINING_POD_LABEL: "true",
+            TRAINJOB_LABEL: "cxr",
+        }
+    }
+    assert set(pod["spec"]) == {"securityContext", "volumes", "containers"}
 
 
 def test_the_manifest_validates_against_the_vendored_crd() -> None:
     assert crd_errors(full()) == []
+
+
+def test_the_runtime_patch() -> None:
+    """One patch, of the trainer Job ``node``: its pods' labels, account, placement and hardening."""
+    doc = full()
+    (patch,) = doc["spec"]["runtimePatches"]
+    assert patch["manager"] == "isnetflow.io/pipeline"
+    # the Trainer's webhook: a domain-prefixed path (validation.IsDomainPrefixedPath)
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-a-zA-Z0-9/._~]+", patch["manager"])
+    (job,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    assert job["name"] == TRAINER_JOB == "node" and set(job) == {"name", "template"}
+    template = at(doc, POD_PATCH)
+    assert template["metadata"]["labels"] == {
+        "app.kubernetes.io/part-of": "isnetflow",
+        "app.kubernetes.io/component": "training",
+        "isnetflow.io/mlflow-client": "true",
+        "isnetflow.io/s3-client": "true",
+        "isnetflow.io/training-pod": "true",
+        "isnetflow.io/trainjob": "cxr-train-7f3a9c",
+    }
+    assert template["spec"] == {
+        "serviceAccountName": "isnetflow-workload",
+        "nodeSelector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumes": [{"name": "isnetflow-tmp", "emptyDir": {}}, {"name": "isnetflow-home", "emptyDir": {}}],
+        "containers": [
+            {
+                "name": "node",
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "privileged": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "volumeMounts": [
+                    {"name": "isnetflow-tmp", "mountPath": "/tmp"},
+                    {"name": "isnetflow-home", "mountPath": "/home/isnetflow"},
+                ],
+            }
+        ],
+    }
+    # the launcher's adoption check is unaffected: the patch is not part of spec.trainer
+    assert "runtimePatches" not in doc["spec"]["trainer"]
+
+
+def test_the_patch_runs_as_the_image_user() -> None:
+    """The uid/gid and $HOME of the patch are the Dockerfile's (useradd, USER, ENV HOME)."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    final_stage = dockerfile.rsplit("\nFROM ", 1)[1]
+    assert re.search(rf"groupadd --system --gid {RUN_AS_GROUP} isnetflow\b", final_stage)
+    assert re.search(
+        rf"useradd --system --uid {RUN_AS_USER} --gid isnetflow\b.*--home-dir {IMAGE_HOME}\b", final_stage
+    )
+    assert re.search(rf"^USER {RUN_AS_USER}:{RUN_AS_GROUP}$", final_stage, re.M)
+    assert re.search(rf"\bHOME={IMAGE_HOME}\b", final_stage)
+    assert RUN_AS_USER >= 10000  # tests/deploy/manifests.py hardening_problems: runAsUser >= 10000
+
+
+def merged(base: Any, patch: Any) -> Any:
+    """A strategic merge patch as far as the Trainer's (k8s.io/apimachinery strategicpatch against the
+    JobSet types) applies to these fields: maps merge, lists of named items merge by name (replicatedJobs,
+    containers, volumes), volumeMounts by mountPath, other lists are replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        return base | {k: merged(base[k], v) if k in base else v for k, v in patch.items()}
+    if isinstance(base, list) and isinstance(patch, list) and patch and isinstance(patch[0], dict):
+        key = next((k for k in ("name", "mountPath") if k in patch[0]), None)
+        if key is not None:
+            out = {item[key]: item for item in base}
+            for item in patch:
+                out[item[key]] = merged(out[item[key]], item) if item[key] in out else item
+            return list(out.values())
+    return patch
+
+
+def trainer_pod(doc: Manifest, runtime: Manifest) -> Manifest:
+    """The pod template of the trainer Job the Trainer builds: the runtime's, the TrainJob's patch merged
+    in, then the trainer container given the TrainJob's image, command, args and resources."""
+    spec = merged(
+        runtime["spec"]["template"]["spec"],
+        doc["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"],
+    )
+    (job,) = [j for j in spec["replicatedJobs"] if j["name"] == TRAINER_JOB]
+    template = copy.deepcopy(job["template"]["spec"]["template"])
+    trainer = doc["spec"]["trainer"]
+    for container in template["spec"]["containers"]:
+        if container["name"] == TRAINER_JOB:
+            container |= {k: trainer[k] for k in ("image", "command", "args", "env") if k in trainer}
+            container["resources"] = trainer["resourcesPerNode"]
+    return {
+        "kind": "Job",
+        "metadata": {"name": f"{doc['metadata']['name']}-{TRAINER_JOB}"},
+        "spec": {"template": template},
+    }
+
+
+def test_the_trainer_pods_are_hardened(runtime: Manifest) -> None:
+    """The pods the Trainer builds from the runtime and the patch pass the checks every workload of k8s/
+    passes (and Pod Security "restricted", which the namespace warns about), and write only to emptyDirs."""
+    resources = {"requests": {"cpu": "16", "memory": "64Gi"}, "limits": {"cpu": "16", "memory": "64Gi"}}
+    pod = trainer_pod(full(resources_per_node=resources), runtime)
+    assert hardening_problems(pod) == []
+    spec = pod["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["image"] == IMAGE and container["command"] == list(COMMAND)
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert {m["mountPath"]: "emptyDir" in volumes[m["name"]] for m in container["volumeMounts"]} == {
+        "/tmp": True,
+        IMAGE_HOME: True,
+    }
+    assert pod["spec"]["template"]["metadata"]["labels"][TRAINING_POD_LABEL] == "true"
+    assert spec["serviceAccountName"] == "isnetflow-workload"
+    # without cpu/memory limits, only the resource check is left
+    assert hardening_problems(trainer_pod(full(), runtime)) == [
+        "Job/cxr-train-7f3a9c-node/node: cpu+memory requests and limits"
+    ]
+
+
+def test_the_patch_names_what_the_runtime_has(runtime: Manifest) -> None:
+    """The Trainer's webhook refuses a patch of a replicated Job or container the runtime lacks; the
+    patch's volumes must not collide with the runtime's."""
+    jobs = {j["name"]: j for j in runtime["spec"]["template"]["spec"]["replicatedJobs"]}
+    doc = full()
+    (job,) = doc["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    pod = jobs[job["name"]]["template"]["spec"]["template"]["spec"]
+    patch = job["template"]["spec"]["template"]["spec"]
+    assert {c["name"] for c in patch["containers"]} <= {c["name"] for c in pod["containers"]}
+    assert not {v["name"] for v in patch["volumes"]} & {v["name"] for v in pod.get("volumes", [])}
+    # the webhook refuses env in a patch of the container node (it is the TrainJob's spec.trainer.env)
+    assert all("env" not in c for c in patch["containers"])
+
+
+@pytest.mark.parametrize(
+    ("path", "typo"),
+    [
+        ((*POD_PATCH, "spec"), ("securityContext", "securitycontext")),
+        ((*POD_PATCH, "spec"), ("nodeSelector", "nodeSelectors")),
+        ((*POD_PATCH, "spec"), ("serviceAccountName", "serviceAccount")),
+        ((*POD_PATCH, "spec", "containers", 0), ("volumeMounts", "volumeMount")),
+        ((*POD_PATCH, "spec", "containers", 0, "securityContext"), ("capabilities", "capability")),
+        ((*POD_PATCH, "spec", "tolerations", 0), ("effect", "effects")),
+        (POD_PATCH, ("metadata", "meta")),
+        (("spec", "runtimePatches", 0), ("manager", "managers")),
+        (("spec", "runtimePatches", 0), ("trainingRuntimeSpec", "runtimeSpec")),
+    ],
+)
+def test_crd_validation_catches_a_misspelled_patch_field(
+    path: tuple[str | int, ...], typo: tuple[str, str]
+) -> None:
+    doc = copy.deepcopy(full())
+    node = at(doc, path)
+    good, bad = typo
+    node[bad] = node.pop(good)
+    errors = crd_errors(doc)
+    unexpected = [e for e in errors if f"'{bad}' was unexpected" in e]
+    assert len(unexpected) == 1 and set(errors) - set(unexpected) <= {
+        f"{'.'.join(map(str, path))}: '{good}' is a required property"
+    }, errors
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "value"),
+    [
+        # a runtime patch may set only some pod and container fields (kubeflow/trainer PodSpecPatch and
+        # ContainerPatch): the token mount, the image, the resources are not among them
+        ((*POD_PATCH, "spec"), "automountServiceAccountToken", False),
+        ((*POD_PATCH, "spec"), "hostNetwork", False),
+        ((*POD_PATCH, "spec", "containers", 0), "resources", {"limits": {"cpu": "1"}}),
+        ((*POD_PATCH, "spec", "containers", 0), "image", IMAGE),
+        ((*POD_PATCH, "spec", "containers", 0), "workingDir", "/tmp"),
+    ],
+)
+def test_fields_a_runtime_patch_cannot_set_are_refused(
+    path: tuple[str | int, ...], field: str, value: Any
+) -> None:
+    doc = copy.deepcopy(full())
+    at(doc, path)[field] = value
+    assert [e for e in crd_errors(doc) if f"'{field}' was unexpected" in e], crd_errors(doc)
+
+
+def test_trainjob_name() -> None:
+    name = trainjob_name("7f3a9c2e-0b4e-4d1a-9f63-2a1c5e8b7d90", "isnet")
+    assert name == trainjob_name("7f3a9c2e-0b4e-4d1a-9f63-2a1c5e8b7d90", "isnet")  # deterministic
+    assert re.fullmatch(r"isnetflow-isnet-[0-9a-f]{10}", name)
+    names = {trainjob_name(run, mode) for run in ("run-1", "run-2", "7f3a9c2e") for mode in MODES}
+    assert len(names) == 6  # differs per run and per mode
+    for candidate in names:
+        assert len(candidate) <= 29
+        # a valid TrainJob name for 10 nodes and more: trainjob_manifest accepts it (DNS-1035, JobSet)
+        doc = trainjob_manifest(candidate, namespace=NAMESPACE, image=IMAGE, args=[], num_nodes=100)
+        assert doc["metadata"]["name"] == candidate
+        assert at(doc, POD_PATCH)["metadata"]["labels"][TRAINJOB_LABEL] == candidate
+    with pytest.raises(ValueError, match="mode 'masked'"):
+        trainjob_name("run-1", "masked")
+    with pytest.raises(ValueError, match="pipeline_run"):
+        trainjob_name("", "isnet")
+
+
+def test_modes_are_the_configs() -> None:
+    from isnetflow.config import TrainConfig
+
+    assert typing.get_args(TrainConfig.model_fields["mode"].annotation) == MODES
 
 
 @pytest.mark.parametrize(
@@ -196,6 +443,47 @@ def test_a_wrong_type_is_caught() -> None:
         ({"resources_per_node": {"limit": {"cpu": "1"}}}, "'requests' and 'limits'"),
         ({"resources_per_node": {"limits": {"nvidia.com/gpu": "8"}}}, "give the GPU count once"),
         ({"resources_per_node": {"requests": {"cpu": 1.5}}}, "is not a quantity"),
+        ({"pod_labels": {"bad key": "v"}}, "pod label 'bad key': not a valid Kubernetes label key"),
+        ({"pod_labels": {"isnetflow.io/mlflow-client": True}}, "label key (or its value is not a str)"),
+        ({"pod_labels": {"isnetflow.io/mlflow-client": "yes please"}}, "not a valid Kubernetes label value"),
+        ({"pod_labels": {"x": "v" * 64}}, "not a valid Kubernetes label value"),
+        ({"pod_labels": {"app.kubernetes.io/part-of": "other"}}, "on every isnetflow resource"),
+        ({"pod_labels": {"isnetflow.io/training-pod": "false"}}, "NetworkPolicy training-pods"),
+        ({"pod_labels": {"isnetflow.io/trainjob": "other"}}, "NetworkPolicy training-pods"),
+        ({"pod_labels": {"jobset.sigs.k8s.io/jobset-name": "x"}}, "set by the JobSet, Job and Trainer"),
+        ({"pod_labels": ["isnetflow.io/mlflow-client"]}, "pod labels must be a mapping"),
+        ({"service_account": "Isnetflow_Workload"}, "not a valid ServiceAccount name"),
+        ({"service_account": ""}, "not a valid ServiceAccount name"),
+        ({"node_selector": {"nvidia.com/gpu.present": "yes it is"}}, "node selector"),
+        ({"node_selector": {"-bad": "true"}}, "node selector '-bad'"),
+        ({"tolerations": {"key": "nvidia.com/gpu"}}, "tolerations must be a list"),
+        ({"tolerations": ["nvidia.com/gpu"]}, "tolerations[0]: expected a mapping"),
+        (
+            {"tolerations": [{"key": "nvidia.com/gpu", "effects": "NoSchedule"}]},
+            "unknown field(s) ['effects']",
+        ),
+        ({"tolerations": [{"key": "nvidia.com/gpu", "operator": "In"}]}, "expected 'Equal' or 'Exists'"),
+        ({"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "value": "x"}]}, "takes no value"),
+        ({"tolerations": [{"operator": "Equal", "value": "x"}]}, "needs operator 'Exists'"),
+        ({"tolerations": [{"key": "bad key", "operator": "Exists"}]}, "not a valid taint key"),
+        ({"tolerations": [{"key": "gpu", "value": "a b"}]}, "not a valid taint value"),
+        ({"tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoRun"}]}, "effect 'NoRun'"),
+        (
+            {
+                "tolerations": [
+                    {"key": "gpu", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 60}
+                ]
+            },
+            "tolerationSeconds needs effect 'NoExecute'",
+        ),
+        (
+            {
+                "tolerations": [
+                    {"key": "gpu", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": "60"}
+                ]
+            },
+            "tolerationSeconds must be an integer",
+        ),
     ],
 )
 def test_bad_arguments_raise(kwargs: dict[str, Any], message: str) -> None:

@@ -31,6 +31,7 @@ MLFLOW = {
 CONFIG_KEYS = ["MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"]
 TRAIN_TASKS = ("train-model", "train-model-2")
 TRAIN = tuple(f"exec-{t}" for t in TRAIN_TASKS)
+MULTI_TASKS = ("train-model-distributed", "train-model-distributed-2")
 
 
 @pytest.fixture(scope="module")
@@ -72,41 +73,65 @@ def test_tasks_conditions_and_caching(compiled: tuple[dict[str, Any], dict[str, 
         == "inputs.parameter_values['pipelinechannel--data-changed-Output'] == true"
     )
 
-    training = _dag(spec, changed["componentRef"]["name"])
-    assert set(training) == {
+    masked = _dag(spec, changed["componentRef"]["name"])
+    assert set(masked) == {"lung-masks", "condition-branches-3"}
+    # train -> evaluate -> promote: in the tasks' own pods for one GPU, as TrainJobs above one GPU
+    branches = _dag(spec, masked["condition-branches-3"]["componentRef"]["name"])
+    one_gpu = "int(inputs.parameter_values['pipelinechannel--train_gpus']) <= 1"
+    paths = {b["taskInfo"]["name"]: b for b in branches.values()}
+    assert set(paths) == {"single-pod-training", "distributed-training"}
+    assert paths["single-pod-training"]["triggerPolicy"]["condition"] == one_gpu
+    assert paths["distributed-training"]["triggerPolicy"]["condition"] == f"!({one_gpu})"
+    promotion: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+    for path, (trainer, ev1, ev2, prom) in {
+        "single-pod-training": ("train-model", "evaluate-model", "evaluate-model-2", "promote-model"),
+        "distributed-training": (
+            "train-model-distributed",
+            "evaluate-model-3",
+            "evaluate-model-4",
+            "promote-model-2",
+        ),
+    }.items():
+        dag = _dag(spec, paths[path]["componentRef"]["name"])
+        gates_name = next(n for n in dag if n.startswith("condition-"))
+        assert set(dag) == {trainer, f"{trainer}-2", ev1, ev2, gates_name}, path
+        modes = {
+            n: dag[n]["inputs"]["parameters"]["mode"]["runtimeValue"]["constant"]
+            for n in (trainer, f"{trainer}-2")
+        }
+        assert modes == {trainer: "isnet", f"{trainer}-2": "standard"}, path
+        for name in (trainer, f"{trainer}-2"):
+            # checkpoints under <train.checkpoint_dir>/<run id>/<mode>; a retry resumes there (a TrainJob's
+            # name derives from the run id too: a retried launcher adopts its job)
+            run = dag[name]["inputs"]["parameters"]["pipeline_run"]["runtimeValue"]["constant"]
+            assert run == "{{$.pipeline_job_uuid}}", name
+            assert dag[name]["retryPolicy"]["maxRetryCount"] == 1, name
+        assert dag[ev1]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == trainer
+        gates = dag[gates_name]
+        assert gates["taskInfo"]["name"] == "gates-passed"
+        # promotion waits on the ISNet evaluation's gate result
+        assert (
+            gates["triggerPolicy"]["condition"]
+            == f"inputs.parameter_values['pipelinechannel--{ev1}-Output'] == true"
+        )
+        promote = _dag(spec, gates["componentRef"]["name"])
+        assert list(promote) == [prom]
+        assert promote[prom]["inputs"]["artifacts"]["model"] == {
+            "componentInputArtifact": f"pipelinechannel--{trainer}-model"
+        }
+        training |= dag
+        promotion |= promote
+
+    tasks = {**root, **after_validation, **masked, **training, **promotion}
+    cached = {n for n, t in tasks.items() if (t.get("cachingOptions") or {}).get("enableCache")}
+    assert cached == {
         "lung-masks",
-        "train-model",
-        "train-model-2",
         "evaluate-model",
         "evaluate-model-2",
-        "condition-3",
+        "evaluate-model-3",
+        "evaluate-model-4",
     }
-    modes = {n: training[n]["inputs"]["parameters"]["mode"]["runtimeValue"]["constant"] for n in TRAIN_TASKS}
-    assert modes == {"train-model": "isnet", "train-model-2": "standard"}
-    for name in TRAIN_TASKS:
-        # each training's checkpoints live under <train.checkpoint_dir>/<run id>/<mode>; a retry resumes there
-        run = training[name]["inputs"]["parameters"]["pipeline_run"]["runtimeValue"]["constant"]
-        assert run == "{{$.pipeline_job_uuid}}", name
-        assert training[name]["retryPolicy"]["maxRetryCount"] == 1, name
-    assert training["evaluate-model"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"][
-        "producerTask"
-    ] == ("train-model")
-    gates = training["condition-3"]
-    assert gates["taskInfo"]["name"] == "gates-passed"
-    # promotion waits on the ISNet evaluation's gate result (evaluate-model evaluates train-model = isnet)
-    assert (
-        gates["triggerPolicy"]["condition"]
-        == "inputs.parameter_values['pipelinechannel--evaluate-model-Output'] == true"
-    )
-    promotion = _dag(spec, gates["componentRef"]["name"])
-    assert list(promotion) == ["promote-model"]
-    assert promotion["promote-model"]["inputs"]["artifacts"]["model"] == {
-        "componentInputArtifact": "pipelinechannel--train-model-model"
-    }
-
-    tasks = {**root, **after_validation, **training, **promotion}
-    cached = {n for n, t in tasks.items() if (t.get("cachingOptions") or {}).get("enableCache")}
-    assert cached == {"lung-masks", "evaluate-model", "evaluate-model-2"}
     assert spec["root"]["inputDefinitions"]["parameters"]["skip_if_unchanged"]["defaultValue"] is True
 
 
@@ -119,9 +144,14 @@ def test_images_and_gpu_only_on_training(compiled: tuple[dict[str, Any], dict[st
         "exec-lung-masks",
         "exec-train-model",
         "exec-train-model-2",
+        "exec-train-model-distributed",
+        "exec-train-model-distributed-2",
         "exec-evaluate-model",
         "exec-evaluate-model-2",
+        "exec-evaluate-model-3",
+        "exec-evaluate-model-4",
         "exec-promote-model",
+        "exec-promote-model-2",
     }
     for name, ex in executors.items():
         assert ex["container"]["image"] == IMAGE, name
@@ -154,3 +184,44 @@ def test_secrets_and_config_map(compiled: tuple[dict[str, Any], dict[str, Any]])
         assert [(m["configMapKey"], m["envVar"]) for m in config_map["keyToEnv"]] == [
             (k, k) for k in CONFIG_KEYS
         ]
+
+
+def test_distributed_training_task(compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    """Above 1 GPU the task is a launcher: no GPU itself; the TrainJob's pods get GPUs, Secrets, MLflow."""
+    import json
+
+    spec, k8s = compiled
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["train_gpus"]["defaultValue"] == 1 and params["train_nodes"]["defaultValue"] == 1
+    tasks = {
+        t["taskInfo"]["name"]: t
+        for c in spec["components"].values()
+        for t in (c.get("dag") or {}).get("tasks", {}).values()
+        if t["componentRef"]["name"].startswith("comp-train-model-distributed")
+    }
+    assert set(tasks) == {"train isnet (TrainJob)", "train standard (TrainJob)"}
+    for name, task in tasks.items():
+        inputs = task["inputs"]["parameters"]
+        assert inputs["gpus"] == {"componentInputParameter": "pipelinechannel--train_gpus"}, name
+        assert inputs["nodes"] == {"componentInputParameter": "pipelinechannel--train_nodes"}, name
+        assert inputs["image"]["runtimeValue"]["constant"] == IMAGE  # the job runs the pipeline's image
+        cluster = json.loads(inputs["cluster_json"]["runtimeValue"]["constant"])
+        # the job's pods: the same Secrets by reference, token-less account, GPU nodes, MLflow's client label
+        assert cluster["secret_env"] == {
+            **{e["envVar"]: [S3["secretName"], e["secretKey"]] for e in S3["keyToEnv"]},
+            **{e["envVar"]: [MLFLOW["secretName"], e["secretKey"]] for e in MLFLOW["keyToEnv"]},
+        }
+        assert cluster["passthrough_env"] == sorted(CONFIG_KEYS)
+        assert cluster["service_account"] == "isnetflow-workload"
+        assert cluster["node_selector"] == {"nvidia.com/gpu.present": "true"}
+        assert cluster["pod_labels"] == {
+            "isnetflow.io/mlflow-client": "true",
+            "isnetflow.io/s3-client": "true",
+        }
+        policies = (Path(__file__).resolve().parents[2] / "k8s" / "base" / "networkpolicies.yaml").read_text()
+        assert 'isnetflow.io/mlflow-client: "true"' in policies  # the label MLflow's policy admits
+    for ex in ("exec-train-model-distributed", "exec-train-model-distributed-2"):
+        resources = spec["deploymentSpec"]["executors"][ex]["container"]["resources"]
+        assert "accelerator" not in resources and "nodeSelector" not in k8s[ex]
+        command = " ".join(spec["deploymentSpec"]["executors"][ex]["container"]["args"])
+        assert "train_model_distributed" in command

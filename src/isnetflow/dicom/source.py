@@ -22,6 +22,7 @@ from typing import Any
 __all__ = [
     "SourceError",
     "SourceFile",
+    "download_tree",
     "exists",
     "is_s3",
     "join",
@@ -235,6 +236,28 @@ def read_bytes(uri: str, *, max_bytes: int | None = None) -> bytes:
         raise SourceError(f"{uri}: not found") from exc
     except OSError as exc:
         raise SourceError(f"{uri}: cannot read: {exc.strerror or exc}") from exc
+
+
+def download_tree(uri: str, dest: str | os.PathLike[str]) -> Path:
+    """Copy every object under ``s3://bucket/prefix`` (or a KFP ``minio://bucket/prefix`` artifact
+    location, which is the same S3 store behind ``AWS_ENDPOINT_URL``) into the folder ``dest``, keeping
+    relative paths; returns ``dest``. Hidden files are copied too: the folder is an artifact, not input.
+
+    Raises :class:`SourceError` when the prefix holds nothing or an object cannot be read.
+    """
+    if uri.startswith("minio://"):
+        uri = "s3://" + uri[len("minio://") :]
+    files = list_files(uri, exclude=())
+    if not files:
+        raise SourceError(f"{uri}: no objects under this prefix")
+    root = Path(dest)
+    for f in files:
+        target = root / PurePosixPath(f.relpath)
+        if ".." in PurePosixPath(f.relpath).parts:
+            raise SourceError(f"{f.uri}: object key escapes the prefix")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(read_bytes(f.uri))
+    return root
 
 
 def exists(uri: str) -> bool:

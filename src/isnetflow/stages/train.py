@@ -41,7 +41,7 @@ from isnetflow.viz.heatmaps import heatmap_gallery
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_train_data", "manifest_sha256", "run", "save_heatmaps"]
+__all__ = ["load_train_data", "manifest_sha256", "run", "run_trainjob", "save_heatmaps", "train_local"]
 
 
 class TrainDataError(ValueError):
@@ -188,7 +188,41 @@ def _resumable_run(store: CheckpointStore) -> str | None:
     return run_id if status != "FINISHED" else None
 
 
+def _is_remote(location: str | Path | None) -> bool:
+    return location is not None and str(location).startswith(("s3://", "minio://"))
+
+
 def run(
+    cfg: TrainConfig,
+    validated: str | Path,
+    masks: str | Path | None,
+    out: str | Path,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Train one model (``cfg.mode``) and track it; returns the summary written to ``train_summary.json``.
+
+    ``validated`` and ``masks`` may be local folders or ``s3://`` (KFP: ``minio://``) prefixes: a
+    distributed training's pods read the pipeline's artifacts from the object store. Remote folders are
+    copied to a temporary folder for the training and removed afterwards. The keyword arguments are
+    those of :func:`train_local`.
+    """
+    if not (_is_remote(validated) or _is_remote(masks)):
+        return train_local(cfg, validated, masks, out, **kwargs)
+    import tempfile
+
+    from isnetflow.dicom.source import download_tree
+
+    with tempfile.TemporaryDirectory(prefix="isnetflow-train-inputs-") as tmp:
+        if _is_remote(validated):
+            log.info("copying %s", validated)
+            validated = download_tree(str(validated), Path(tmp) / "validated")
+        if _is_remote(masks):
+            log.info("copying %s", masks)
+            masks = download_tree(str(masks), Path(tmp) / "masks")
+        return train_local(cfg, validated, masks, out, **kwargs)
+
+
+def train_local(
     cfg: TrainConfig,
     validated: str | Path,
     masks: str | Path | None,
@@ -203,7 +237,7 @@ def run(
     progress: bool = True,
     checkpoint_scope: str | None = None,
 ) -> dict[str, Any]:
-    """Train one model (``cfg.mode``) and track it; returns the summary written to ``train_summary.json``.
+    """:func:`run` on local folders.
 
     ``classes`` fixes the class order (the first is the negative class); by default it is the sorted
     label set with ``normal`` first when present. With ``checkpoint_scope`` (the pipeline passes its run
@@ -321,4 +355,129 @@ def run(
         }
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
         mlflow.log_artifact(str(out / "train_summary.json"))
+    return summary
+
+
+#: the MLflow tag naming the TrainJob a distributed training ran in (how its task finds the run)
+TRAINJOB_TAG = "isnetflow.trainjob"
+#: what a distributed task copies from the TrainJob's MLflow run into its model artifact folder
+_RUN_OUTPUTS = {
+    "train_summary.json": "train_summary.json",
+    "history.csv": "history.csv",
+    "figures/heatmaps.png": "heatmaps.png",
+    "figures/learning_curves.png": "learning_curves.png",
+}
+
+
+def _pod_namespace() -> str:
+    ns = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    if not ns.is_file():
+        raise RuntimeError("no namespace given and not running in a Kubernetes pod: pass namespace")
+    return ns.read_text().strip()
+
+
+def run_trainjob(
+    settings_json: str,
+    mode: str,
+    data_uri: str,
+    masks_uri: str,
+    out: str | Path,
+    *,
+    gpus: int,
+    nodes: int = 1,
+    image: str,
+    pipeline_run: str,
+    namespace: str | None = None,
+    tracking_uri: str | None = None,
+    experiment: str = "isnetflow",
+    env: dict[str, str] | None = None,
+    env_from_secrets: dict[str, tuple[str, str]] | None = None,
+    pod_labels: dict[str, str] | None = None,
+    service_account: str | None = None,
+    node_selector: dict[str, str] | None = None,
+    tolerations: list[dict[str, str]] | None = None,
+    api_client: Any = None,
+    timeout_s: float = 7 * 24 * 3600.0,
+) -> dict[str, Any]:
+    """Train ``mode`` on ``gpus`` GPUs over ``nodes`` nodes as a Kubeflow Trainer TrainJob; wait for it.
+
+    The TrainJob (:mod:`isnetflow.training.trainjob`) runs ``torchrun -m isnetflow.cli train`` with the
+    same settings on ``nodes`` pods of ``gpus / nodes`` GPUs each; its ranks read ``data_uri`` and
+    ``masks_uri`` from the object store, rank 0 tracks the run in MLflow with the tag
+    ``isnetflow.trainjob=<job name>``. The job's name is a function of ``pipeline_run`` and ``mode``, so a
+    retried task adopts its job instead of starting a second one; with ``train.checkpoint_dir`` the job
+    resumes from its own checkpoints when the Trainer restarts it. When the job completes, the finished
+    MLflow run it tagged is looked up and its summary, history and figures are copied to ``out``: the
+    returned summary is the one the single-pod path returns, plus ``trainjob``. A failed job raises
+    :class:`~isnetflow.training.trainjob.TrainJobFailed` with the job's reason and message.
+    """
+    import mlflow
+
+    from isnetflow.config import Settings
+    from isnetflow.training.trainjob import load_api_client, submit_and_wait, trainjob_manifest, trainjob_name
+
+    if nodes < 1 or gpus < nodes or gpus % nodes:
+        raise ValueError(f"{gpus} GPUs cannot be spread evenly over {nodes} node(s)")
+    settings = Settings.model_validate_json(settings_json)  # refuse bad settings here, not in the pods
+    name = trainjob_name(pipeline_run, mode)
+    args = ["--data", data_uri, "--masks", masks_uri, "--mode", mode, "--out", "/tmp/isnetflow-train",
+            "--experiment", experiment, "--settings-json", settings_json, "--tag", f"{TRAINJOB_TAG}={name}",
+            "--checkpoint-scope", pipeline_run]  # fmt: skip
+    if tracking_uri:
+        args += ["--tracking-uri", tracking_uri]
+    if settings.train.checkpoint_dir:
+        args.append("--resume")  # a restarted job continues from its own checkpoints
+    manifest = trainjob_manifest(
+        name,
+        namespace=namespace or _pod_namespace(),
+        image=image,
+        args=args,
+        num_nodes=nodes,
+        gpus_per_node=gpus // nodes,
+        env=env,
+        env_from_secrets=env_from_secrets,
+        labels={"isnetflow.io/mode": mode},
+        pod_labels=pod_labels,
+        service_account=service_account,
+        node_selector=node_selector,
+        tolerations=tolerations,
+    )
+    log.info("submitting TrainJob %s: %d node(s) x %d GPU(s)", name, nodes, gpus // nodes)
+    submit_and_wait(
+        manifest,
+        api_client=api_client if api_client is not None else load_api_client(),
+        timeout_s=timeout_s,
+        on_event=lambda kind, obj: log.info("TrainJob %s: %s", name, kind),
+    )
+
+    use_tracking(tracking_uri, experiment)
+    runs = mlflow.search_runs(
+        experiment_names=[experiment],
+        filter_string=f"tags.`{TRAINJOB_TAG}` = '{name}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+    if not runs:
+        raise RuntimeError(
+            f"TrainJob {name} completed, but experiment {experiment!r} has no finished run tagged "
+            f"{TRAINJOB_TAG}={name}: did rank 0 reach the same MLflow server?"
+        )
+    run_id = runs[0].info.run_id
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for src, dst in _RUN_OUTPUTS.items():
+        got = Path(
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=src, dst_path=str(out / ".dl"))
+        )
+        got.replace(out / dst)
+    import shutil
+
+    shutil.rmtree(out / ".dl", ignore_errors=True)
+    summary: dict[str, Any] = json.loads((out / "train_summary.json").read_text())
+    summary |= {
+        "local_model": None,  # the model stayed in MLflow: model_uri
+        "trainjob": {"name": name, "namespace": manifest["metadata"]["namespace"], "nodes": nodes,
+                     "gpus_per_node": gpus // nodes},
+    }  # fmt: skip
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary

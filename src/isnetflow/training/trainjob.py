@@ -28,6 +28,20 @@ that has already finished is reported at once: ``Complete`` returns it, ``Failed
 :class:`TrainJobFailed` again. The launcher never deletes a TrainJob (its role has no ``delete``), so
 re-running a training that failed needs a new name (or someone deleting the old job).
 
+**The training pods are hardened like the rest of the namespace.** Every TrainJob carries one entry
+of ``spec.runtimePatches`` (manager :data:`PATCH_MANAGER`) for the runtime's trainer Job ``node``: its
+pods run as the image's user (10001:10001, non-root, seccomp ``RuntimeDefault``), the container ``node``
+without privilege escalation or capabilities and with a read-only root filesystem (emptyDir volumes at
+``/tmp`` and at the image's ``$HOME``, so ``--out`` must lie under ``/tmp``), and the pods are labelled
+``isnetflow.io/training-pod: "true"`` and ``isnetflow.io/trainjob: <name>``: the NetworkPolicy
+``training-pods`` (k8s/base/networkpolicies.yaml) lets training pods reach each other on every TCP port
+(torchrun's rendezvous on 29500, NCCL's sockets), and nothing else reach them. The labels the pods need
+to reach the namespace's servers (MLflow, MinIO), their service account, node selector and tolerations
+are the caller's (:func:`trainjob_manifest`'s ``pod_labels``, ``service_account``, ``node_selector``,
+``tolerations``). Only what the Trainer (v2.3.0) lets a runtime patch set is set: a patch cannot
+disable the service account token (``automountServiceAccountToken``), so pick an account that does
+(``isnetflow-workload``).
+
 The service account of the task needs, in its namespace, ``create``, ``get`` and ``watch`` on
 ``trainjobs.trainer.kubeflow.org`` (``k8s/base/rbac.yaml``; the field-selected watch is authorized as
 ``watch`` alone, so no ``list``). This module does not import kfp.
@@ -36,6 +50,7 @@ The service account of the task needs, in its namespace, ``create``, ``get`` and
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import re
@@ -56,13 +71,20 @@ __all__ = [
     "CONDITION_SUSPENDED",
     "GROUP",
     "KIND",
+    "MLFLOW_CLIENT_LABEL",
+    "MODES",
+    "PATCH_MANAGER",
     "PLURAL",
+    "S3_CLIENT_LABEL",
+    "TRAINING_POD_LABEL",
+    "TRAINJOB_LABEL",
     "VERSION",
     "TrainJobConflict",
     "TrainJobFailed",
     "load_api_client",
     "submit_and_wait",
     "trainjob_manifest",
+    "trainjob_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,6 +113,29 @@ RESERVED_ENV = frozenset(
 #: ``<name>-node-<job index>-<completion index>-<5 random>``, and refuses a JobSet whose longest pod name
 #: would not be a DNS-1035 label, which bounds the TrainJob's name further than 63 characters
 TRAINER_JOB = "node"
+#: the owner of the TrainJob's runtime patch (``spec.runtimePatches`` is a list-map keyed by manager, which
+#: the Trainer's webhook requires to be a domain-prefixed path)
+PATCH_MANAGER = "isnetflow.io/pipeline"
+#: pod labels every training pod carries (they cannot be overridden): the NetworkPolicy training-pods of
+#: k8s/base/networkpolicies.yaml admits, into a pod labelled TRAINING_POD_LABEL="true", only pods labelled
+#: so; TRAINJOB_LABEL names the pod's TrainJob (for kubectl, logs and metrics)
+TRAINING_POD_LABEL = "isnetflow.io/training-pod"
+TRAINJOB_LABEL = "isnetflow.io/trainjob"
+#: pod labels the namespace's servers admit (k8s/base/networkpolicies.yaml: MLflow; k8s/overlays/dev:
+#: MinIO); the caller passes them in ``pod_labels`` (value "true") when the training needs the server
+MLFLOW_CLIENT_LABEL = "isnetflow.io/mlflow-client"
+S3_CLIENT_LABEL = "isnetflow.io/s3-client"
+#: pod label prefixes the JobSet, Job and Trainer controllers set themselves
+RESERVED_LABEL_PREFIXES = ("jobset.sigs.k8s.io", "batch.kubernetes.io", "trainer.kubeflow.org")
+#: the project image's user and group (Dockerfile: useradd --uid 10001, USER 10001:10001) and $HOME
+RUN_AS_USER = 10001
+RUN_AS_GROUP = 10001
+IMAGE_HOME = "/home/isnetflow"
+#: the writable (emptyDir) mounts of the trainer container, whose root filesystem is read-only: /tmp
+#: (torchrun's logs, --out, compiler caches) and $HOME (~/.cache, ~/.triton, ~/.nv: torch, Triton, CUDA)
+SCRATCH_MOUNTS = {"isnetflow-tmp": "/tmp", "isnetflow-home": IMAGE_HOME}
+#: the classifiers ``isnetflow train --mode`` trains (isnetflow.config's train.mode); :func:`trainjob_name`
+MODES = ("isnet", "standard")
 #: limits of the CRD (MaxItems of command/args/env, MaxLength of image)
 MAX_ITEMS = 128
 MAX_IMAGE_LENGTH = 500
@@ -158,22 +203,160 @@ def _check_name(name: object, num_nodes: int) -> str:
     return name
 
 
-def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
+def _is_label_key(key: object) -> bool:
+    """A qualified name: ``[prefix/]name``, name of at most 63 characters, prefix a DNS-1123 subdomain."""
+    if not isinstance(key, str):
+        return False
+    prefix, slash, name = key.rpartition("/")
+    return bool(
+        len(name) <= 63
+        and _LABEL_NAME.match(name)
+        and (not slash or (len(prefix) <= 253 and _DNS1123_SUBDOMAIN.match(prefix)))
+    )
+
+
+def _is_label_value(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= 63 and bool(_LABEL_VALUE.match(value))
+
+
+def _label_map(what: str, labels: Mapping[str, str] | None) -> dict[str, str]:
+    """``labels`` checked as Kubernetes labels (label keys, label values); ``what`` names them in errors."""
+    if labels is None:
+        return {}
+    if not isinstance(labels, Mapping):
+        raise ValueError(f"{what}s must be a mapping of str to str, got {labels!r}")
+    for key, value in labels.items():
+        if not isinstance(value, str) or not _is_label_key(key):
+            raise ValueError(f"{what} {key!r}: not a valid Kubernetes label key (or its value is not a str)")
+        if not _is_label_value(value):
+            raise ValueError(f"{what} {key}={value!r}: not a valid Kubernetes label value")
+    return dict(labels)
+
+
+def _check_labels(labels: Mapping[str, str] | None, what: str = "label") -> dict[str, str]:
     out = dict(DEFAULT_LABELS)
-    for key, value in (labels or {}).items():
-        prefix, slash, label = key.rpartition("/") if isinstance(key, str) else ("", "", "")
-        if (
-            not isinstance(value, str)
-            or not (len(label) <= 63 and _LABEL_NAME.match(label))
-            or (slash and not (len(prefix) <= 253 and _DNS1123_SUBDOMAIN.match(prefix)))
-        ):
-            raise ValueError(f"label {key!r}: not a valid Kubernetes label key (or its value is not a str)")
-        if len(value) > 63 or not _LABEL_VALUE.match(value):
-            raise ValueError(f"label {key}={value!r}: not a valid Kubernetes label value")
+    for key, value in _label_map(what, labels).items():
         if key == "app.kubernetes.io/part-of" and value != DEFAULT_LABELS[key]:
-            raise ValueError(f"label {key} is {DEFAULT_LABELS[key]!r} on every isnetflow resource")
+            raise ValueError(f"{what} {key} is {DEFAULT_LABELS[key]!r} on every isnetflow resource")
         out[key] = value
     return out
+
+
+def _pod_labels(name: str, pod_labels: Mapping[str, str] | None) -> dict[str, str]:
+    fixed = {TRAINING_POD_LABEL: "true", TRAINJOB_LABEL: name}
+    out = _check_labels(pod_labels, "pod label")
+    for key, value in out.items():
+        if key.rpartition("/")[0] in RESERVED_LABEL_PREFIXES:
+            raise ValueError(
+                f"pod label {key}: labels under {key.rpartition('/')[0]}/ are set by the JobSet, Job and "
+                "Trainer controllers"
+            )
+        if key in fixed and value != fixed[key]:
+            raise ValueError(
+                f"pod label {key} is {fixed[key]!r} on the pods of TrainJob {name}: the NetworkPolicy "
+                "training-pods (k8s/base/networkpolicies.yaml) selects them by it"
+            )
+    return out | fixed
+
+
+_TOLERATION_FIELDS = ("key", "operator", "value", "effect", "tolerationSeconds")
+_TAINT_EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
+
+
+def _tolerations(tolerations: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    """The tolerations as the API server validates them (core/v1 Toleration; operators Equal and Exists)."""
+    if tolerations is None:
+        return []
+    if isinstance(tolerations, str | Mapping) or not isinstance(tolerations, Sequence):
+        raise ValueError(f"tolerations must be a list of mappings (core/v1 Toleration), got {tolerations!r}")
+    out: list[dict[str, Any]] = []
+    for i, toleration in enumerate(tolerations):
+        where = f"tolerations[{i}]"
+        if not isinstance(toleration, Mapping):
+            raise ValueError(f"{where}: expected a mapping (core/v1 Toleration), got {toleration!r}")
+        extra = set(toleration) - set(_TOLERATION_FIELDS)
+        if extra:
+            raise ValueError(
+                f"{where}: unknown field(s) {sorted(map(str, extra))}; a Toleration has {_TOLERATION_FIELDS}"
+            )
+        key, value = toleration.get("key", ""), toleration.get("value", "")
+        operator, effect = toleration.get("operator", "Equal"), toleration.get("effect", "")
+        if operator not in ("Equal", "Exists"):
+            raise ValueError(f"{where}: operator {operator!r}: expected 'Equal' or 'Exists'")
+        if key != "" and not _is_label_key(key):
+            raise ValueError(f"{where}: key {key!r} is not a valid taint key (a label key)")
+        if key == "" and operator != "Exists":
+            raise ValueError(f"{where}: an empty key (every taint) needs operator 'Exists'")
+        if operator == "Exists" and value != "":
+            raise ValueError(f"{where}: operator 'Exists' takes no value, got {value!r}")
+        if operator == "Equal" and not _is_label_value(value):
+            raise ValueError(f"{where}: value {value!r} is not a valid taint value (a label value)")
+        if effect != "" and effect not in _TAINT_EFFECTS:
+            raise ValueError(
+                f"{where}: effect {effect!r}: expected one of {sorted(_TAINT_EFFECTS)} (or none)"
+            )
+        if "tolerationSeconds" in toleration:
+            seconds = toleration["tolerationSeconds"]
+            if isinstance(seconds, bool) or not isinstance(seconds, int):
+                raise ValueError(f"{where}: tolerationSeconds must be an integer, got {seconds!r}")
+            if effect != "NoExecute":
+                raise ValueError(f"{where}: tolerationSeconds needs effect 'NoExecute'")
+        out.append({field: toleration[field] for field in _TOLERATION_FIELDS if field in toleration})
+    return out
+
+
+def _runtime_patch(
+    name: str,
+    pod_labels: Mapping[str, str] | None,
+    service_account: str | None,
+    node_selector: Mapping[str, str] | None,
+    tolerations: Sequence[Mapping[str, Any]] | None,
+) -> dict[str, Any]:
+    """The ``spec.runtimePatches`` entry for the trainer Job's pods: labels, account, placement, hardening."""
+    pod: dict[str, Any] = {}
+    if service_account is not None:
+        if (
+            not isinstance(service_account, str)
+            or len(service_account) > 253
+            or not _DNS1123_SUBDOMAIN.match(service_account)
+        ):
+            raise ValueError(f"service_account {service_account!r} is not a valid ServiceAccount name")
+        pod["serviceAccountName"] = service_account
+    selector = _label_map("node selector", node_selector)
+    if selector:
+        pod["nodeSelector"] = selector
+    toleration_list = _tolerations(tolerations)
+    if toleration_list:
+        pod["tolerations"] = toleration_list
+    pod["securityContext"] = {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_GROUP,
+        "fsGroup": RUN_AS_GROUP,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    pod["volumes"] = [{"name": volume, "emptyDir": {}} for volume in SCRATCH_MOUNTS]
+    pod["containers"] = [
+        {
+            "name": TRAINER_JOB,  # the trainer container of the built-in runtimes is named like its Job
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "privileged": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
+            "volumeMounts": [{"name": volume, "mountPath": path} for volume, path in SCRATCH_MOUNTS.items()],
+        }
+    ]
+    job = {"metadata": {"labels": _pod_labels(name, pod_labels)}, "spec": pod}
+    return {
+        "manager": PATCH_MANAGER,
+        "trainingRuntimeSpec": {
+            "template": {
+                "spec": {"replicatedJobs": [{"name": TRAINER_JOB, "template": {"spec": {"template": job}}}]}
+            }
+        },
+    }
 
 
 def _check_env_name(name: object) -> str:
@@ -254,8 +437,35 @@ def trainjob_manifest(
     env_from_secrets: Mapping[str, tuple[str, str]] | None = None,
     labels: Mapping[str, str] | None = None,
     resources_per_node: Mapping[str, Mapping[str, str | int]] | None = None,
+    pod_labels: Mapping[str, str] | None = None,
+    service_account: str | None = None,
+    node_selector: Mapping[str, str] | None = None,
+    tolerations: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The TrainJob that runs ``isnetflow train <args>`` on ``num_nodes`` × ``gpus_per_node`` GPUs.
+
+    Its pods (the runtime's trainer Job ``node``) are set through one ``spec.runtimePatches`` entry
+    (manager :data:`PATCH_MANAGER`), always present: labels ``isnetflow.io/training-pod: "true"`` and
+    ``isnetflow.io/trainjob: <name>`` (plus ``app.kubernetes.io/part-of: isnetflow``,
+    ``app.kubernetes.io/component: training`` and ``pod_labels``), the pod security context of the
+    project image's user (``runAsNonRoot``, uid/gid/fsGroup 10001, seccomp ``RuntimeDefault``), and for
+    the container ``node`` no privilege escalation, all capabilities dropped, a read-only root filesystem
+    and emptyDir volumes at ``/tmp`` and ``/home/isnetflow`` (so ``--out``, and any local
+    ``--checkpoint-dir``, must lie under ``/tmp``).
+
+    What the caller must pass so that the pods work in the namespace of k8s/:
+
+    * ``pod_labels={"isnetflow.io/mlflow-client": "true"}`` (:data:`MLFLOW_CLIENT_LABEL`) when the
+      training logs to the MLflow server of k8s/ (its NetworkPolicy admits only pods so labelled, Argo
+      workflow pods and the kubeflow namespace; the TrainJob's pods are none of the latter);
+    * ``"isnetflow.io/s3-client": "true"`` (:data:`S3_CLIENT_LABEL`) as well when the training reads or
+      writes ``s3://`` (data, masks, checkpoints) and the object store is the dev overlay's MinIO (its
+      NetworkPolicy admits only pods so labelled, MLflow and Argo workflow pods);
+    * ``service_account="isnetflow-workload"``: a runtime patch cannot set
+      ``automountServiceAccountToken``, and that account disables it (the pods never call the API); left
+      out, the pods run as the namespace's ``default`` account, with its token mounted;
+    * ``node_selector`` / ``tolerations`` of the GPU nodes (``{"nvidia.com/gpu.present": "true"}``,
+      ``[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]``).
 
     Args:
         name: the TrainJob's name, a DNS-1035 label; short enough that JobSet's pod names
@@ -276,6 +486,14 @@ def trainjob_manifest(
             ``app.kubernetes.io/component: training`` (part-of cannot be changed).
         resources_per_node: ``{"requests": {...}, "limits": {...}}`` of each pod (cpu, memory, ...); the
             GPU limit is added from ``gpus_per_node``.
+        pod_labels: labels of the pods, over ``app.kubernetes.io/part-of`` / ``component`` (as ``labels``)
+            and under the two training-pod labels above, which cannot be given other values; the
+            controllers' prefixes (``jobset.sigs.k8s.io``, ``batch.kubernetes.io``,
+            ``trainer.kubeflow.org``) are refused.
+        service_account: the pods' ServiceAccount (``spec.serviceAccountName``); None: the runtime's.
+        node_selector: the pods' ``spec.nodeSelector`` (label keys and values).
+        tolerations: the pods' ``spec.tolerations``, core/v1 Tolerations (``key``, ``operator`` ``Equal``
+            or ``Exists``, ``value``, ``effect``, ``tolerationSeconds``) checked as the API server does.
 
     Raises:
         ValueError: an argument the API server, the Trainer's webhooks or JobSet would refuse, or a
@@ -322,8 +540,26 @@ def trainjob_manifest(
         "spec": {
             "runtimeRef": {"name": runtime, "apiGroup": GROUP, "kind": "ClusterTrainingRuntime"},
             "trainer": trainer,
+            "runtimePatches": [_runtime_patch(name, pod_labels, service_account, node_selector, tolerations)],
         },
     }
+
+
+def trainjob_name(pipeline_run: str, mode: str) -> str:
+    """The TrainJob name of the training of ``mode`` in pipeline run ``pipeline_run``:
+    ``isnetflow-<mode>-<first 10 hex digits of sha256(pipeline_run)>``.
+
+    Deterministic, so that a retried task re-submits the same name and adopts its job
+    (:func:`submit_and_wait`); a DNS-1035 label of at most 29 characters, well within the 48 that JobSet's
+    pod names leave for up to 10 nodes (47 up to 100). Two runs share a name with probability 2**-40.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: expected one of {MODES}")
+    if not isinstance(pipeline_run, str) or not pipeline_run:
+        raise ValueError(
+            f"pipeline_run must be a non-empty str (the pipeline run's id), got {pipeline_run!r}"
+        )
+    return f"isnetflow-{mode}-{hashlib.sha256(pipeline_run.encode()).hexdigest()[:10]}"
 
 
 # -- the API -----------------------------------------------------------------------------------------------
