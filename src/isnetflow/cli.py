@@ -233,6 +233,7 @@ def train(
 
     --data and --masks may be local folders or s3:// prefixes (copied for the training)."""
     from isnetflow.config import TrainConfig
+    from isnetflow.dicom.source import SourceError
     from isnetflow.stages import train as stage
     from isnetflow.stages.train import TrainDataError
     from isnetflow.training.distributed import distributed_env
@@ -280,7 +281,7 @@ def train(
             tags=tags,
             checkpoint_scope=checkpoint_scope,
         )
-    except (TrainDataError, FileNotFoundError, ValueError) as exc:  # ValueError: e.g. a mismatched checkpoint
+    except (TrainDataError, SourceError, FileNotFoundError, ValueError) as exc:  # e.g. mismatched checkpoint
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
     if distributed_env().is_main:
@@ -1255,12 +1256,32 @@ def bench_training(
     steps: Annotated[int, typer.Option("--steps", help="Timed steps per mode (after one warm-up).")] = 5,
     variant: Annotated[str, typer.Option("--variant", help="selective, stochastic or all.")] = "selective",
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads; 0 = all cores.")] = 0,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Above 1: data-parallel throughput of 1 vs N torchrun processes (batch per process) and "
+            "the scaling efficiency, for both modes.",
+        ),
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
-    """Standard vs ISNet training step time on the same network and batch (ratio = ISNet / standard)."""
+    """Standard vs ISNet training step time on the same network and batch (ratio = ISNet / standard).
+
+    With --nproc N: images/s and scaling efficiency of data-parallel training under torchrun."""
     import os
 
     import torch
+
+    if nproc > 1:
+        from isnetflow.bench.distributed import bench_data_parallel
+
+        scaling = bench_data_parallel(
+            nproc, model=model, batch=batch, image_size=image_size, steps=steps, device=device
+        )
+        typer.echo(json.dumps(scaling) if as_json else json.dumps(scaling, indent=2))
+        return
 
     from isnetflow.isnet import ISNetLossConfig
     from isnetflow.lrp.bench import step_times

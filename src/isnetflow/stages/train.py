@@ -398,6 +398,7 @@ def run_trainjob(
     tolerations: list[dict[str, str]] | None = None,
     api_client: Any = None,
     timeout_s: float = 7 * 24 * 3600.0,
+    pod_out: str = "/tmp/isnetflow-train",
 ) -> dict[str, Any]:
     """Train ``mode`` on ``gpus`` GPUs over ``nodes`` nodes as a Kubeflow Trainer TrainJob; wait for it.
 
@@ -409,7 +410,8 @@ def run_trainjob(
     resumes from its own checkpoints when the Trainer restarts it. When the job completes, the finished
     MLflow run it tagged is looked up and its summary, history and figures are copied to ``out``: the
     returned summary is the one the single-pod path returns, plus ``trainjob``. A failed job raises
-    :class:`~isnetflow.training.trainjob.TrainJobFailed` with the job's reason and message.
+    :class:`~isnetflow.training.trainjob.TrainJobFailed` with the job's reason and message. ``pod_out`` is
+    the pods' scratch output folder (under ``/tmp``: the only writable place of their read-only root).
     """
     import mlflow
 
@@ -420,7 +422,7 @@ def run_trainjob(
         raise ValueError(f"{gpus} GPUs cannot be spread evenly over {nodes} node(s)")
     settings = Settings.model_validate_json(settings_json)  # refuse bad settings here, not in the pods
     name = trainjob_name(pipeline_run, mode)
-    args = ["--data", data_uri, "--masks", masks_uri, "--mode", mode, "--out", "/tmp/isnetflow-train",
+    args = ["--data", data_uri, "--masks", masks_uri, "--mode", mode, "--out", pod_out,
             "--experiment", experiment, "--settings-json", settings_json, "--tag", f"{TRAINJOB_TAG}={name}",
             "--checkpoint-scope", pipeline_run]  # fmt: skip
     if tracking_uri:
