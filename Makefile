@@ -13,7 +13,7 @@ TOOLS_STAMP := $(TOOLS_VENV)/.isnetflow-tools-installed
 PYTEST_ARGS ?= -m "not slow and not gpu"
 DEMO_ARGS ?=
 
-.PHONY: demo test venv tools lint typecheck pytest test-slow clean help
+.PHONY: demo test venv tools lint typecheck pytest test-slow bench-gpus clean help
 
 help:
 	@echo "make demo   - set up .venv and run the whole pipeline locally on embedded defaults"
@@ -52,6 +52,12 @@ test: lint typecheck pytest
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+# One command on a machine with N >= 2 NVIDIA GPUs: data-parallel scaling (nccl) and the GPU tests.
+bench-gpus: $(STAMP)
+	$(BIN)/python -m pytest -m gpu -q
+	$(BIN)/isnetflow bench training --nproc $$(nvidia-smi -L | wc -l) --device cuda --model densenet121 \
+		--batch 16 --image-size 224 --steps 10 --json
 
 demo: $(STAMP)
 	$(BIN)/isnetflow run $(DEMO_ARGS)

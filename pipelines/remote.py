@@ -90,8 +90,14 @@ def pipeline_arguments(
     external_sites: Sequence[str] = (),
     tracking_uri: str = "",
     skip_if_unchanged: bool = True,
+    train_gpus: int = 1,
+    train_nodes: int = 1,
 ) -> dict[str, Any]:
-    """The run's parameters (``runtime_config.parameters``): every pipeline input, explicitly."""
+    """The run's parameters (``runtime_config.parameters``): every pipeline input, explicitly.
+
+    ``train_gpus`` above 1: each training runs as a Kubeflow Trainer TrainJob on ``train_nodes`` nodes."""
+    if train_gpus < 1 or train_nodes < 1 or train_gpus % train_nodes:
+        raise ValueError(f"{train_gpus} training GPUs cannot be spread evenly over {train_nodes} node(s)")
     return {
         "settings_json": settings.model_dump_json(),
         "input_uri": input_uri,
@@ -99,6 +105,8 @@ def pipeline_arguments(
         "external_sites_json": json.dumps(list(external_sites)),
         "tracking_uri": tracking_uri,
         "skip_if_unchanged": skip_if_unchanged,
+        "train_gpus": train_gpus,
+        "train_nodes": train_nodes,
     }
 
 

@@ -627,6 +627,15 @@ SkipOpt = Annotated[
 ServiceAccountOpt = Annotated[
     str | None, typer.Option("--service-account", help="Kubernetes service account of the run's pods.")
 ]
+GpusOpt = Annotated[
+    int,
+    typer.Option(
+        "--gpus",
+        min=1,
+        help="GPUs per training; above 1 each training runs as a Kubeflow Trainer TrainJob (torchrun).",
+    ),
+]
+NodesOpt = Annotated[int, typer.Option("--nodes", min=1, help="Nodes to spread --gpus over (evenly).")]
 UiHostOpt = Annotated[
     str | None, typer.Option("--ui-host", help="KFP UI base URL for the printed link (default: --host).")
 ]
@@ -646,17 +655,24 @@ def _remote_arguments(
     external_sites: list[str] | None,
     tracking_uri: str,
     skip_if_unchanged: bool,
+    gpus: int = 1,
+    nodes: int = 1,
 ) -> dict[str, Any]:
-    return dict(
-        remote.pipeline_arguments(
-            settings,
-            input_uri=input_uri or "",
-            labels_uri=labels or "",
-            external_sites=split_sites(external_sites),
-            tracking_uri=tracking_uri,
-            skip_if_unchanged=skip_if_unchanged,
+    try:
+        return dict(
+            remote.pipeline_arguments(
+                settings,
+                input_uri=input_uri or "",
+                labels_uri=labels or "",
+                external_sites=split_sites(external_sites),
+                tracking_uri=tracking_uri,
+                skip_if_unchanged=skip_if_unchanged,
+                train_gpus=gpus,
+                train_nodes=nodes,
+            )
         )
-    )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 @app.command("compile")
@@ -693,6 +709,8 @@ def submit(
     external_sites: ExternalOpt = None,
     tracking_uri: RemoteTrackingOpt = "",
     skip_if_unchanged: SkipOpt = True,
+    gpus: GpusOpt = 1,
+    nodes: NodesOpt = 1,
     token: TokenOpt = None,
     service_account: ServiceAccountOpt = None,
     image: ImageOpt = None,
@@ -703,7 +721,7 @@ def submit(
     remote = _remote()
     settings = _settings(config)
     arguments = _remote_arguments(
-        remote, settings, input_uri, labels, external_sites, tracking_uri, skip_if_unchanged
+        remote, settings, input_uri, labels, external_sites, tracking_uri, skip_if_unchanged, gpus, nodes
     )
     result = _remote_call(
         remote,
@@ -741,6 +759,8 @@ def schedule(
     external_sites: ExternalOpt = None,
     tracking_uri: RemoteTrackingOpt = "",
     skip_if_unchanged: SkipOpt = True,
+    gpus: GpusOpt = 1,
+    nodes: NodesOpt = 1,
     token: TokenOpt = None,
     service_account: ServiceAccountOpt = None,
     image: ImageOpt = None,
@@ -758,7 +778,7 @@ def schedule(
     remote = _remote()
     settings = _settings(config)
     arguments = _remote_arguments(
-        remote, settings, input_uri, labels, external_sites, tracking_uri, skip_if_unchanged
+        remote, settings, input_uri, labels, external_sites, tracking_uri, skip_if_unchanged, gpus, nodes
     )
     result = _remote_call(
         remote,

@@ -216,6 +216,10 @@ def test_submit_sends_the_pipeline_and_parameters(kfp_api: FakeKFP, config: Path
             "--tracking-uri",
             "http://mlflow.isnetflow.svc:5000",
             "--always-train",
+            "--gpus",
+            "8",
+            "--nodes",
+            "2",
             "--config",
             str(config),
         ],
@@ -253,7 +257,10 @@ def test_submit_sends_the_pipeline_and_parameters(kfp_api: FakeKFP, config: Path
         "external_sites_json",
         "tracking_uri",
         "skip_if_unchanged",
+        "train_gpus",
+        "train_nodes",
     }
+    assert (params["train_gpus"], params["train_nodes"]) == (8, 2)  # the TrainJob path, 2 nodes x 4 GPUs
     settings = Settings.model_validate_json(params["settings_json"])
     assert settings.synth.n == 321 and settings.promote.registered_model == "cxr-remote-test"
     assert params["input_uri"] == "s3://cxr/batch-7"
@@ -322,7 +329,15 @@ def test_schedule_creates_an_enabled_recurring_run(kfp_api: FakeKFP) -> None:
     assert params["input_uri"] == "s3://cxr/incoming"
     assert params["skip_if_unchanged"] is True
     assert params["tracking_uri"] == "" and params["labels_uri"] == ""
+    assert (params["train_gpus"], params["train_nodes"]) == (1, 1)  # one GPU per training, in its own pod
     assert Settings.model_validate_json(params["settings_json"]) == Settings()
+
+
+def test_gpus_that_do_not_divide_over_the_nodes_are_refused_before_any_request(kfp_api: FakeKFP) -> None:
+    result = CliRunner().invoke(app, ["submit", "--host", kfp_api.url, "--gpus", "3", "--nodes", "2"])
+    assert result.exit_code == 2
+    assert "3 training GPUs cannot be spread evenly over 2 node(s)" in result.output
+    assert kfp_api.requests == []
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """One rank of the data-parallel equivalence test (run by torchrun, or alone as the 1-process reference).
 
-``python ddp_worker.py OUT MODE BATCH EPOCHS``: trains a tiny synthetic cohort with
+``python ddp_worker.py OUT MODE BATCH EPOCHS [DEVICE]``: trains a tiny synthetic cohort with
 ``isnetflow.training.train`` and, on rank 0, writes the final weights, optimizer state and per-epoch
 train loss to ``OUT``.
 
@@ -38,7 +38,7 @@ def _plain_cnn(num_classes: int, in_channels: int) -> nn.Module:
     )  # fmt: skip
 
 
-def main(out: Path, mode: str, batch: int, epochs: int) -> None:
+def main(out: Path, mode: str, batch: int, epochs: int, device: str = "cpu") -> None:
     NETS["plain-cnn-test"] = _plain_cnn
     data = from_synthetic(SynthConfig(n=40, size=64, seed=3, workers=1), 32, val_fraction=0.25, seed=0)
     cfg = TrainConfig(
@@ -53,7 +53,7 @@ def main(out: Path, mode: str, batch: int, epochs: int) -> None:
         class_weighting=False,
         audit_samples=0,
         num_threads=1,
-        device="cpu",
+        device=device,  # type: ignore[arg-type]
         checkpoint_every=1000,
         checkpoint_dir=str(out / "ck"),
     )
@@ -67,4 +67,4 @@ def main(out: Path, mode: str, batch: int, epochs: int) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:6])

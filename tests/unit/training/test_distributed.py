@@ -85,6 +85,18 @@ def test_two_processes_equal_one_process_with_twice_the_batch(tmp_path: Path, mo
         torch.testing.assert_close(t["exp_avg_sq"], s["exp_avg_sq"], rtol=1e-3, atol=1e-10)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs (nccl)")
+def test_two_gpus_with_nccl_equal_one_gpu_with_twice_the_batch(tmp_path: Path) -> None:
+    """The same comparison on 2 GPUs (nccl): CUDA kernels are not bitwise deterministic, so looser."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, str(WORKER), str(one), "isnet", "8", "4", "cuda"], check=True, env=_env())
+    subprocess.run([*TORCHRUN, str(WORKER), str(two), "isnet", "4", "4", "cuda"], check=True, env=_env())
+    a, b = (torch.load(d / "final.pt", weights_only=False, map_location="cpu") for d in (one, two))
+    for k, w in a["model"].items():
+        torch.testing.assert_close(b["model"][k], w, rtol=1e-3, atol=1e-4, msg=k)
+
+
 # ---- SIGKILL of one rank, then --resume, under torchrun ----------------------------------------------
 
 
