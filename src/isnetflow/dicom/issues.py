@@ -61,6 +61,7 @@ REASON_CODES: dict[str, str] = {
     "decode_failed": "the pixel data could not be decoded",
     # the validate stage
     "write_failed": "the normalized image could not be written",
+    "worker_crashed": "the worker process checking the file died (twice: once alone), e.g. a decoder crash",
     "no_label": "not listed in labels.csv",
     "missing_file": "listed in labels.csv but not found",
     "duplicate_uid": "SOPInstanceUID seen in an earlier file",

@@ -242,7 +242,8 @@ def _map(tasks: list[_Task], cfg: ValidateConfig, tmp_dir: Path, progress: bool)
 
     The pool has one worker per available core, started once per run; tasks go out in chunks
     (about 8 per worker) so the per-task messaging is amortized, and each worker writes its images
-    itself: only the small row dicts come back.
+    itself: only the small row dicts come back. A worker that dies (a decoder crash, the kernel's
+    OOM killer) does not end the stage: :func:`_pool_rows` finds the file it was on and quarantines it.
     """
     fn = functools.partial(_process, cfg=cfg, tmp_dir=str(tmp_dir))
     workers = cfg.workers or _available_cores()
@@ -250,12 +251,82 @@ def _map(tasks: list[_Task], cfg: ValidateConfig, tmp_dir: Path, progress: bool)
     if workers == 1:
         yield from _progress(map(fn, tasks), len(tasks), progress)
         return
-    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
     chunk = max(1, min(32, len(tasks) // (workers * 8)))
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=_pool_context(), initializer=_init_worker, initargs=(env,)
-    ) as pool:
-        yield from _progress(pool.map(fn, tasks, chunksize=chunk), len(tasks), progress)
+    yield from _progress(_pool_rows(tasks, cfg, tmp_dir, workers, chunk), len(tasks), progress)
+
+
+def _running_marker(tmp_dir: str | Path, task: _Task) -> Path:
+    return Path(tmp_dir) / f".running-{task.index}"
+
+
+def _process_marked(task: _Task, cfg: ValidateConfig, tmp_dir: str) -> dict[str, Any]:
+    """:func:`_process`, leaving a marker file while it runs: a worker that dies leaves its file named."""
+    marker = _running_marker(tmp_dir, task)
+    marker.touch()
+    row = _process(task, cfg, tmp_dir)
+    marker.unlink(missing_ok=True)
+    return row
+
+
+def _process_chunk(chunk: list[_Task], cfg: ValidateConfig, tmp_dir: str) -> list[dict[str, Any]]:
+    return [_process_marked(t, cfg, tmp_dir) for t in chunk]
+
+
+def _crashed(task: _Task) -> dict[str, Any]:
+    row: dict[str, Any] = {"path": task.relpath, "uri": task.uri, "index": task.index}
+    row.update(patient_id=task.patient_id, site=task.site)
+    message = "the validation worker process died while checking this file, twice (the second time alone)"
+    row.update(_issue_columns([Issue("worker_crashed", message)]))
+    return row
+
+
+def _pool_rows(
+    tasks: list[_Task], cfg: ValidateConfig, tmp_dir: Path, workers: int, chunk: int
+) -> Iterator[dict[str, Any]]:
+    """The rows of ``tasks`` from process pools that survive the death of a worker.
+
+    When a worker dies, the pool breaks and every unfinished chunk fails. The files whose marker is left
+    (:func:`_process_marked`) were being checked at that moment: each is retried alone, in a pool of one
+    worker, and quarantined as ``worker_crashed`` if it kills that worker too; the other files of the
+    failed chunks go round again. A finished chunk's rows are never lost; only the files of a chunk that
+    failed are checked again.
+    """
+    from concurrent.futures.process import BrokenProcessPool
+
+    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    todo, alone = list(tasks), list[_Task]()
+    while todo or alone:
+        if todo:
+            batches, n_workers = [todo[i : i + chunk] for i in range(0, len(todo), chunk)], workers
+            todo = []
+        else:
+            batches, n_workers = [[alone.pop(0)]], 1
+        suspects, broke = 0, False
+        with ProcessPoolExecutor(
+            max_workers=n_workers, mp_context=_pool_context(), initializer=_init_worker, initargs=(env,)
+        ) as pool:
+            futures = [(b, pool.submit(_process_chunk, b, cfg, str(tmp_dir))) for b in batches]
+            for batch, future in futures:
+                try:
+                    yield from future.result()
+                except BrokenProcessPool:
+                    broke = True
+                    if n_workers == 1:  # a suspect alone killed its worker again
+                        _running_marker(tmp_dir, batch[0]).unlink(missing_ok=True)
+                        log.warning("%s: the validation worker died on this file; quarantined", batch[0].uri)
+                        yield _crashed(batch[0])
+                        suspects += 1
+                        continue
+                    for task in batch:
+                        marker = _running_marker(tmp_dir, task)
+                        if marker.exists():
+                            marker.unlink()
+                            alone.append(task)
+                            suspects += 1
+                        else:
+                            todo.append(task)
+        if broke and not suspects:
+            raise ValidateError("validation worker processes die before checking any file (see the log)")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -532,3 +532,40 @@ def test_too_large_and_write_failed_files_are_quarantined_and_the_rest_is_used(
     assert len(valid) == len(files) - 2 == result.summary["counts"]["valid"]
     images = {p.name for p in (tmp_path / "out" / "images").iterdir()}
     assert len(images) == len(valid)  # one image per valid row, none for the quarantined ones
+
+
+def test_a_worker_that_dies_quarantines_its_file_and_loses_nothing(
+    synth_cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pool worker killed while checking one file (a decoder segfault, the OOM killer: SIGKILL here) used
+    to abort the whole stage (BrokenProcessPool). Now that file alone is quarantined (``worker_crashed``,
+    after a retry on its own) and every other file gets the verdict a run without the crash gives it."""
+    import multiprocessing
+    import os
+    import signal
+
+    from isnetflow.stages import validate as stage
+
+    dicom = synth_cohort / "dicom"
+    files = sorted(dicom.rglob("*.dcm"))
+    poison = files[len(files) // 2].relative_to(dicom).as_posix()
+    real = stage._process
+
+    def process(task: Any, cfg: ValidateConfig, tmp_dir: str) -> dict[str, Any]:
+        if task.relpath == poison:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(task, cfg, tmp_dir)
+
+    cfg = _cohort_config(synth_cohort, image_size=32, workers=2, min_pass_rate=0.5)
+    reference = run(cfg, dicom, tmp_path / "reference", labels=synth_cohort / "labels.csv").manifest
+    monkeypatch.setattr(stage, "_process", process)  # the forked workers inherit it
+    monkeypatch.setattr(stage, "_pool_context", lambda: multiprocessing.get_context("fork"))
+    result = run(cfg, dicom, tmp_path / "out", labels=synth_cohort / "labels.csv")
+    m, ref = result.manifest.set_index("path"), reference.set_index("path")
+    assert sorted(m.index) == sorted(ref.index)  # every file is in the manifest, once
+    assert (m.loc[poison, "status"], m.loc[poison, "reason_code"]) == ("quarantined", "worker_crashed")
+    others = m.drop(index=poison)
+    assert others["status"].equals(ref.drop(index=poison)["status"].loc[others.index])
+    assert not list((tmp_path / "out").rglob(".running-*"))  # no marker is left behind
+    images = {p.name for p in (tmp_path / "out" / "images").iterdir()}
+    assert len(images) == (others["status"] == "valid").sum()

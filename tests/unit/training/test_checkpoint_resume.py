@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,69 +62,138 @@ def test_s3_store_roundtrip(s3_endpoint: str) -> None:
     assert keys == ["runs/a/history", "runs/a/latest", "runs/a/step-00000009.pt"]
 
 
-def _train_cmd(validated: Path, masks: Path, out: Path, ckpt: Path, cfg_file: Path, *extra: str) -> list[str]:
+KILLPOINT = Path(__file__).resolve().parents[2] / "_killpoint"
+STEPS_PER_EPOCH = 2  # 11 training images, batch 4 (drop_last)
+EPOCHS = 5
+
+
+def _train_cmd(
+    validated: Path, masks: Path, run: Path, ckpt: str, cfg_file: Path, mode: str, *extra: str
+) -> list[str]:
     exe = Path(sys.executable).parent / "isnetflow"
     return [
-        str(exe), "train", "--data", str(validated), "--masks", str(masks), "--mode", "isnet",
-        "--out", str(out), "--checkpoint-dir", str(ckpt),
-        "--tracking-uri", f"sqlite:///{out.parent}/mlflow.db", "-c", str(cfg_file), *extra,
+        str(exe), "train", "--data", str(validated), "--masks", str(masks), "--mode", mode,
+        "--out", str(run / "out"), "--checkpoint-dir", ckpt,
+        "--tracking-uri", f"sqlite:///{run}/mlflow.db", "-c", str(cfg_file), *extra,
     ]  # fmt: skip
 
 
-def test_sigkill_then_resume_equals_uninterrupted(
-    tmp_path: Path, tiny_validated: Path, tiny_cohort: Path, tiny_train_config: TrainConfig
-) -> None:
-    cfg = tiny_train_config.model_copy(update={"epochs": 5, "checkpoint_every": 1, "batch_size": 4})
-    cfg_file = tmp_path / "cfg.yaml"
-    cfg_file.write_text(yaml.safe_dump({"train": cfg.model_dump(mode="json")}))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    masks = tiny_cohort / "masks"
+def _final_state(ckpt: str) -> dict:
+    """The newest checkpoint: the weights, optimizer and loop state the run ended with (not the selected)."""
+    state = CheckpointStore(ckpt).load_latest()
+    assert state is not None, ckpt
+    return state
 
-    full = tmp_path / "full"
-    cmd = _train_cmd(tiny_validated, masks, full / "out", full / "ck", cfg_file)
-    subprocess.run(cmd, check=True, env=env, capture_output=True)
 
-    part = tmp_path / "part"
-    proc = subprocess.Popen(
-        _train_cmd(tiny_validated, masks, part / "out", part / "ck", cfg_file),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    latest = part / "ck" / "latest"
-    deadline = time.monotonic() + 300
-    # Kill mid-run: after the checkpoint of step 4 exists (inside the ISNet phase: epoch 1+).
-    while time.monotonic() < deadline and proc.poll() is None:
-        if latest.exists() and latest.read_text() >= "step-00000004.pt":
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "training finished before it could be killed; make the run longer"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = int(latest.read_text().strip()[5:13])
-    total_steps = len(list(full.joinpath("ck").glob("step-*.pt"))) and int(
-        (full / "ck" / "latest").read_text().strip()[5:13]
-    )
-    assert 4 <= killed_at < total_steps, (killed_at, total_steps)
-    assert not (part / "out" / "model.pt").exists()
-    cmd = _train_cmd(tiny_validated, masks, part / "out", part / "ck", cfg_file, "--resume")
-    subprocess.run(cmd, check=True, env=env, capture_output=True)
-
-    a = torch.load(full / "out" / "model.pt", weights_only=False).state_dict()
-    b = torch.load(part / "out" / "model.pt", weights_only=False).state_dict()
+def _assert_same_state(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    for k in a["model"]:  # the final weights and batch-norm statistics
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    oa, ob = a["optimizer"], b["optimizer"]
+    assert oa["param_groups"] == ob["param_groups"]  # the LR schedule's position (lr) and hyper-parameters
+    for i, s in oa["state"].items():  # AdamW moments and step counts
+        for name, v in s.items():
+            assert torch.equal(v, ob["state"][i][name]), (i, name)
+    sa, sb = dict(a["state"]), dict(b["state"])
+    best_a, best_b = sa.pop("best_state"), sb.pop("best_state")
+    assert sa == sb  # step counters, history, selection score, C1/C2, schedule start, the epoch's sums
+    assert best_a.keys() == best_b.keys() and all(torch.equal(best_a[k], best_b[k]) for k in best_a)
 
-    # the resume continued the killed MLflow run (named by the checkpoints), which is now FINISHED with
-    # every epoch's metrics; no second run, none left RUNNING
+
+@pytest.fixture(scope="module")
+def resume_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg = TrainConfig(
+        model="cnn-small", image_size=48, batch_size=4, epochs=EPOCHS, warmup_epochs=1, val_fraction=0.3,
+        test_fraction=0.1, audit_samples=8, num_threads=1, device="cpu", checkpoint_every=1,
+    )  # fmt: skip
+    cfg_file = tmp_path_factory.mktemp("resume") / "cfg.yaml"
+    cfg_file.write_text(yaml.safe_dump({"train": cfg.model_dump(mode="json")}))
+    return cfg_file
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_isnet(
+    tmp_path_factory: pytest.TempPathFactory, tiny_validated: Path, tiny_cohort: Path, resume_config: Path
+) -> Path:
+    run = tmp_path_factory.mktemp("full-isnet")
+    cmd = _train_cmd(tiny_validated, tiny_cohort / "masks", run, str(run / "ck"), resume_config, "isnet")
+    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
+    return run
+
+
+def _kill_and_resume(
+    validated: Path, masks: Path, run: Path, ckpt: str, cfg_file: Path, mode: str, kill_step: int
+) -> None:
+    """Run until the process SIGKILLs itself before optimizer step ``kill_step`` (tests/_killpoint), then
+    resume it; the killed run left the checkpoint of step ``kill_step - 1`` and no model."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    hook = {
+        "PYTHONPATH": os.pathsep.join([str(KILLPOINT), env.get("PYTHONPATH", "")]),
+        "ISNETFLOW_KILL_AT_STEP": str(kill_step),
+    }
+    killed = subprocess.run(
+        _train_cmd(validated, masks, run, ckpt, cfg_file, mode), env=env | hook, capture_output=True
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    killed_state = _final_state(ckpt)["state"]
+    assert killed_state["global_step"] == kill_step - 1
+    if mode == "isnet" and kill_step > 2 * STEPS_PER_EPOCH:  # killed after a selected (best) epoch
+        assert killed_state["best_epoch"] >= 1 and killed_state["best_state"] is not None
+    assert not (run / "out" / "model.pt").exists()
+    resume = _train_cmd(validated, masks, run, ckpt, cfg_file, mode, "--resume")
+    subprocess.run(resume, check=True, env=env, capture_output=True)
+
+
+def _assert_resumed_mlflow_run(run: Path) -> None:
+    """The resume continued the killed MLflow run (named by the checkpoints), now FINISHED with every
+    epoch's metrics; no second run, none left RUNNING."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{part}/mlflow.db")
+    client = MlflowClient(f"sqlite:///{run}/mlflow.db")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert len(runs) == 1, [(r.info.run_id, r.info.status) for r in runs]
-    (run,) = runs
-    assert run.info.status == "FINISHED" and run.data.tags["isnetflow.resumed"] == "true"
-    assert (part / "ck" / "mlflow_run_id").read_text().strip() == run.info.run_id
-    steps = sorted({m.step for m in client.get_metric_history(run.info.run_id, "val_auc")})
-    assert steps == list(range(cfg.epochs))
+    (tracked,) = runs
+    assert tracked.info.status == "FINISHED" and tracked.data.tags["isnetflow.resumed"] == "true"
+    steps = sorted({m.step for m in client.get_metric_history(tracked.info.run_id, "val_auc")})
+    assert steps == list(range(EPOCHS))
+
+
+@pytest.mark.parametrize("where", ["after-best-epoch", pytest.param("warm-up", marks=pytest.mark.slow)])
+def test_sigkill_then_resume_equals_uninterrupted(
+    tmp_path: Path, tiny_validated: Path, tiny_cohort: Path, resume_config: Path, uninterrupted_isnet: Path,
+    where: str,
+) -> None:  # fmt: skip
+    full = uninterrupted_isnet
+    if where == "after-best-epoch":
+        # epoch 2, second step: the selection already holds a best epoch (1) whose weights exist only in
+        # the checkpoint's selection state, and the epoch's running loss sums are half done
+        kill_step = 2 * STEPS_PER_EPOCH + 2
+    else:
+        kill_step = 2  # inside the warm-up epoch (epoch 0), before C1/C2 and the heatmap loss
+    part = tmp_path / "part"
+    _kill_and_resume(
+        tiny_validated, tiny_cohort / "masks", part, str(part / "ck"), resume_config, "isnet", kill_step
+    )
+    _assert_same_state(_final_state(str(full / "ck")), _final_state(str(part / "ck")))
+    a = torch.load(full / "out" / "model.pt", weights_only=False).state_dict()
+    b = torch.load(part / "out" / "model.pt", weights_only=False).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the selected model
+    _assert_resumed_mlflow_run(part)
+    assert (part / "ck" / "mlflow_run_id").read_text().strip()
+
+
+@pytest.mark.integration
+def test_standard_model_with_s3_checkpoints_resumes_exactly(
+    tmp_path: Path, tiny_validated: Path, tiny_cohort: Path, resume_config: Path, s3_endpoint: str
+) -> None:
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="ckpt")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full, part = tmp_path / "full", tmp_path / "part"
+    masks = tiny_cohort / "masks"
+    cmd = _train_cmd(tiny_validated, masks, full, "s3://ckpt/full", resume_config, "standard")
+    subprocess.run(cmd, check=True, env=env, capture_output=True)
+    _kill_and_resume(tiny_validated, masks, part, "s3://ckpt/part", resume_config, "standard", 5)
+    _assert_same_state(_final_state("s3://ckpt/full"), _final_state("s3://ckpt/part"))
+    _assert_resumed_mlflow_run(part)
