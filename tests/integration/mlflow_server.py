@@ -219,6 +219,14 @@ class MlflowStack:
             self._log.close()
             self._log = None
 
+    def stop_server(self) -> None:
+        """Stop the tracking server only (an outage): PostgreSQL and S3 keep their data."""
+        self._stop_mlflow()
+
+    def restart_server(self, timeout: float = 120.0) -> None:
+        """Start the tracking server again on the same port, so clients keep their tracking URI."""
+        self._mlflow_start(int(self.tracking_uri.rsplit(":", 1)[1]), timeout)
+
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> MlflowStack:
         try:

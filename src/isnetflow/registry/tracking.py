@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["default_tracking_uri", "flatten", "use_tracking"]
+__all__ = ["EpochMetrics", "default_tracking_uri", "flatten", "use_tracking"]
 
 DEFAULT_HOME = Path(".isnetflow")
 
@@ -59,3 +59,100 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[key] = str(v)[:500]
     return out
+
+
+class EpochMetrics:
+    """Per-epoch metrics sent to an MLflow run from a background thread, in order, until they are in.
+
+    A training must not stop, or wait minutes, because its tracking server is down for a while (a restart,
+    a network blip): :meth:`log` only queues; a thread sends each epoch with ``MlflowClient.log_batch``
+    (MLflow's own HTTP retries first), and when that still fails it keeps the epoch, warns once per outage
+    and tries again every ``retry_s`` seconds. :meth:`close` waits up to ``wait_s`` for the queue to drain
+    and returns the epochs still unsent (empty when all arrived): the caller decides what that means.
+    """
+
+    def __init__(self, run_id: str, *, retry_s: float = 5.0) -> None:
+        import queue
+        import threading
+
+        from mlflow import MlflowClient
+
+        self.run_id = run_id
+        self.retry_s = retry_s
+        self._client = MlflowClient()
+        self._queue: queue.Queue[tuple[int, dict[str, float]] | None] = queue.Queue()
+        self._pending: list[tuple[int, dict[str, float]]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mlflow-epoch-metrics", daemon=True)
+        self.outages = 0
+        self._thread.start()
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        self._queue.put((step, {k: float(v) for k, v in metrics.items()}))
+
+    def _send(self, step: int, metrics: dict[str, float]) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key=k, value=v, timestamp=now, step=step) for k, v in metrics.items()]
+        self._client.log_batch(self.run_id, metrics=batch)
+
+    def _run(self) -> None:
+        import logging
+        import queue
+
+        log = logging.getLogger(__name__)
+        down = False
+        while True:
+            try:
+                item = self._queue.get(timeout=self.retry_s if self._pending else None)
+            except queue.Empty:
+                item = None
+            else:
+                if item is None:  # close(): drain what is pending, then stop
+                    self._stop.set()
+                else:
+                    with self._lock:
+                        self._pending.append(item)
+            while self._pending:
+                step, metrics = self._pending[0]
+                try:
+                    self._send(step, metrics)
+                except Exception as exc:  # the server is unreachable or refuses: keep the epoch, retry later
+                    if not down:
+                        down, self.outages = True, self.outages + 1
+                        log.warning("MLflow unreachable (%s): keeping the metrics of epoch %d on, training "
+                                    "goes on", str(exc).splitlines()[0][:200], step)  # fmt: skip
+                    break
+                with self._lock:
+                    self._pending.pop(0)
+                if down:
+                    down = False
+                    log.warning("MLflow reachable again: the metrics kept during the outage are logged")
+            if self._stop.is_set() and (not self._pending or self._deadline_passed()):
+                return
+
+    _deadline: float = 0.0
+
+    def _deadline_passed(self) -> bool:
+        import time
+
+        return time.monotonic() >= self._deadline
+
+    def close(self, wait_s: float = 300.0) -> list[int]:
+        """Stop after the queue drained or ``wait_s`` passed; the epochs that could not be logged."""
+        import time
+
+        self._deadline = time.monotonic() + wait_s
+        self._queue.put(None)
+        self._thread.join(wait_s + self.retry_s + 5)
+        with self._lock:
+            unsent = [step for step, _ in self._pending]
+        while not self._queue.empty():  # queued after close() was called: none in practice
+            item = self._queue.get_nowait()
+            if item is not None:
+                unsent.append(item[0])
+        return unsent

@@ -14,6 +14,7 @@ MLflow run (the model with ``serialization_format="pickle"`` so that it loads ba
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -28,7 +29,7 @@ from isnetflow import __version__
 from isnetflow.config import TrainConfig
 from isnetflow.dicom.normalize import letterbox
 from isnetflow.registry.lineage import log_manifest_input
-from isnetflow.registry.tracking import flatten, use_tracking
+from isnetflow.registry.tracking import EpochMetrics, flatten, use_tracking
 from isnetflow.training.checkpoint import CheckpointStore, scoped_location
 from isnetflow.training.data import TrainData, load_array, resize_pair
 from isnetflow.training.distributed import distributed_env
@@ -41,7 +42,15 @@ from isnetflow.viz.heatmaps import heatmap_gallery
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_train_data", "manifest_sha256", "run", "run_trainjob", "save_heatmaps", "train_local"]
+__all__ = [
+    "TrackingUnavailable",
+    "load_train_data",
+    "manifest_sha256",
+    "run",
+    "run_trainjob",
+    "save_heatmaps",
+    "train_local",
+]
 
 
 class TrainDataError(ValueError):
@@ -192,6 +201,169 @@ def _is_remote(location: str | Path | None) -> bool:
     return location is not None and str(location).startswith(("s3://", "minio://"))
 
 
+class TrackingUnavailable(RuntimeError):
+    """The MLflow server could not be reached when the run had to be recorded (message says how to resume)."""
+
+
+def _tracking_errors() -> tuple[type[BaseException], ...]:
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, requests.exceptions.RequestException, OSError)
+
+
+TRACKING_ERRORS = _tracking_errors()
+
+
+def _unreachable(exc: BaseException, cfg: TrainConfig, out: Path) -> str:
+    import mlflow
+
+    first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    where = f"MLflow at {mlflow.get_tracking_uri()} is unreachable after training ({first})"
+    if cfg.checkpoint_dir:
+        return (f"{where}: the trained state is checkpointed at {cfg.checkpoint_dir}; rerun the same command "
+                f"with --resume to record the run")  # fmt: skip
+    return f"{where}: the model is at {out / 'model.pt'}; set train.checkpoint_dir to make a run resumable"
+
+
+def _backfill_epochs(run_id: str, history: list[dict[str, float]]) -> int:
+    """Log the epochs of ``history`` the run lacks (kept during an outage, or trained before a resume and
+    never logged); returns how many. Every epoch logs ``lr``, so its absence marks a missing epoch."""
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient()
+    logged = {m.step for m in client.get_metric_history(run_id, "lr")}
+    missing = [h for h in history if int(h["epoch"]) not in logged]
+    now = int(time.time() * 1000)
+    for h in missing:
+        batch = [Metric(key=k, value=float(v), timestamp=now, step=int(h["epoch"]))
+                 for k, v in h.items() if k != "epoch" and np.isfinite(v)]  # fmt: skip
+        client.log_batch(run_id, metrics=batch)
+    return len(missing)
+
+
+def _tracked_training(
+    cfg: TrainConfig,
+    data: TrainData,
+    validated: str | Path,
+    out: Path,
+    active: Any,
+    previous: str | None,
+    store: CheckpointStore | None,
+    counts: dict[str, int],
+    world_size: int,
+    *,
+    resume: bool,
+    progress: bool,
+    tracking_wait_s: float,
+) -> dict[str, Any]:
+    """Inside the run: parameters, the training with its per-epoch metrics, the local outputs, then the
+    run's artifacts and model. The per-epoch metrics go through :class:`EpochMetrics`, so an MLflow
+    outage during training neither stops it nor loses an epoch; what the outage kept is logged at the end
+    (:func:`_backfill_epochs`). When MLflow is still unreachable then, :class:`TrackingUnavailable` names
+    the checkpoint to resume from: a resume records the same run."""
+    import mlflow
+    import mlflow.pytorch
+
+    params = flatten(cfg.model_dump(mode="json"))
+    params |= {f"data.{k}": str(v) for k, v in counts.items()} | {"data.classes": ",".join(data.classes)}
+    params["train.processes"] = str(world_size)
+    if previous:
+        log.info("resuming MLflow run %s", previous)
+        mlflow.set_tag("isnetflow.resumed", "true")
+        logged = active.data.params
+        # MLflow params are immutable: a setting the resume changed (e.g. more epochs) becomes a tag
+        mlflow.log_params({k: v for k, v in params.items() if k not in logged})
+        mlflow.set_tags({f"resume.{k}": v for k, v in params.items() if k in logged and logged[k] != v})
+    else:
+        if store is not None:
+            store.write_text(RUN_NOTE, active.info.run_id)
+        log_manifest_input(validated, "training")
+        mlflow.log_params(params)
+
+    epoch_metrics = EpochMetrics(active.info.run_id)
+
+    def on_epoch(epoch: int, metrics: dict[str, float], model: torch.nn.Module) -> None:
+        epoch_metrics.log(epoch, {k: v for k, v in metrics.items() if np.isfinite(v)})
+
+    try:
+        result: TrainResult = train(cfg, data, resume=resume, on_epoch=on_epoch, progress=progress)
+    finally:
+        unsent = epoch_metrics.close(wait_s=tracking_wait_s)
+    if unsent:
+        log.warning("MLflow did not take the metrics of epoch(s) %s yet: trying once more", unsent)
+
+    # the local outputs first: they never depend on the tracking server
+    png = save_heatmaps(
+        result.model,
+        data,
+        data.indices("val"),
+        out / "heatmaps.png",
+        title=f"{cfg.mode}: LRP relevance for the label class (validation)",
+        epsilon=cfg.heatmap.epsilon,
+    )
+    pd.DataFrame(result.history).to_csv(out / "history.csv", index=False)
+    curves = learning_curves(
+        result.history, out / "learning_curves.png", title=f"{cfg.mode}: learning curves"
+    )
+    model_cpu = result.model.to("cpu").eval()
+    torch.save(model_cpu, out / "model.pt")
+    summary: dict[str, Any] = {
+        "mode": cfg.mode,
+        "run_id": active.info.run_id,
+        "model_uri": f"runs:/{active.info.run_id}/model",
+        "logged_model_uri": None,
+        "best_epoch": result.best_epoch,
+        "best_val_auc": result.best_val_auc,
+        "C1": result.c1,
+        "C2": result.c2,
+        "global_steps": result.global_steps,
+        "wall_seconds": result.wall_seconds,
+        "device": result.device,
+        "processes": world_size,
+        "splits": counts,
+        "val_fraction": cfg.val_fraction,
+        "test_fraction": cfg.test_fraction,
+        "seed": cfg.seed,
+        "classes": data.classes,
+        "image_size": cfg.image_size,
+        "model": cfg.model,
+        "local_model": str(out / "model.pt"),
+        "tracking_outages": epoch_metrics.outages,
+    }
+    try:
+        backfilled = _backfill_epochs(active.info.run_id, result.history)
+        if backfilled:
+            log.info("logged the metrics of %d epoch(s) kept during an outage or trained before a resume",
+                     backfilled)  # fmt: skip
+        mlflow.log_metrics({"best_val_auc": result.best_val_auc, "best_epoch": float(result.best_epoch)})
+        if result.c1 is not None and result.c2 is not None:
+            mlflow.log_params({"fitted.C1": f"{result.c1:.6g}", "fitted.C2": f"{result.c2:.6g}"})
+        mlflow.log_artifact(str(png), artifact_path="figures")
+        mlflow.log_artifact(str(out / "history.csv"))
+        mlflow.log_artifact(str(curves), artifact_path="figures")
+        example = data.images[:2].numpy()
+        with torch.no_grad():
+            signature = mlflow.models.infer_signature(example, model_cpu(torch.from_numpy(example)).numpy())
+        info = mlflow.pytorch.log_model(
+            model_cpu,
+            name="model",
+            serialization_format="pickle",
+            signature=signature,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"isnetflow=={__version__}"],
+        )
+        summary["logged_model_uri"] = info.model_uri
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        mlflow.log_artifact(str(out / "train_summary.json"))
+    except TRACKING_ERRORS as exc:
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        raise TrackingUnavailable(_unreachable(exc, cfg, out)) from exc
+    return summary
+
+
 def run(
     cfg: TrainConfig,
     validated: str | Path,
@@ -236,6 +408,7 @@ def train_local(
     classes: list[str] | None = None,
     progress: bool = True,
     checkpoint_scope: str | None = None,
+    tracking_wait_s: float = 300.0,
 ) -> dict[str, Any]:
     """:func:`run` on local folders.
 
@@ -278,83 +451,20 @@ def train_local(
     store = CheckpointStore(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
     previous = _resumable_run(store) if resume and store is not None else None
     new_run = {"run_name": run_name or f"train-{cfg.mode}", "tags": run_tags}
-    with mlflow.start_run(**({"run_id": previous} if previous else new_run)) as active:
-        params = flatten(cfg.model_dump(mode="json"))
-        params |= {f"data.{k}": str(v) for k, v in counts.items()} | {"data.classes": ",".join(data.classes)}
-        params["train.processes"] = str(rank.world_size)
-        if previous:
-            log.info("resuming MLflow run %s", previous)
-            mlflow.set_tag("isnetflow.resumed", "true")
-            logged = active.data.params
-            # MLflow params are immutable: a setting the resume changed (e.g. more epochs) becomes a tag
-            mlflow.log_params({k: v for k, v in params.items() if k not in logged})
-            mlflow.set_tags({f"resume.{k}": v for k, v in params.items() if k in logged and logged[k] != v})
-        else:
-            if store is not None:
-                store.write_text(RUN_NOTE, active.info.run_id)
-            log_manifest_input(validated, "training")
-            mlflow.log_params(params)
-
-        def on_epoch(epoch: int, metrics: dict[str, float], model: torch.nn.Module) -> None:
-            mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)}, step=epoch)
-
-        result: TrainResult = train(cfg, data, resume=resume, on_epoch=on_epoch, progress=progress)
-        mlflow.log_metrics({"best_val_auc": result.best_val_auc, "best_epoch": float(result.best_epoch)})
-        if result.c1 is not None and result.c2 is not None:
-            mlflow.log_params({"fitted.C1": f"{result.c1:.6g}", "fitted.C2": f"{result.c2:.6g}"})
-
-        png = save_heatmaps(
-            result.model,
-            data,
-            data.indices("val"),
-            out / "heatmaps.png",
-            title=f"{cfg.mode}: LRP relevance for the label class (validation)",
-            epsilon=cfg.heatmap.epsilon,
-        )
-        mlflow.log_artifact(str(png), artifact_path="figures")
-        pd.DataFrame(result.history).to_csv(out / "history.csv", index=False)
-        mlflow.log_artifact(str(out / "history.csv"))
-        curves = learning_curves(
-            result.history, out / "learning_curves.png", title=f"{cfg.mode}: learning curves"
-        )
-        mlflow.log_artifact(str(curves), artifact_path="figures")
-
-        model_cpu = result.model.to("cpu").eval()
-        torch.save(model_cpu, out / "model.pt")
-        example = data.images[:2].numpy()
-        with torch.no_grad():
-            signature = mlflow.models.infer_signature(example, model_cpu(torch.from_numpy(example)).numpy())
-        info = mlflow.pytorch.log_model(
-            model_cpu,
-            name="model",
-            serialization_format="pickle",
-            signature=signature,
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"isnetflow=={__version__}"],
-        )
-        summary: dict[str, Any] = {
-            "mode": cfg.mode,
-            "run_id": active.info.run_id,
-            "model_uri": f"runs:/{active.info.run_id}/model",
-            "logged_model_uri": info.model_uri,
-            "best_epoch": result.best_epoch,
-            "best_val_auc": result.best_val_auc,
-            "C1": result.c1,
-            "C2": result.c2,
-            "global_steps": result.global_steps,
-            "wall_seconds": result.wall_seconds,
-            "device": result.device,
-            "processes": rank.world_size,
-            "splits": counts,
-            "val_fraction": cfg.val_fraction,
-            "test_fraction": cfg.test_fraction,
-            "seed": cfg.seed,
-            "classes": data.classes,
-            "image_size": cfg.image_size,
-            "model": cfg.model,
-            "local_model": str(out / "model.pt"),
-        }
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
-        mlflow.log_artifact(str(out / "train_summary.json"))
+    active = mlflow.start_run(**({"run_id": previous} if previous else new_run))
+    try:
+        summary = _tracked_training(
+            cfg, data, validated, out, active, previous, store, counts, rank.world_size,
+            resume=resume, progress=progress, tracking_wait_s=tracking_wait_s,
+        )  # fmt: skip
+    except BaseException:
+        with contextlib.suppress(Exception):  # the server may be what failed
+            mlflow.end_run(status="FAILED")
+        raise
+    try:
+        mlflow.end_run()
+    except TRACKING_ERRORS as exc:
+        raise TrackingUnavailable(_unreachable(exc, cfg, out)) from exc
     return summary
 
 

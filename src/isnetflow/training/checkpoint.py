@@ -8,7 +8,9 @@ instant (SIGKILL included) leaves a readable ``latest``.
 
 from __future__ import annotations
 
+import errno
 import io
+import logging
 import os
 import re
 import tempfile
@@ -18,7 +20,24 @@ from urllib.parse import urlparse
 
 import torch
 
-__all__ = ["CheckpointStore", "scoped_location"]
+log = logging.getLogger(__name__)
+__all__ = ["CheckpointError", "CheckpointStore", "scoped_location"]
+
+#: S3 error codes that no retry fixes: the training stops at once with a message that says so
+PERMANENT_S3_ERRORS = frozenset(
+    {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket",
+     "InvalidBucketName", "AccountProblem", "ExpiredToken", "InvalidToken"}
+)  # fmt: skip
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or read. ``permanent``: retrying cannot help (credentials,
+    permissions, a missing bucket); otherwise a transient failure (timeout, connection, 5xx, throttling)."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -58,27 +77,55 @@ class CheckpointStore:
     def _key(self, name: str) -> str:
         return f"{self._prefix}/{name}" if self._prefix else name
 
+    def _s3_call(self, what: str, name: str, fn: Any, **kwargs: Any) -> Any:
+        """One S3 request (botocore retries transient errors itself first), failures as CheckpointError."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        where = f"s3://{self._bucket}/{self._key(name)}"
+        try:
+            return fn(Bucket=self._bucket, Key=self._key(name), **kwargs)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise
+            permanent = code in PERMANENT_S3_ERRORS
+            hint = " (check the credentials and the bucket policy)" if permanent else ""
+            message = f"{where}: cannot {what}: {code or exc}{hint}"
+            raise CheckpointError(message, permanent=permanent) from exc
+        except BotoCoreError as exc:  # timeouts, refused or dropped connections
+            raise CheckpointError(f"{where}: cannot {what}: {exc}", permanent=False) from exc
+
     def _write(self, name: str, data: bytes) -> None:
         if self.is_s3:
-            self._s3.put_object(Bucket=self._bucket, Key=self._key(name), Body=data)
+            self._s3_call("write", name, self._s3.put_object, Body=data)
             return
         target = Path(self.location) / name
-        fd, tmp = tempfile.mkstemp(dir=self.location, prefix=f".{name}.")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.location, prefix=f".{name}.")
+        except OSError as exc:
+            raise CheckpointError(f"{target}: cannot write: {exc.strerror or exc}", permanent=True) from exc
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
+        except OSError as exc:  # a full disk may free up; permissions and read-only mounts do not
+            Path(tmp).unlink(missing_ok=True)
+            permanent = exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+            message = f"{target}: cannot write: {exc.strerror or exc}"
+            raise CheckpointError(message, permanent=permanent) from exc
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
     def _read(self, name: str) -> bytes | None:
         if self.is_s3:
+            from botocore.exceptions import ClientError
+
             try:
-                obj = self._s3.get_object(Bucket=self._bucket, Key=self._key(name))
-            except self._s3.exceptions.NoSuchKey:
+                obj = self._s3_call("read", name, self._s3.get_object)
+            except ClientError:  # NoSuchKey: _s3_call re-raises only "not found"
                 return None
             return bytes(obj["Body"].read())
         p = Path(self.location) / name
@@ -86,7 +133,7 @@ class CheckpointStore:
 
     def _delete(self, name: str) -> None:
         if self.is_s3:
-            self._s3.delete_object(Bucket=self._bucket, Key=self._key(name))
+            self._s3_call("delete", name, self._s3.delete_object)
         else:
             (Path(self.location) / name).unlink(missing_ok=True)
 
@@ -116,13 +163,26 @@ class CheckpointStore:
         return data.decode().strip() if data is not None else None
 
     def load_latest(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-        """The newest complete checkpoint, or ``None`` when there is none."""
+        """The newest complete checkpoint, or ``None`` when there is none.
+
+        When the checkpoint ``latest`` names has vanished (deleted, a lifecycle rule, an interrupted
+        copy), the newest older one still listed in ``history`` is used, with a warning naming both;
+        when none of them is left, :class:`FileNotFoundError` says so.
+        """
         latest = self._read("latest")
         if not latest:
             return None
         name = latest.decode().strip()
-        data = self._read(name)
-        if data is None:
-            raise FileNotFoundError(f"{self.location}: 'latest' names {name}, which is missing")
-        state: dict[str, Any] = torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
-        return state
+        listed = [h for h in (self._read("history") or b"").decode().split() if h != name]
+        for candidate in [name, *reversed(listed)]:
+            data = self._read(candidate)
+            if data is None:
+                continue
+            if candidate != name:
+                log.warning("%s: 'latest' names %s, which is missing: resuming from %s", self.location, name,
+                            candidate)  # fmt: skip
+            buf = io.BytesIO(data)
+            state: dict[str, Any] = torch.load(buf, map_location=map_location, weights_only=False)
+            return state
+        raise FileNotFoundError(f"{self.location}: 'latest' names {name}, which is missing, and no older "
+                                f"checkpoint of its history is left")  # fmt: skip

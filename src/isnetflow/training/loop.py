@@ -45,7 +45,7 @@ from isnetflow.isnet import (
     loss_config_from_settings,
 )
 from isnetflow.nets import build_model
-from isnetflow.training.checkpoint import CheckpointStore
+from isnetflow.training.checkpoint import CheckpointError, CheckpointStore
 from isnetflow.training.data import Augmenter, TrainData, _mix, shortcut_free_inputs
 from isnetflow.training.distributed import SINGLE, DistContext, distributed_env, process_group, shard
 
@@ -242,6 +242,9 @@ def _auc(labels: np.ndarray, proba: np.ndarray) -> float:
         return float(roc_auc_score(labels, proba[:, 1]))
     return float(roc_auc_score(labels, proba, multi_class="ovr", average="macro"))
 
+
+MAX_FAILED_CHECKPOINTS = 3
+"""Transient checkpoint failures in a row after which the training stops (each is logged)."""
 
 SELECTION_PENALTY = 5.0
 """Validation AUC given up per unit of background share or swap change above its selection limit."""
@@ -448,12 +451,35 @@ def _train(
             log.info("resumed at epoch %d step %d", state["epoch"], state["step_in_epoch"])
         ctx.barrier()  # every rank has read the checkpoint before rank 0 may write the next one
 
+    failed_saves = 0
+
     def save_checkpoint() -> None:
-        # Every rank calls this at the same steps, checkpoint location or not: the ranks' batch-norm running
-        # statistics are averaged here, so that all ranks hold what rank 0 saves and a resume continues
-        # exactly (a no-op for one process).
+        """Every rank calls this at the same steps, checkpoint location or not: the ranks' batch-norm running
+        statistics are averaged here, so that all ranks hold what rank 0 saves and a resume continues
+        exactly (a no-op for one process). A checkpoint that cannot be written (:class:`CheckpointError`)
+        stops the training when retrying cannot help (permissions, credentials, a missing bucket) or after
+        ``MAX_FAILED_CHECKPOINTS`` failures in a row; a transient failure (timeout, connection) is logged
+        and the training goes on to the next checkpoint. ``latest`` never points at an incomplete write, so
+        the last complete checkpoint stays resumable either way."""
+        nonlocal failed_saves
         ctx.average_running_stats(model)
-        if store is not None and ctx.is_main:
+        if store is None or not ctx.is_main:
+            return
+        try:
+            _save()
+            failed_saves = 0
+        except CheckpointError as exc:
+            failed_saves += 1
+            if exc.permanent or failed_saves >= MAX_FAILED_CHECKPOINTS:
+                raise CheckpointError(
+                    f"{exc}; training stopped at step {state['global_step']} ({failed_saves} failed "
+                    f"checkpoint(s) in a row): resume from the last complete checkpoint with --resume",
+                    permanent=exc.permanent,
+                ) from exc
+            log.warning("%s: training goes on, the next checkpoint is tried at its step", exc)
+
+    def _save() -> None:
+        if store is not None:
             store.save(
                 {
                     "model": model.state_dict(),

@@ -197,3 +197,119 @@ def test_standard_model_with_s3_checkpoints_resumes_exactly(
     _kill_and_resume(tiny_validated, masks, part, "s3://ckpt/part", resume_config, "standard", 5)
     _assert_same_state(_final_state("s3://ckpt/full"), _final_state("s3://ckpt/part"))
     _assert_resumed_mlflow_run(part)
+
+
+# ---- S3 (and disk) failures while checkpointing -------------------------------------------------------
+
+
+def _client_error(code: str, op: str = "PutObject") -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": code}}, op)
+
+
+@pytest.mark.integration
+def test_checkpoint_errors_are_classified_and_name_the_object(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+    from botocore.exceptions import ReadTimeoutError
+
+    from isnetflow.training.checkpoint import CheckpointError
+
+    boto3.client("s3").create_bucket(Bucket="ckpt")
+    store = CheckpointStore("s3://ckpt/runs/a", keep=2)
+    store.save({"x": torch.arange(2)}, 1)
+    real_put = store._s3.put_object
+    for failure, permanent in (
+        (_client_error("AccessDenied"), True),
+        (_client_error("NoSuchBucket"), True),
+        (_client_error("SlowDown"), False),
+        (ReadTimeoutError(endpoint_url=s3_endpoint), False),
+    ):
+
+        def put(failure: Exception = failure, **kwargs: object) -> None:
+            raise failure
+
+        monkeypatch.setattr(store._s3, "put_object", put)
+        with pytest.raises(CheckpointError) as info:
+            store.save({"x": torch.arange(3)}, 2)
+        assert info.value.permanent is permanent
+        assert "s3://ckpt/runs/a/step-00000002.pt: cannot write" in str(info.value)
+        # the failed write never moved 'latest': the previous checkpoint is what a resume reads
+        monkeypatch.setattr(store._s3, "put_object", real_put)
+        assert torch.equal(store.load_latest()["x"], torch.arange(2))
+
+
+@pytest.mark.integration
+def test_a_vanished_latest_checkpoint_falls_back_to_the_newest_left(s3_endpoint: str) -> None:
+    import boto3
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="ckpt")
+    store = CheckpointStore("s3://ckpt/runs/v", keep=3)
+    for step in (1, 2, 3):
+        store.save({"x": torch.full((1,), float(step))}, step)
+    s3.delete_object(Bucket="ckpt", Key="runs/v/step-00000003.pt")  # listed, then gone (a lifecycle rule)
+    assert torch.equal(store.load_latest()["x"], torch.full((1,), 2.0))
+    for step in (1, 2):
+        s3.delete_object(Bucket="ckpt", Key=f"runs/v/step-{step:08d}.pt")
+    with pytest.raises(FileNotFoundError, match="no older checkpoint of its history is left"):
+        store.load_latest()
+
+
+def _tiny_data() -> object:
+    from isnetflow.config import SynthConfig
+    from isnetflow.training.data import from_synthetic
+
+    return from_synthetic(SynthConfig(n=40, size=64, seed=3, workers=1), 32, val_fraction=0.25, seed=0)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_training_rides_out_transient_checkpoint_failures_and_stops_on_permanent_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two failed checkpoints in a row (a timeout) are logged and training goes on; a permission error stops
+    it with a message naming --resume, and the resume ends where an uninterrupted run ends."""
+    from isnetflow.training import train
+    from isnetflow.training.checkpoint import CheckpointError
+
+    data = _tiny_data()
+    cfg = TrainConfig(
+        model="cnn-small", image_size=32, batch_size=4, epochs=3, warmup_epochs=1, audit_samples=0,
+        num_threads=1, device="cpu", checkpoint_every=1, mode="standard",
+    )  # fmt: skip
+    full = train(cfg.model_copy(update={"checkpoint_dir": str(tmp_path / "full")}), data, progress=False)
+
+    real = CheckpointStore.save
+    calls = {"n": 0}
+
+    def flaky(self: CheckpointStore, state: dict, step: int) -> str:
+        calls["n"] += 1
+        if calls["n"] in (2, 3):  # two in a row: below the limit of 3
+            raise CheckpointError(
+                f"{self.location}/step-{step:08d}.pt: cannot write: timeout", permanent=False
+            )
+        return real(self, state, step)
+
+    monkeypatch.setattr(CheckpointStore, "save", flaky)
+    flaky_run = train(
+        cfg.model_copy(update={"checkpoint_dir": str(tmp_path / "flaky")}), data, progress=False
+    )
+    assert [h["val_auc"] for h in flaky_run.history] == [h["val_auc"] for h in full.history]
+
+    def denied(self: CheckpointStore, state: dict, step: int) -> str:
+        if step == 4:
+            raise CheckpointError(f"{self.location}: cannot write: AccessDenied", permanent=True)
+        return real(self, state, step)
+
+    monkeypatch.setattr(CheckpointStore, "save", denied)
+    part = cfg.model_copy(update={"checkpoint_dir": str(tmp_path / "part")})
+    with pytest.raises(CheckpointError, match=r"training stopped at step 4 .*resume .* with --resume"):
+        train(part, data, progress=False)
+    assert CheckpointStore(tmp_path / "part").load_latest()["state"]["global_step"] == 3
+    monkeypatch.setattr(CheckpointStore, "save", real)
+    resumed = train(part, data, resume=True, progress=False)
+    assert [h["val_auc"] for h in resumed.history] == [h["val_auc"] for h in full.history]
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
