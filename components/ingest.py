@@ -37,6 +37,7 @@ def ingest(
         metrics.log_metric(key, float(v[key]))
     metrics.log_metric("valid", float(v["counts"].get("valid", 0)))
     metrics.log_metric("quarantined", float(v["counts"].get("quarantined", 0)))
+    metrics.log_metric("ignored", float(v["counts"].get("ignored", 0)))
     figures = []
     preview = stage.resolve(data.path, summary["cohort_preview"])
     if preview is not None:

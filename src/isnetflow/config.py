@@ -392,9 +392,10 @@ class ValidateConfig(StrictModel):
     )
     exclude: list[str] = Field(
         default_factory=lambda: [".*/"],
-        description="glob patterns; input files with any path component matching one are skipped, and a "
+        description="glob patterns; input files with any path component matching one are not read: they "
+        "are listed in the manifest as ignored (reason_code 'excluded', the reason names the pattern). A "
         "pattern ending in '/' matches folders only (default: hidden folders such as .git; hidden files "
-        "such as .DS_Store are listed and quarantined with a reason)",
+        "such as .DS_Store are read, and ignored as not_dicom)",
     )
     workers: int = Field(0, ge=0, description="processes for the per-file work; 0 = all cores")
 

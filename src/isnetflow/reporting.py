@@ -82,9 +82,10 @@ def run_summary_renderable(summary: Mapping[str, Any], *, mlflow: str = "mlflow"
     parts: list[RenderableType] = []
     data = summary.get("data") or {}
     if data:
+        ignored = f", {data['ignored']} ignored" if "ignored" in data else ""  # older summaries: none
         parts.append(
             Text(
-                f"data: {data.get('valid', 0)} valid, {data.get('quarantined', 0)} quarantined "
+                f"data: {data.get('valid', 0)} valid, {data.get('quarantined', 0)} quarantined{ignored} "
                 f"(validation {'passed' if data.get('validation_passed') else 'FAILED'}); "
                 f"internal sites {', '.join(data.get('internal_sites') or []) or '-'}; "
                 f"external sites {', '.join(data.get('external_sites') or []) or '-'}"

@@ -51,13 +51,17 @@ def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 @pytest.fixture
 def cohort_with_bad_files(synth_cohort: Path, tmp_path: Path) -> Path:
-    """The small cohort plus two broken files, so statuses and reasons are compared too."""
+    """The small cohort plus two broken files and two ignored ones (a README, a file in a hidden folder),
+    so statuses and reasons are compared too."""
     root = tmp_path / "cohort"
     shutil.copytree(synth_cohort / "dicom", root / "dicom")
     shutil.copy(synth_cohort / "labels.csv", root / "labels.csv")
     first = sorted((root / "dicom").rglob("*.dcm"))[0]
     first.write_bytes(first.read_bytes()[:-300])
     (root / "dicom" / "notes.dcm").write_text("not an image")
+    (root / "dicom" / "README").write_text("exported from PACS\n")
+    (root / "dicom" / ".cache").mkdir()
+    shutil.copy(first, root / "dicom" / ".cache" / "copy.dcm")
     return root
 
 
@@ -75,10 +79,18 @@ def test_s3_manifest_equals_local_manifest(
     local = run(cfg, root / "dicom", tmp_path / "local", labels=root / "labels.csv")
     remote = run(cfg, "s3://cxr/site-upload/dicom", tmp_path / "s3", labels="s3://cxr/site-upload/labels.csv")
 
-    assert len(local.manifest) == len(remote.manifest) == 61
+    assert len(local.manifest) == len(remote.manifest) == 63
     assert local.manifest[COMPARED].equals(remote.manifest[COMPARED])
-    assert remote.summary["counts"] == {"valid": 59, "quarantined": 2}
-    assert set(remote.manifest["reason_code"]) == {"", "pixel_data_truncated", "not_dicom"}
+    assert remote.summary["counts"] == {"valid": 59, "quarantined": 2, "ignored": 2}
+    assert set(remote.manifest["reason_code"]) == {"", "pixel_data_truncated", "not_dicom", "excluded"}
+    # the S3 listing returns the excluded key too: listed as ignored, with the pattern that matched
+    hidden = remote.manifest[remote.manifest["path"] == ".cache/copy.dcm"].iloc[0]
+    assert (hidden["status"], hidden["reason"]) == (
+        "ignored",
+        "excluded by validate.exclude pattern '.*/' (matches .cache/)",
+    )
+    readme = remote.manifest[remote.manifest["path"] == "README"].iloc[0]
+    assert (readme["status"], readme["reason_code"]) == ("ignored", "not_dicom")
     notes = remote.manifest[remote.manifest["path"] == "notes.dcm"].iloc[0]
     assert "no label" in notes["issues"]  # unlisted too, but "not DICOM" is the primary reason
     assert remote.manifest["uri"].str.startswith("s3://cxr/site-upload/dicom/").all()
@@ -103,10 +115,11 @@ def test_s3_errors_are_one_line(s3_endpoint: str, tmp_path: Path) -> None:
 
 def test_listing_reads_every_page(s3_endpoint: str) -> None:
     """S3 returns at most 1000 keys per ListObjectsV2 call: a prefix with more is read page by page,
-    and excluded keys (hidden files, folder markers) are dropped on every page, not only the first."""
+    and excluded keys (hidden files, folder markers) are dropped on every page, not only the first;
+    :func:`scan_files` returns the excluded files (not the folder markers) with the pattern that matched."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from isnetflow.dicom.source import list_files
+    from isnetflow.dicom.source import list_files, scan_files
 
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="many")
@@ -119,3 +132,11 @@ def test_listing_reads_every_page(s3_endpoint: str) -> None:
     files = list_files("s3://many/export", exclude=(".*", ".*/"))
     assert [f.relpath for f in files] == sorted(k.removeprefix("export/") for k in keys)
     assert all(f.size == 3 and f.uri == f"s3://many/export/{f.relpath}" for f in files)
+    # scan_files returns the same files, and the excluded keys (never the folder marker) with their pattern
+    found, excluded = scan_files("s3://many/export", exclude=(".*/", ".*"))
+    assert found == files
+    assert [(e.file.relpath, e.pattern, e.component) for e in excluded] == [
+        (".hidden/a.dcm", ".*/", ".hidden/"),
+        *[(f"site-{i}/.DS_Store", ".*", ".DS_Store") for i in range(7)],
+    ]
+    assert all(e.file.size == 3 and e.file.uri == f"s3://many/export/{e.file.relpath}" for e in excluded)

@@ -9,7 +9,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from _strays import STRAY, add_stray_files
+from _strays import STRAY, STRAY_STATUS, add_stray_files
 from isnetflow.config import Settings
 from isnetflow.registry.promotion import CHAMPION, ensure_registered_model
 from isnetflow.reporting import render_run_summary
@@ -137,8 +137,9 @@ def test_local_run_ends_early_when_the_data_equals_the_champions(tmp_path: Path)
 def test_local_run_on_user_data_with_stray_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A user folder as exports come: DICOMs (real Part-10 files from the synthetic writer) with
     labels.csv and masks/ beside them, plus a DICOMDIR, sidecars, a README, .DS_Store and Thumbs.db.
-    The run trains and evaluates; every stray file is in the manifest, quarantined with a reason; the
-    terminal gets nothing but the progress events, the kfp log goes to the run folder."""
+    The run trains and evaluates; every file is in the manifest: each stray file ignored with its rule,
+    labels.csv and the masks beside it ignored as side files; the terminal gets nothing but the progress
+    events, the kfp log goes to the run folder."""
     s = _small()
     export = tmp_path / "export"
     info = generate_cohort(s.synth, export, progress=False)
@@ -155,8 +156,10 @@ def test_local_run_on_user_data_with_stray_files(tmp_path: Path, capsys: pytest.
     )
     printed = capsys.readouterr()
     assert printed.out == "" and printed.err == ""  # kfp's ~900 lines went to the log
+    n_masks = len(list((export / "masks").iterdir()))
     assert result["data"]["valid"] == 72 and result["data"]["validation_passed"]
-    assert result["data"]["quarantined"] == len(strays)
+    assert result["data"]["quarantined"] == 0
+    assert result["data"]["ignored"] == len(strays) + 1 + n_masks  # + labels.csv and masks/*.png
     assert set(result["models"]) == {"isnet", "standard"}
     for m in result["models"].values():
         assert m["internal_auc"] is not None and m["external_auc"] is not None
@@ -165,8 +168,12 @@ def test_local_run_on_user_data_with_stray_files(tmp_path: Path, capsys: pytest.
     manifest = read_manifest(next(run_dir.rglob("manifest.csv"))).set_index("path")
     for rel in strays:
         row = manifest.loc[rel]
-        assert row["status"] == "quarantined" and row["reason"], rel
+        assert row["status"] == STRAY_STATUS and row["reason"], rel
         assert row["reason_code"] == STRAY.get(Path(rel).name, "not_dicom"), (rel, row["reason"])
+    assert manifest.loc["labels.csv", "reason_code"] == "labels_file"
+    side = manifest[manifest.index.str.startswith("masks/")]
+    assert len(side) == n_masks and (side["reason_code"] == "provided_mask").all()
+    assert set(manifest.index) == {p.relative_to(export).as_posix() for p in export.rglob("*") if p.is_file()}
     assert (manifest["status"] == "valid").sum() == 72
 
     ends = [(label, ok) for label, seconds, ok in events if seconds is not None]

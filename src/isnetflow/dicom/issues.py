@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "IGNORED_CODES",
     "NOT_IMAGE_CODES",
     "REASON_CODES",
     "DicomReadError",
@@ -26,8 +27,9 @@ REASON_CODES: dict[str, str] = {
     "empty_file": "the file has 0 bytes",
     "too_large": "the file exceeds validate.max_file_bytes",
     "unreadable": "cannot be read or parsed (I/O error, truncated or corrupt DICOM)",
-    "not_dicom": "not a DICOM file (a JSON/CSV sidecar, a README, .DS_Store, Thumbs.db, ...)",
-    "dicomdir": "a DICOMDIR (Media Storage Directory): an index of a file set, no image",
+    "not_dicom": "not a DICOM file (a JSON/CSV sidecar, a README, .DS_Store, Thumbs.db, ...): ignored "
+    "unless named .dcm/.dicom/.dic or listed in labels.csv, then quarantined (a damaged DICOM)",
+    "dicomdir": "ignored: a DICOMDIR (Media Storage Directory), an index of a file set, no image",
     "no_meta_header": "warning: no Part-10 file meta header; read with an inferred transfer syntax",
     "pydicom_warning": "warning: pydicom reported a problem while reading",
     # structure: can the pixels be decoded safely?
@@ -66,12 +68,22 @@ REASON_CODES: dict[str, str] = {
     "missing_file": "listed in labels.csv but not found",
     "duplicate_uid": "SOPInstanceUID seen in an earlier file",
     "patient_leakage": "a patient in two sites, or in both internal and external sets",
+    # ignored: found in the input tree, but not an input image (status ``ignored``, see IGNORED_CODES)
+    "excluded": "ignored: a path component matches a validate.exclude pattern (hidden folders by default)",
+    "labels_file": "ignored: the labels CSV itself, inside the input tree",
+    "provided_mask": "ignored: a provided lung mask (the masks/ folder beside the labels file)",
+    "own_output": "ignored: a file of the validate stage's own output folder, inside the input tree",
 }
 
 
-#: Codes of files that are not images at all (stray files beside the DICOMs): quarantined and listed,
-#: but left out of the validate stage's pass rate.
+#: Codes of files that are not images at all (stray files beside the DICOMs). Such a file is
+#: ``ignored`` unless it claims to be DICOM (named ``*.dcm``/``.dicom``/``.dic`` or listed in
+#: labels.csv): a damaged DICOM stays ``quarantined`` as ``not_dicom``. A DICOMDIR is always ignored.
 NOT_IMAGE_CODES = frozenset({"not_dicom", "dicomdir"})
+
+#: The rules that make a manifest row ``ignored`` (a file found in the input tree that is not an input
+#: image): listed with the rule as ``reason_code``, never counted in the pass rate, never used later.
+IGNORED_CODES = frozenset({"excluded", "labels_file", "provided_mask", "own_output", *NOT_IMAGE_CODES})
 
 
 @dataclass(frozen=True)

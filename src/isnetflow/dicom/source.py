@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 __all__ = [
+    "ExcludedFile",
     "SourceError",
     "SourceFile",
     "download_tree",
@@ -32,6 +33,7 @@ __all__ = [
     "relative_to",
     "resolve",
     "s3_client",
+    "scan_files",
     "split_s3",
 ]
 
@@ -47,6 +49,16 @@ class SourceFile:
     uri: str
     relpath: str
     size: int | None = None
+
+
+@dataclass(frozen=True)
+class ExcludedFile:
+    """A file that an ``exclude`` pattern matches: the file, the pattern, and the path component it
+    matched (a folder ends in ``/``, e.g. ``.git/``)."""
+
+    file: SourceFile
+    pattern: str
+    component: str
 
 
 def is_s3(uri: str | os.PathLike[str]) -> bool:
@@ -127,43 +139,69 @@ def s3_client() -> Any:
     return _clients[key]
 
 
-def _excluded(relpath: str, exclude: Sequence[str]) -> bool:
-    """Whether a path component matches a pattern; a pattern ending in ``/`` matches folders only."""
+def _exclusion(relpath: str, exclude: Sequence[str]) -> tuple[str, str] | None:
+    """The first ``(pattern, component)`` of ``exclude`` matching a path component of ``relpath``, else
+    None; a pattern ending in ``/`` matches folders only (the component is then reported as ``name/``)."""
     parts = relpath.split("/")
     for pat in exclude:
         if pat.endswith("/"):
-            if any(fnmatch.fnmatchcase(part, pat[:-1]) for part in parts[:-1]):
-                return True
-        elif any(fnmatch.fnmatchcase(part, pat) for part in parts):
-            return True
-    return False
+            hit = next((part for part in parts[:-1] if fnmatch.fnmatchcase(part, pat[:-1])), None)
+            if hit is not None:
+                return pat, f"{hit}/"
+        else:
+            hit = next((part for part in parts if fnmatch.fnmatchcase(part, pat)), None)
+            if hit is not None:
+                return pat, hit
+    return None
 
 
 def list_files(root: str | os.PathLike[str], *, exclude: Sequence[str] = (".*/",)) -> list[SourceFile]:
     """All files under ``root`` (recursive), sorted by relative path, skipping ``exclude`` matches.
 
     ``exclude`` holds glob patterns for path components; one ending in ``/`` matches folders only
-    (the default skips hidden folders such as ``.git`` but lists hidden files such as ``.DS_Store``,
-    which the validate stage then quarantines with a reason).
+    (the default skips hidden folders such as ``.git`` but lists hidden files such as ``.DS_Store``).
+    The validate stage uses :func:`scan_files` instead, which returns the excluded files too.
 
     ``root`` may also be a single local file (then it is the only entry, relative path = its name).
     Raises :class:`SourceError` when the location does not exist or cannot be listed.
     """
+    return _scan(root, exclude, keep_excluded=False)[0]
+
+
+def scan_files(
+    root: str | os.PathLike[str], *, exclude: Sequence[str] = (".*/",)
+) -> tuple[list[SourceFile], list[ExcludedFile]]:
+    """Every file under ``root``: ``(files, excluded)``, each sorted by relative path.
+
+    ``files`` is what :func:`list_files` returns; ``excluded`` holds the files an ``exclude`` pattern
+    matches (also those inside an excluded folder, which is walked), each with the first pattern that
+    matched, so that a caller can account for every file it found. S3 folder markers (keys ending in
+    ``/``) are not files and appear in neither list.
+    """
+    return _scan(root, exclude, keep_excluded=True)
+
+
+def _scan(
+    root: str | os.PathLike[str], exclude: Sequence[str], *, keep_excluded: bool
+) -> tuple[list[SourceFile], list[ExcludedFile]]:
     uri = resolve(root)
     if is_s3(uri):
-        return _list_s3(uri, exclude)
+        return _list_s3(uri, exclude, keep_excluded=keep_excluded)
     p = Path(uri)
     if p.is_file():
-        return [SourceFile(uri, p.name, p.stat().st_size)]
+        return [SourceFile(uri, p.name, p.stat().st_size)], []
     if not p.is_dir():
         raise SourceError(f"{root}: input folder does not exist")
     out: list[SourceFile] = []
+    excluded: list[ExcludedFile] = []
     for dirpath, dirnames, filenames in os.walk(p, onerror=None):
         rel_dir = Path(dirpath).relative_to(p).as_posix()
-        dirnames[:] = [d for d in dirnames if not _excluded(f"{d}/", exclude)]
+        if not keep_excluded:
+            dirnames[:] = [d for d in dirnames if _exclusion(f"{d}/", exclude) is None]
         for name in filenames:
             rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-            if _excluded(rel, exclude):
+            hit = _exclusion(rel, exclude)
+            if hit is not None and not keep_excluded:
                 continue
             # ``p`` is canonical and os.walk does not descend into linked folders, so only a linked
             # file needs resolving (realpath costs a syscall per path component)
@@ -177,28 +215,40 @@ def list_files(root: str | os.PathLike[str], *, exclude: Sequence[str] = (".*/",
                 size = st.st_size
             except OSError:
                 pass
-            out.append(SourceFile(full, rel, size))
-    return sorted(out, key=lambda f: f.relpath)
+            f = SourceFile(full, rel, size)
+            if hit is None:
+                out.append(f)
+            else:
+                excluded.append(ExcludedFile(f, *hit))
+    return sorted(out, key=lambda f: f.relpath), sorted(excluded, key=lambda e: e.file.relpath)
 
 
-def _list_s3(uri: str, exclude: Sequence[str]) -> list[SourceFile]:
+def _list_s3(
+    uri: str, exclude: Sequence[str], *, keep_excluded: bool
+) -> tuple[list[SourceFile], list[ExcludedFile]]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = split_s3(uri)
     prefix = key.rstrip("/") + "/" if key else ""
     out: list[SourceFile] = []
+    excluded: list[ExcludedFile] = []
     try:
         pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         for page in pages:
             for obj in page.get("Contents", []):
                 k = obj["Key"]
                 rel = k[len(prefix) :]
-                if not rel or k.endswith("/") or _excluded(rel, exclude):
+                if not rel or k.endswith("/"):  # the prefix itself, or a folder marker
                     continue
-                out.append(SourceFile(f"s3://{bucket}/{k}", rel, int(obj.get("Size", 0))))
+                f = SourceFile(f"s3://{bucket}/{k}", rel, int(obj.get("Size", 0)))
+                hit = _exclusion(rel, exclude)
+                if hit is None:
+                    out.append(f)
+                elif keep_excluded:
+                    excluded.append(ExcludedFile(f, *hit))
     except (BotoCoreError, ClientError) as exc:
         raise SourceError(f"{uri}: cannot list objects: {exc}") from exc
-    return sorted(out, key=lambda f: f.relpath)
+    return sorted(out, key=lambda f: f.relpath), sorted(excluded, key=lambda e: e.file.relpath)
 
 
 def read_bytes(uri: str, *, max_bytes: int | None = None) -> bytes:

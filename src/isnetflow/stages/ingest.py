@@ -11,8 +11,10 @@ are then internal). The run does not pass (and the pipeline stops before trainin
 fails, when an external site is not in the data, or when fewer valid images than
 ``validate.min_internal_images`` / ``min_external_images`` are left on either side.
 
-The labels file and a ``masks/`` folder inside the input tree are side files, not input images, so
-they are excluded from the DICOM scan (and listed in the summary).
+The labels file and the ``masks/`` folder beside it are side files, not input images: when they lie
+inside the input tree, the validate stage lists them in the manifest as ``ignored`` (``labels_file``,
+``provided_mask``). Only that folder is a side folder: a folder named ``masks`` elsewhere in the tree is
+scanned like any other.
 """
 
 from __future__ import annotations
@@ -67,14 +69,15 @@ def run(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     vcfg = settings.validate
-    provided_masks: str | None = None
+    provided_masks: str | None = None  # a local folder the mask stage reads
+    side_masks: str | None = None  # the masks folder beside the labels file (what validate ignores)
     cohort_preview: str | None = None
     if not input_uri:
         cohort = out / "cohort"
         info = synth.run(settings.synth, cohort, preview=out / "cohort-preview.png", progress=progress)
         cohort_preview = info.get("preview")
         source, labels = str(cohort / "dicom"), str(cohort / "labels.csv")
-        provided_masks = str(cohort / "masks")
+        provided_masks = side_masks = str(cohort / "masks")
         internal, external = info["internal_sites"], info["external_sites"]
         if external_sites:  # held out as chosen; every other generated site is internal
             names = [*internal, *external]
@@ -93,12 +96,12 @@ def run(
                 }
             )
         labels_dir = parent(labels)
-        if not is_s3(labels_dir) and (Path(labels_dir) / "masks").is_dir():
-            provided_masks = str(Path(labels_dir) / "masks")
-        # The labels file and the masks folder beside it are side files, not DICOM inputs.
-        side = [Path(labels).name, "masks"] if parent(labels).rstrip("/") == source.rstrip("/") else []
-        vcfg = vcfg.model_copy(update={"exclude": [*vcfg.exclude, *side]})
-    result = validate.run(vcfg, source, out / "validated", labels=labels, progress=progress)
+        side_masks = join(labels_dir, "masks")
+        if not is_s3(labels_dir) and Path(side_masks).is_dir():
+            provided_masks = side_masks
+    result = validate.run(
+        vcfg, source, out / "validated", labels=labels, provided_masks=side_masks, progress=progress
+    )
     failure = result.failure or _site_choice_failure(result.manifest, vcfg)
     summary = {
         # location-independent identity of the data (what scheduled retraining compares)

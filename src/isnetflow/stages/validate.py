@@ -1,16 +1,29 @@
-"""Validate stage: every input DICOM -> valid | quarantined (+ reason), normalized images, GX report.
+"""Validate stage: every file found -> valid | quarantined | ignored (+ reason), normalized images, GX report.
 
 Outputs under ``out``::
 
-    manifest.csv      one row per input file (and per labels.csv entry missing on disk), sorted by path
+    manifest.csv      one row per file found under the input (and per labels.csv entry missing on disk),
+                      sorted by path
     images/           <SOPInstanceUID>.png (16-bit) or .npy (uint16): normalized, letterboxed images
     validation.json   counts by status / reason / site, pass rate, GX results per expectation, verdict
     validation.html   the GX validation result rendered by GX's data-docs renderer (+ a summary table)
 
-The run *passes* when the pass rate (valid / DICOM rows: files that are not DICOM images at all, such
-as a JSON sidecar, a README or a DICOMDIR, are quarantined but not counted) is at least
-``cfg.min_pass_rate`` and the expectation suite succeeds. Quarantining a file is not a failure. Fatal
-problems with the inputs themselves (input folder missing, labels file unreadable) raise
+Every file of the input tree gets a row, with one of three statuses:
+
+* ``valid``: a DICOM image that passed every check (normalized into ``images/``);
+* ``quarantined``: an input image that failed a check (``reason`` / ``reason_code`` say which), a file
+  that claims to be DICOM (named ``*.dcm``/``.dicom``/``.dic``, or listed in labels.csv) but does not
+  parse, or a labels.csv entry missing on disk;
+* ``ignored``: a file that is not an input image, with the rule as ``reason_code``
+  (:data:`~isnetflow.dicom.issues.IGNORED_CODES`): ``excluded`` (a ``validate.exclude`` pattern, named
+  in the reason), ``labels_file`` (the labels CSV inside the input), ``provided_mask`` (under the
+  provided masks folder: ``provided_masks``, by default the ``masks/`` folder beside the labels file),
+  ``own_output`` (this stage's output folder inside the input), ``not_dicom`` (a file that is not DICOM
+  and does not claim to be) and ``dicomdir`` (a DICOMDIR: a file-set index).
+
+The run *passes* when the pass rate (valid / (valid + quarantined); ignored rows never count) is at
+least ``cfg.min_pass_rate`` and the expectation suite succeeds. Quarantining a file is not a failure.
+Fatal problems with the inputs themselves (input folder missing, labels file unreadable) raise
 :class:`ValidateError`.
 
 Per-file work (fetch, checks, decode, normalize, write the image) runs in a process pool; dataset-level
@@ -43,16 +56,17 @@ from tqdm import tqdm
 from isnetflow import __version__
 from isnetflow.config import ValidateConfig
 from isnetflow.dicom import analyze, first_error, to_uint16, warnings_of
-from isnetflow.dicom.issues import NOT_IMAGE_CODES, Issue
+from isnetflow.dicom.issues import Issue
 from isnetflow.dicom.source import (
     SourceError,
+    SourceFile,
     is_s3,
     join,
-    list_files,
     parent,
     read_bytes,
     relative_to,
     resolve,
+    scan_files,
 )
 from isnetflow.validation.manifest import (
     HEADER_COLUMNS,
@@ -67,6 +81,9 @@ __all__ = ["MANIFEST_COLUMNS", "ValidateError", "ValidateResult", "run"]
 
 _SEP = " | "
 _TMP = ".incoming"
+#: File name extensions that claim DICOM content (case-insensitive): such a file that does not parse is
+#: a damaged DICOM (quarantined), not a stray file (ignored).
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 
 
 class ValidateError(Exception):
@@ -104,6 +121,8 @@ class _Task:
     relpath: str
     patient_id: str | None
     site: str | None
+    #: named like a DICOM file or listed in labels.csv: if it does not parse, it is quarantined
+    claims_dicom: bool = True
 
 
 def _init_worker(env: dict[str, str]) -> None:
@@ -155,6 +174,18 @@ def _issue_columns(issues: Sequence[Issue]) -> dict[str, Any]:
     }
 
 
+def _ignore_not_dicom(row: dict[str, Any], task: _Task) -> None:
+    """A file that is not DICOM becomes ``ignored`` unless it claims to be DICOM (then it stays a
+    quarantined ``not_dicom``: a damaged DICOM); a DICOMDIR (a file-set index) is always ignored."""
+    code = row["reason_code"]
+    stray = code == "dicomdir" or (code == "not_dicom" and not task.claims_dicom)
+    if row["status"] != "quarantined" or not stray:
+        return
+    row["status"] = "ignored"
+    if code == "not_dicom":
+        row["reason"] = f"{row['reason']}; not named {'/'.join(DICOM_SUFFIXES)} nor listed in the labels"
+
+
 def _write_image(image: np.ndarray, path: Path, cfg: ValidateConfig) -> None:
     stored = to_uint16(image)
     if cfg.image_format == "npy":
@@ -190,6 +221,7 @@ def _process(task: _Task, cfg: ValidateConfig, tmp_dir: str) -> dict[str, Any]:
         except OSError as exc:
             issues.append(Issue("write_failed", f"cannot write normalized image: {exc.strerror or exc}"))
     row.update(_issue_columns(issues))
+    _ignore_not_dicom(row, task)
     return row
 
 
@@ -368,7 +400,10 @@ def _apply_labels(
     labels_uri: str | None,
     root: str,
 ) -> list[dict[str, Any]]:
-    """Join labels onto rows; quarantine unlabelled files; add rows for labels missing on disk."""
+    """Join labels onto rows; quarantine unlabelled files; add rows for labels missing on disk.
+
+    Ignored rows stay ignored (a file an ignore rule matches is not an input image even when labels.csv
+    lists it: its reason then says so, and it does not come back as ``missing_file``)."""
     if by_uri is None or labels_uri is None:
         return rows
     base = parent(labels_uri)
@@ -376,6 +411,11 @@ def _apply_labels(
     name = labels_uri.rsplit("/", 1)[-1]
     for row in rows:
         rec = by_uri.get(row["uri"])
+        if row["status"] == "ignored":  # not an input image, even when listed: the reason says so
+            if rec is not None:
+                seen.add(row["uri"])
+                row["reason"] = f"{row['reason']} (listed in {name})"
+            continue
         if rec is None:
             _quarantine(row, Issue("no_label", f"no label (not listed in {name})"))
             continue
@@ -473,6 +513,7 @@ def _prepare_out(out: Path) -> Path:
 
 def _site_summary(manifest: pd.DataFrame, cfg: ValidateConfig) -> dict[str, Any]:
     sites: dict[str, Any] = {}
+    manifest = manifest[manifest["status"] != "ignored"]  # not images: they belong to no site
     for site, g in manifest.groupby(manifest["site"].fillna("(unknown)"), sort=True):
         valid = g[g["status"] == "valid"]
         roles = sorted(r for r in g["role"].dropna().unique() if r)
@@ -514,6 +555,7 @@ def _summary_html(summary: dict[str, Any]) -> str:
         f"(threshold {summary['min_pass_rate']})</p>"
         + table("Files by status", summary["counts"])
         + table("Quarantine reasons", summary["reasons"] or {"(none)": 0})
+        + table("Ignored files (the rule)", summary["ignored_reasons"] or {"(none)": 0})
         + table("Warnings", summary["warnings"] or {"(none)": 0})
         + table("Sites", sites)
         + "<h3>great-expectations validation result</h3></div>"
@@ -545,13 +587,17 @@ def run(
     out: str | os.PathLike[str],
     *,
     labels: str | os.PathLike[str] | None = None,
+    provided_masks: str | os.PathLike[str] | None = None,
     progress: bool = False,
 ) -> ValidateResult:
     """Validate every file under ``input`` (local folder or ``s3://bucket/prefix``) into ``out``.
 
     ``labels`` (local path or ``s3://`` URI) follows the labels.csv contract
-    (:mod:`isnetflow.validation.labels`). Returns the manifest and summary; see the module docstring
-    for the files written. Raises :class:`ValidateError` only for unusable inputs.
+    (:mod:`isnetflow.validation.labels`). ``provided_masks`` is the folder of provided lung masks
+    (default: the ``masks/`` folder beside ``labels``, when labels are given); the files under it that
+    lie inside the input tree, and the files labels.csv names in its ``mask`` column, are listed as
+    ignored (``provided_mask``). Returns the manifest and summary; see the module docstring for the
+    files written. Raises :class:`ValidateError` only for unusable inputs.
     """
     from isnetflow.validation import run_suite
 
@@ -560,18 +606,31 @@ def run(
     out = Path(out)
     labels_uri, table = _load_labels(labels) if labels is not None else (None, None)
     try:
-        files = list_files(root, exclude=cfg.exclude)
+        found, excluded = scan_files(root, exclude=cfg.exclude)
     except SourceError as exc:
         raise ValidateError(str(exc)) from exc
-    out_prefix = str(out.resolve()) + os.sep
-    # neither the labels file nor our own output (when written inside the input folder) are inputs
-    files = [f for f in files if f.uri != labels_uri and not f.uri.startswith(out_prefix)]
     root_dir = root if is_s3(root) or Path(root).is_dir() else parent(root)
-    if not files and (table is None or table.empty):
+    if not found and not excluded and (table is None or table.empty):
         raise ValidateError(f"{input}: no input files found")
 
     by_uri = _labels_by_uri(table, labels_uri) if table is not None and labels_uri is not None else None
     overrides = by_uri or {}
+    if provided_masks is None and labels_uri is not None:
+        provided_masks = join(parent(labels_uri), "masks")
+    side = _SideFiles(out, labels_uri, provided_masks, by_uri)
+    ignored: list[dict[str, Any]] = []
+    files: list[SourceFile] = []
+    for f in found:
+        issue = side.rule(f.uri)
+        if issue is None:
+            files.append(f)
+        else:
+            ignored.append(_ignored_row(f, issue))
+    for e in excluded:
+        issue = side.rule(e.file.uri) or Issue(
+            "excluded", f"excluded by validate.exclude pattern '{e.pattern}' (matches {e.component})"
+        )
+        ignored.append(_ignored_row(e.file, issue))
     tasks = [
         _Task(
             index=i,
@@ -579,13 +638,14 @@ def run(
             relpath=f.relpath,
             patient_id=overrides.get(f.uri, {}).get("patient_id"),
             site=overrides.get(f.uri, {}).get("site"),
+            claims_dicom=f.relpath.lower().endswith(DICOM_SUFFIXES) or f.uri in overrides,
         )
         for i, f in enumerate(files)
     ]
     out.mkdir(parents=True, exist_ok=True)
     tmp_dir = _prepare_out(out)
     t_files = time.perf_counter()
-    rows = list(_map(tasks, cfg, tmp_dir, progress))
+    rows = list(_map(tasks, cfg, tmp_dir, progress)) + ignored
     per_file_seconds = time.perf_counter() - t_files
 
     rows = _apply_labels(rows, by_uri, labels_uri, root_dir)
@@ -602,18 +662,17 @@ def run(
     outcome = run_suite(valid, cfg, has_labels=table is not None)
 
     n = len(manifest)
-    # stray files (sidecars, README, DICOMDIR, ...) are listed and quarantined, but are not images:
-    # the pass rate is over the DICOM files only
-    not_images = int(manifest["reason_code"].isin(NOT_IMAGE_CODES).sum())
-    n_images = n - not_images
+    # ignored files (sidecars, README, DICOMDIR, labels.csv, masks, ...) are listed, but are not input
+    # images: the pass rate is over the valid and quarantined rows only
+    is_ignored = manifest["status"] == "ignored"
+    n_ignored = int(is_ignored.sum())
+    n_images = n - n_ignored
     pass_rate = len(valid) / n_images if n_images else 0.0
     failures = []
     if not n_images:
-        failures.append(f"no DICOM images among the {n} input files")
+        failures.append(f"no DICOM images among the {n} files found ({n_ignored} ignored)")
     elif pass_rate < cfg.min_pass_rate:
-        quarantined = manifest[
-            (manifest["status"] == "quarantined") & ~manifest["reason_code"].isin(NOT_IMAGE_CODES)
-        ]
+        quarantined = manifest[manifest["status"] == "quarantined"]
         top = quarantined["reason_code"].value_counts().head(3)
         failures.append(
             f"pass rate {pass_rate:.3f} < {cfg.min_pass_rate:g} "
@@ -631,12 +690,13 @@ def run(
         "labels": labels_uri,
         "out": str(out),
         "files": n,
-        "counts": {"valid": len(valid), "quarantined": n - len(valid)},
-        "not_images": not_images,
+        "counts": {"valid": len(valid), "quarantined": n_images - len(valid), "ignored": n_ignored},
+        "not_images": n_ignored,  # rows left out of the pass rate (= counts.ignored; kept for old readers)
         "pass_rate": round(pass_rate, 6),
         "min_pass_rate": cfg.min_pass_rate,
         "reasons": _counts(manifest.loc[manifest["status"] == "quarantined", "reason_code"]),
         "reason_messages": _counts(manifest.loc[manifest["status"] == "quarantined", "reason"]),
+        "ignored_reasons": _counts(manifest.loc[is_ignored, "reason_code"]),
         "warnings": _warning_counts(rows),
         "sites": _site_summary(manifest, cfg),
         "patient_leakage": leaks,
@@ -654,8 +714,9 @@ def run(
     }
     _write_reports(out, manifest, summary, outcome.html)
     log.info(
-        "validate: %d files, %d valid (pass rate %.3f), expectations %s -> %s in %.1f s",
+        "validate: %d files, %d ignored, %d valid (pass rate %.3f), expectations %s -> %s in %.1f s",
         n,
+        n_ignored,
         len(valid),
         pass_rate,
         "passed" if outcome.success else "FAILED",
@@ -663,6 +724,55 @@ def run(
         wall,
     )
     return ValidateResult(out=out, manifest=manifest, summary=summary)
+
+
+class _SideFiles:
+    """The ignore rules for files beside the inputs: this stage's output folder, the labels file and the
+    provided masks (their folder, and the files labels.csv names in its ``mask`` column)."""
+
+    def __init__(
+        self,
+        out: Path,
+        labels_uri: str | None,
+        provided_masks: str | os.PathLike[str] | None,
+        by_uri: dict[str, dict[str, Any]] | None,
+    ) -> None:
+        self.out_dir = str(out.resolve())
+        self.out_prefix = self.out_dir + os.sep
+        self.labels_uri = labels_uri
+        self.masks_prefix: str | None = None
+        if provided_masks is not None:
+            masks = resolve(provided_masks)
+            self.masks_prefix = masks.rstrip("/") + "/" if is_s3(masks) else masks.rstrip(os.sep) + os.sep
+        self.masks_shown = str(provided_masks)
+        base = parent(labels_uri) if labels_uri is not None else ""
+        self.mask_uris = {join(base, str(r["mask"])) for r in (by_uri or {}).values() if r.get("mask")}
+
+    def rule(self, uri: str) -> Issue | None:
+        """The ignore rule for the file at ``uri``, or None when it is an input."""
+        if uri.startswith(self.out_prefix):
+            return Issue("own_output", f"in the output folder of this validation ({self.out_dir})")
+        if uri == self.labels_uri:
+            return Issue("labels_file", "the labels file of this validation")
+        if self.masks_prefix is not None and uri.startswith(self.masks_prefix):
+            return Issue("provided_mask", f"a provided lung mask (in {self.masks_shown})")
+        if uri in self.mask_uris:
+            return Issue("provided_mask", "a provided lung mask (named in the labels' mask column)")
+        return None
+
+
+def _ignored_row(f: SourceFile, issue: Issue) -> dict[str, Any]:
+    """The manifest row of a file an ignore rule matches: never read, never counted in the pass rate."""
+    return {
+        "path": f.relpath,
+        "uri": f.uri,
+        "status": "ignored",
+        "reason": issue.message,
+        "reason_code": issue.code,
+        "warnings": "",
+        "issues": issue.message,
+        "file_bytes": f.size,
+    }
 
 
 def _warning_counts(rows: list[dict[str, Any]]) -> dict[str, int]:

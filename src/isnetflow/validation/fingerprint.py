@@ -5,9 +5,10 @@ artifact folder, so hashing the manifest's bytes tells runs apart even when the 
 fingerprint hashes only what decides what a model learns from each file it trains on: the content
 hash, label, patient, site and role of every *valid* row. Rows are sorted, so file order and location
 do not matter; any changed, added or removed valid file, label, patient assignment or site role changes
-it, and so does a file that becomes valid or quarantined. A quarantined file (a JSON sidecar, a README,
-a DICOMDIR beside the images) is never trained on, so adding or removing one leaves it unchanged:
-quarantined rows never affect a later stage, scheduled retraining included.
+it, and so does a file that becomes valid or quarantined. A quarantined or ignored file (a damaged DICOM;
+a JSON sidecar, a README, a DICOMDIR, the labels file or a provided mask beside the images) is never
+trained on, so adding or removing one leaves it unchanged: quarantined and ignored rows never affect a
+later stage, scheduled retraining included.
 """
 
 from __future__ import annotations

@@ -10,10 +10,13 @@ column's type from its cells: a non-DICOM file beside the images (a JSON sidecar
 * integer columns are pandas ``Int64`` (``<NA>`` when empty), and ``320.0`` written by an older
   manifest still reads as ``320``;
 * float columns are ``float64`` (NaN when empty);
-* ``status`` is ``valid`` or ``quarantined``, and a quarantined row has a reason (the contract).
+* ``status`` is ``valid``, ``quarantined`` (an input image that failed a check) or ``ignored`` (a file
+  found beside the inputs that is not an input image: ``reason_code`` names the rule, one of
+  :data:`isnetflow.dicom.issues.IGNORED_CODES`); a quarantined or ignored row has a reason (the
+  contract).
 
-Quarantined rows never constrain what a later stage gets: an unparseable number in a quarantined row
-reads as missing instead of failing the stage. The same number in a valid row is a
+Quarantined and ignored rows never constrain what a later stage gets: an unparseable number in such a
+row reads as missing instead of failing the stage. The same number in a valid row is a
 :class:`ManifestError` naming the file, the line and the column.
 """
 
@@ -45,7 +48,7 @@ __all__ = [
 ]
 
 MANIFEST_FILE = "manifest.csv"
-STATUSES = ("valid", "quarantined")
+STATUSES = ("valid", "quarantined", "ignored")
 
 #: Header fields copied from each file's DICOM analysis into its manifest row.
 HEADER_COLUMNS = [
@@ -207,7 +210,7 @@ def read_manifest(validated: str | os.PathLike[str], *, valid_only: bool = False
 
     ``valid_only`` keeps the valid rows (index reset): what every stage after validation works on.
     Raises :class:`ManifestError` for a missing or unreadable file, a missing required column, an
-    unknown status, a quarantined row without a reason, or a malformed number in a valid row.
+    unknown status, a quarantined or ignored row without a reason, or a malformed number in a valid row.
     """
     p = manifest_path(validated)
     if not p.is_file():
@@ -223,15 +226,19 @@ def read_manifest(validated: str | os.PathLike[str], *, valid_only: bool = False
     bad = ~raw["status"].isin(STATUSES)
     if bad.any():
         i = int(raw.index[bad][0])
-        raise ManifestError(f"{p}: line {i + 2}: status {raw.at[i, 'status']!r} is not valid or quarantined")
-    unexplained = (raw["status"] == "quarantined") & (raw["reason"].str.strip() == "")
+        raise ManifestError(
+            f"{p}: line {i + 2}: status {raw.at[i, 'status']!r} is not one of {', '.join(STATUSES)}"
+        )
+    unexplained = (raw["status"] != "valid") & (raw["reason"].str.strip() == "")
     if unexplained.any():
         i = int(raw.index[unexplained][0])
-        raise ManifestError(f"{p}: line {i + 2}: quarantined without a reason ({raw.at[i, 'path']!s})")
+        raise ManifestError(
+            f"{p}: line {i + 2}: {raw.at[i, 'status']!s} without a reason ({raw.at[i, 'path']!s})"
+        )
     df = _convert(raw, str(p))
     return valid_rows(df) if valid_only else df
 
 
 def valid_rows(manifest: pd.DataFrame) -> pd.DataFrame:
-    """The valid rows of a manifest, index reset (quarantined rows never reach a later stage)."""
+    """The valid rows of a manifest, index reset (quarantined and ignored rows never reach a later stage)."""
     return manifest[manifest["status"] == "valid"].reset_index(drop=True)

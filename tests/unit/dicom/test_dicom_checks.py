@@ -213,9 +213,11 @@ def test_a_dicomdir_is_quarantined_with_its_own_reason(base: dict[str, Dataset],
 
 
 def test_issue_codes_are_defined_in_one_place() -> None:
-    from isnetflow.dicom.issues import NOT_IMAGE_CODES, REASON_CODES, Issue
+    from isnetflow.dicom.issues import IGNORED_CODES, NOT_IMAGE_CODES, REASON_CODES, Issue
 
-    assert set(NOT_IMAGE_CODES).issubset(REASON_CODES)
+    assert set(NOT_IMAGE_CODES).issubset(IGNORED_CODES) and set(IGNORED_CODES).issubset(REASON_CODES)
+    rules = {"excluded", "labels_file", "provided_mask", "own_output", "not_dicom", "dicomdir"}
+    assert set(IGNORED_CODES) == rules
     with pytest.raises(ValueError, match="unknown issue code 'made_up'"):
         Issue("made_up", "a code nobody documented")
 

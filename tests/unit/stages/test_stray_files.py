@@ -1,8 +1,8 @@
-"""User data as it arrives: stray files beside the DICOMs are quarantined and never reach a later stage.
+"""User data as it arrives: stray files beside the DICOMs are ignored and never reach a later stage.
 
 A real export holds a DICOMDIR, JSON/CSV sidecars, a README and the desktop's .DS_Store / Thumbs.db.
-Each must be in the manifest, quarantined with a reason, and the stages after validation must work on
-the valid rows as if the stray files were not there.
+Each must be in the manifest, ignored with the rule that ignored it, and the stages after validation
+must work on the valid rows as if the stray files were not there.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _strays import STRAY, add_stray_files
+from _strays import STRAY, STRAY_STATUS, add_stray_files
 from isnetflow.config import MaskConfig, Settings, ValidateConfig
 from isnetflow.stages import masks as masks_stage
-from isnetflow.stages.train import load_train_data
 from isnetflow.stages.validate import run as validate
+from isnetflow.training import load_train_data
 from isnetflow.validation import data_fingerprint, read_manifest
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -46,19 +46,21 @@ def stray_validated(stray_cohort: tuple[Path, list[str]], tmp_path_factory: pyte
     return out
 
 
-def test_every_stray_file_is_quarantined_with_its_reason(
+def test_every_stray_file_is_ignored_with_its_reason(
     stray_cohort: tuple[Path, list[str]], stray_validated: Path
 ) -> None:
     _, strays = stray_cohort
     m = read_manifest(stray_validated).set_index("path")
     for rel in strays:
         row = m.loc[rel]
-        assert row["status"] == "quarantined" and row["reason"], rel
+        assert row["status"] == STRAY_STATUS and row["reason"], rel
         assert row["reason_code"] == STRAY[Path(rel).name], (rel, row["reason"])
     assert m.loc["DICOMDIR", "reason"].startswith("DICOMDIR (Media Storage Directory)")
+    assert m.loc["README", "reason"].endswith("not named .dcm/.dicom/.dic nor listed in the labels")
     summary = json.loads((stray_validated / "validation.json").read_text())
     # the stray files are listed but are not images: the 60 DICOM files pass at rate 1.0
-    assert summary["counts"] == {"valid": 60, "quarantined": 6} and summary["not_images"] == 6
+    assert summary["counts"] == {"valid": 60, "quarantined": 0, "ignored": 6} and summary["not_images"] == 6
+    assert summary["ignored_reasons"] == {"dicomdir": 1, "not_dicom": 5}
     assert summary["pass_rate"] == 1.0 and summary["passed"]
 
 

@@ -26,7 +26,10 @@ def test_good_cohort_exits_zero(synth_cohort: Path, tmp_path: Path) -> None:
         "--out", str(tmp_path / "out"), "--config", str(config),
     )  # fmt: skip
     assert code == 0, err
-    assert "60 valid, 0 quarantined of 60 files (pass rate 1.000), expectations passed" in err
+    assert (
+        "60 valid, 0 quarantined, 0 ignored of 60 files (pass rate 1.000 over 60 DICOM files), "
+        "expectations passed" in err
+    )
     summary = json.loads((tmp_path / "out" / "validation.json").read_text())
     assert summary["passed"] and summary["images"] == {"dir": "images", "size": 48, "format": "png"}
     png = next((tmp_path / "out" / "images").glob("*.png"))

@@ -76,7 +76,7 @@ def test_synthetic_cohort_validates(synth_cohort: Path, good_run: tuple[Path, An
     assert (
         s["files"] == n_files == 60
         and s["pass_rate"] == 1.0
-        and s["counts"] == {"valid": 60, "quarantined": 0}
+        and s["counts"] == {"valid": 60, "quarantined": 0, "ignored": 0}
     )
     assert s["expectations"]["success"] and s["expectations"]["statistics"]["unsuccessful_expectations"] == 0
     assert set(s["sites"]) == {site["name"] for site in info["sites"]}
@@ -188,6 +188,7 @@ EXPECTED = {
     "leak/site_y.dcm": ("quarantined", "patient_leakage"),
     "unlabelled.dcm": ("quarantined", "no_label"),
     "gone/listed_only.dcm": ("quarantined", "missing_file"),
+    "labels.csv": ("ignored", "labels_file"),  # inside the input: listed, not an input image
 }
 
 
@@ -218,7 +219,7 @@ def bad_corpus(synth_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     _write(_variant(base, PatientID="LEAK-1", InstitutionName="Site X"), root / "leak" / "site_x.dcm")
     _write(_variant(base, PatientID="LEAK-1", InstitutionName="Site Y"), root / "leak" / "site_y.dcm")
     _write(_variant(base), root / "unlabelled.dcm")
-    rows = [{"path": p, "label": "normal"} for p in EXPECTED if p != "unlabelled.dcm"]
+    rows = [{"path": p, "label": "normal"} for p in EXPECTED if p not in ("unlabelled.dcm", "labels.csv")]
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     return root
 
@@ -252,11 +253,13 @@ def test_bad_inputs_are_quarantined_with_the_right_reason(bad_run: Any) -> None:
 
 def test_bad_run_outputs_and_verdict(bad_run: Any) -> None:
     out, s = bad_run.out, bad_run.summary
-    assert s["counts"] == {"valid": 3, "quarantined": 14}
+    assert s["counts"] == {"valid": 3, "quarantined": 14, "ignored": 1}
     assert s["reasons"]["patient_leakage"] == 2 and s["reasons"]["empty_file"] == 1
+    assert s["ignored_reasons"] == {"labels_file": 1}
     assert s["patient_leakage"] == {"LEAK-1": "patient LEAK-1 in multiple sites (Site X; Site Y)"}
-    assert not bad_run.passed and bad_run.failure.startswith("pass rate 0.188 < 0.9")  # 3 of 16 DICOM files
-    assert s["not_images"] == 1  # bad/text.dcm: listed and quarantined, not counted
+    # 3 of 17: bad/text.dcm is named as DICOM, so a damaged DICOM that counts; labels.csv is ignored
+    assert not bad_run.passed and bad_run.failure.startswith("pass rate 0.176 < 0.9 (14 of 17 DICOM files")
+    assert s["not_images"] == 1  # the rows left out of the pass rate (= counts.ignored)
     assert "\n" not in bad_run.failure
     assert sorted(p.name for p in (out / "images").iterdir()) == sorted(
         f"{uid}.npy" for uid in bad_run.manifest.loc[bad_run.manifest.status == "valid", "sop_instance_uid"]
@@ -292,9 +295,16 @@ def test_without_labels_files_keep_header_identity(bad_corpus: Path, tmp_path: P
     cfg = ValidateConfig(image_size=32, min_images_per_site=1)
     for _ in range(2):  # the output folder inside the input is not read back as input on a re-run
         result = run(cfg, src, src / "validated")
-        assert result.passed and result.summary["counts"]["valid"] == 3 and len(result.manifest) == 3
-    assert result.manifest["label"].isna().all()
-    assert (result.manifest["site"] == "Northfield University Hospital").all()
+        assert result.passed and result.summary["counts"]["valid"] == 3
+    # on the re-run the first run's output is listed, each file ignored as own_output
+    m = result.manifest
+    own = m[m["status"] == "ignored"]
+    assert len(own) == len(m) - 3 and set(own["reason_code"]) == {"own_output"}
+    assert {"validated/manifest.csv", "validated/validation.json"} <= set(own["path"])
+    assert own["reason"].str.startswith("in the output folder of this validation").all()
+    valid = m[m["status"] == "valid"]
+    assert valid["label"].isna().all()
+    assert (valid["site"] == "Northfield University Hospital").all()
 
 
 # --------------------------------------------------------------------------------------------------

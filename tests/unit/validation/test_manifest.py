@@ -1,4 +1,4 @@
-"""The one manifest reader: explicit types, whatever the quarantined rows leave empty."""
+"""The one manifest reader: explicit types, whatever the quarantined and ignored rows leave empty."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _rows() -> pd.DataFrame:
     for path, status, reason, rows, cols in [
         ("A/p1/1.dcm", "valid", "", 320, 256),
         ("A/notes.json", "quarantined", "not a DICOM file (File is missing DICOM File Meta...)", None, None),
-        ("DICOMDIR", "quarantined", "DICOMDIR (Media Storage Directory): a file-set index", None, None),
+        ("DICOMDIR", "ignored", "DICOMDIR (Media Storage Directory): a file-set index", None, None),
     ]:
         rec: dict[str, object] = dict.fromkeys(MANIFEST_COLUMNS)
         rec.update(path=path, status=status, reason=reason, rows=rows, columns=cols, patient_id="007")
@@ -50,8 +50,9 @@ def test_integers_stay_integers_beside_quarantined_rows(tmp_path: Path) -> None:
     assert again[["path", "status", "rows", "columns"]].equals(m[["path", "status", "rows", "columns"]])
 
 
-def test_valid_only_drops_every_quarantined_row(tmp_path: Path) -> None:
+def test_valid_only_drops_every_quarantined_and_ignored_row(tmp_path: Path) -> None:
     write_manifest(_rows(), tmp_path)
+    assert list(read_manifest(tmp_path)["status"]) == ["valid", "quarantined", "ignored"]
     valid = read_manifest(tmp_path, valid_only=True)
     assert list(valid["path"]) == ["A/p1/1.dcm"] and list(valid.index) == [0]
 
@@ -72,14 +73,21 @@ def test_a_bad_number_fails_only_in_a_valid_row(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda df: df.assign(status=["valid", "skipped", "quarantined"]), r"line 3: status 'skipped'"),
+        (
+            lambda df: df.assign(status=["valid", "skipped", "quarantined"]),
+            r"line 3: status 'skipped' is not one of valid, quarantined, ignored",
+        ),
         (
             lambda df: df.assign(reason=["", "", "x"]),
             r"line 3: quarantined without a reason \(A/notes\.json\)",
         ),
+        (
+            lambda df: df.assign(status=["valid", "quarantined", "ignored"], reason=["", "x", " "]),
+            r"line 4: ignored without a reason \(DICOMDIR\)",
+        ),
         (lambda df: df.drop(columns=["status"]), r"not a validate-stage manifest \(no column status\)"),
     ],
-    ids=["unknown status", "no reason", "no status column"],
+    ids=["unknown status", "no reason", "ignored without a reason", "no status column"],
 )
 def test_contract_violations_are_one_line_errors(tmp_path: Path, edit: object, message: str) -> None:
     assert callable(edit)
