@@ -151,7 +151,11 @@ def validate(
     workers: Annotated[int | None, typer.Option("--workers", help="Processes; 0 = all cores.")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Check every DICOM file (valid | quarantined + reason), normalize the valid ones, run the GX suite.
+    """Check every file (valid | quarantined | ignored, + reason), normalize the valid ones, run the GX suite.
+
+    Every file found under the input is in manifest.csv. Files that are not input images are ignored,
+    each with its rule: validate.exclude matches, the labels file, the masks/ folder beside the labels
+    file (provided lung masks), the output folder, DICOMDIR and non-DICOM files not named *.dcm.
 
     Exit status 0 when the pass rate reaches the threshold and the expectation suite passes, 1 (with a
     one-line reason) otherwise, 2 when the input or the labels file cannot be used at all.
@@ -167,10 +171,13 @@ def validate(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     s = result.summary
+    counts = s["counts"]
+    rules = ", ".join(f"{code} {n}" for code, n in s["ignored_reasons"].items())
     console.print(
-        f"{s['counts']['valid']} valid, {s['counts']['quarantined']} quarantined of {s['files']} files "
-        f"(pass rate {s['pass_rate']:.3f}), expectations "
-        f"{'passed' if s['expectations']['success'] else 'FAILED'} -> {out}",
+        f"{counts['valid']} valid, {counts['quarantined']} quarantined, {counts['ignored']} ignored"
+        f"{f' ({rules})' if rules else ''} of {s['files']} files "
+        f"(pass rate {s['pass_rate']:.3f} over {counts['valid'] + counts['quarantined']} DICOM files), "
+        f"expectations {'passed' if s['expectations']['success'] else 'FAILED'} -> {out}",
         soft_wrap=True,
     )
     if not result.passed:
@@ -235,7 +242,9 @@ def train(
     from isnetflow.config import TrainConfig
     from isnetflow.dicom.source import SourceError
     from isnetflow.stages import train as stage
-    from isnetflow.stages.train import TrainDataError
+    from isnetflow.stages.train import TrackingUnavailable
+    from isnetflow.training import TrainDataError
+    from isnetflow.training.checkpoint import CheckpointError
     from isnetflow.training.distributed import distributed_env
 
     if nproc > 1 and not distributed_env().distributed:
@@ -281,7 +290,14 @@ def train(
             tags=tags,
             checkpoint_scope=checkpoint_scope,
         )
-    except (TrainDataError, SourceError, FileNotFoundError, ValueError) as exc:  # e.g. mismatched checkpoint
+    except (
+        TrainDataError,
+        SourceError,
+        FileNotFoundError,
+        ValueError,
+        CheckpointError,
+        TrackingUnavailable,
+    ) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
     if distributed_env().is_main:
@@ -1075,9 +1091,9 @@ def explain(
     stored with the model; a file the validation would quarantine is refused with the same one-line
     reason (exit status 1). Exit status 2: the model or an input path cannot be used.
     """
-    from isnetflow.registry.packaging import ModelLoadError, is_mlflow_uri, load_classifier
+    from isnetflow.registry.packaging import ModelLoadError, load_classifier
     from isnetflow.registry.serving import ExplainError, explain_files
-    from isnetflow.registry.tracking import default_tracking_uri
+    from isnetflow.registry.tracking import default_tracking_uri, is_mlflow_uri
 
     if is_mlflow_uri(model) or tracking_uri:
         import mlflow
@@ -1191,7 +1207,7 @@ def bench_amp(
     """Is the ISNet heatmap loss safe under autocast? Loss/heatmap/gradient error vs float32."""
     import torch
 
-    from isnetflow.lrp.bench import amp_check
+    from isnetflow.bench.lrp import amp_check
     from isnetflow.training.loop import resolve_device
 
     if dtype not in ("bfloat16", "float16"):
@@ -1303,8 +1319,8 @@ def bench_training(
         typer.echo(json.dumps(scaling) if as_json else json.dumps(scaling, indent=2))
         return
 
+    from isnetflow.bench.lrp import step_times
     from isnetflow.isnet import ISNetLossConfig
-    from isnetflow.lrp.bench import step_times
     from isnetflow.training.loop import resolve_device
 
     torch.set_num_threads(threads or os.cpu_count() or 1)

@@ -34,6 +34,7 @@ def _worker(
     import torch.distributed as dist
     import torch.nn.functional as F
 
+    from isnetflow.bench.lrp import synthetic_batch
     from isnetflow.isnet import ISNetLossConfig, isnet_objective
     from isnetflow.nets import build_model
     from isnetflow.training.distributed import distributed_env, process_group
@@ -47,13 +48,7 @@ def _worker(
         torch.manual_seed(0)
         model = build_model(model_name, 2).to(dev).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        g = torch.Generator().manual_seed(ctx.rank)
-        x = torch.rand(batch, 1, image_size, image_size, generator=g).to(dev)
-        y = torch.randint(0, 2, (batch,), generator=g).to(dev)
-        coords = torch.linspace(-1, 1, image_size)
-        yy, xx = torch.meshgrid(coords, coords, indexing="ij")
-        lungs = ((xx.abs() - 0.45) ** 2 / 0.3**2 + yy**2 / 0.7**2 <= 1).float()
-        masks = lungs.expand(batch, 1, image_size, image_size).contiguous().to(dev)
+        x, y, masks = synthetic_batch(batch, image_size, dev, torch.Generator().manual_seed(ctx.rank))
         cfg = ISNetLossConfig(C1=1.0, C2=1000.0)
 
         def step() -> None:

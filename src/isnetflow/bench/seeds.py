@@ -207,7 +207,7 @@ def _seed_row(
     num_threads: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, tuple[list[dict[str, float]], Path]]]:
     """Every model of one seed: the row of the result and, per model, its history and curve PNG."""
-    from isnetflow.stages.train import load_train_data
+    from isnetflow.training.inputs import load_train_data
 
     update: dict[str, Any] = {"seed": seed}
     if num_threads is not None:  # a worker process of --jobs N: its share of the cores, for every step
@@ -272,8 +272,8 @@ def seed_study(
     """
     import mlflow
 
+    from isnetflow.registry.lineage import code_version
     from isnetflow.registry.tracking import flatten, use_tracking
-    from isnetflow.stages.promote import code_version
 
     unknown = sorted(set(models) - set(MODELS))
     if unknown:

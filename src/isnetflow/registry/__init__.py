@@ -1,1 +1,2 @@
-"""MLflow helpers: tracking configuration, parameter flattening, model packaging and the registry."""
+"""MLflow helpers: tracking configuration, parameter flattening, lineage, loading models (classifiers and
+the lung segmenter) from paths or MLflow, model packaging and the registry."""

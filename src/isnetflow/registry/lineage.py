@@ -15,12 +15,17 @@ The train and evaluate stages call :func:`log_manifest_input` inside their run. 
 * input tag ``mlflow.data.context``: ``training`` or ``evaluation``.
 
 The existing lineage tags (``data.manifest_sha256``, ``lineage.*`` on registered versions) stay.
+
+:func:`code_version` names the code a model came from (``lineage.code_version`` of a registered version,
+and part of the retraining recipe, :func:`isnetflow.stages.retrain.recipe_digest`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import subprocess
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +33,7 @@ from typing import Any, Literal
 import pandas as pd
 from mlflow.data.pandas_dataset import PandasDataset
 
+from isnetflow import __version__
 from isnetflow.validation.manifest import MANIFEST_FILE, manifest_sha256, read_manifest
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,7 @@ __all__ = [
     "DATASET_NAME",
     "DIGEST_CHARS",
     "ManifestDataset",
+    "code_version",
     "log_manifest_input",
     "manifest_dataset",
     "normalization_of_run",
@@ -115,3 +122,21 @@ def normalization_of_run(run_id: str) -> dict[str, Any] | None:
         normalization = profile.get("normalization")
         return normalization if isinstance(normalization, dict) else None
     return None
+
+
+def code_version() -> str:
+    """The git commit of the package source when it is a checkout, else ``isnetflow==<version>``."""
+    src = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        if re.fullmatch(r"[0-9a-f]{40}", sha):
+            return sha
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"isnetflow=={__version__}"

@@ -8,9 +8,10 @@ Model URIs
   facts needed to evaluate it (image size, class order, the split seed and fractions) come from the
   ``train_summary.json`` beside it, and the split parameters fall back to the given
   :class:`~isnetflow.config.TrainConfig` when the summary lacks them;
-* ``runs:/<run_id>/<path>`` and ``models:/<name>/<version>`` / ``models:/<name>@<alias>`` MLflow URIs of
-  either the train stage's ``pytorch`` model (facts from the run's parameters) or a package made here
-  (facts from the model's ``isnetflow`` metadata).
+* ``runs:/<run_id>/<path>`` and ``models:/<name>/<version>`` / ``models:/<name>@<alias>`` MLflow URIs
+  (any of :data:`isnetflow.registry.tracking.MLFLOW_URI_SCHEMES`) of either the train stage's
+  ``pytorch`` model (facts from the run's parameters) or a package made here (facts from the model's
+  ``isnetflow`` metadata).
 
 The pyfunc package
 ------------------
@@ -64,6 +65,7 @@ from torch import nn
 
 from isnetflow import __version__
 from isnetflow.config import TrainConfig
+from isnetflow.registry.tracking import is_mlflow_uri
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,6 @@ __all__ = [
     "LoadedClassifier",
     "ModelFacts",
     "ModelLoadError",
-    "is_mlflow_uri",
     "load_classifier",
     "log_pyfunc",
     "model_signature",
@@ -120,7 +121,7 @@ class ModelFacts:
         return asdict(self)
 
     def train_config(self) -> TrainConfig:
-        """A TrainConfig carrying the facts that :func:`isnetflow.stages.train.load_train_data` uses."""
+        """A TrainConfig carrying the facts that :func:`isnetflow.training.load_train_data` uses."""
         return TrainConfig(
             image_size=self.image_size,
             val_fraction=self.val_fraction,
@@ -136,10 +137,6 @@ class LoadedClassifier:
 
     module: nn.Module
     facts: ModelFacts
-
-
-def is_mlflow_uri(uri: str) -> bool:
-    return uri.startswith(("runs:/", "models:/", "mlflow-artifacts:/", "s3://"))
 
 
 def model_signature(image_size: int, classes: list[str]) -> Any:

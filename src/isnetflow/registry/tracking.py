@@ -1,15 +1,50 @@
-"""MLflow tracking set-up shared by the stages."""
+"""MLflow tracking set-up shared by the stages.
+
+* :func:`use_tracking` -- point the fluent API at a store and an experiment for the rest of the process
+  (the classifier stages);
+* :func:`scoped_tracking` -- point it at a store for one block and restore the previous state afterwards
+  (the lung-segmenter stage, loading a segmenter from MLflow);
+* :func:`get_or_create_experiment` -- the experiment both use; a local SQLite store keeps its artifacts
+  beside the database (:func:`sqlite_artifact_root`), never in the working directory;
+* :func:`is_mlflow_uri` -- whether a model reference is for MLflow to resolve (:data:`MLFLOW_URI_SCHEMES`).
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["EpochMetrics", "default_tracking_uri", "flatten", "use_tracking"]
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+__all__ = [
+    "MLFLOW_URI_SCHEMES",
+    "EpochMetrics",
+    "default_tracking_uri",
+    "flatten",
+    "get_or_create_experiment",
+    "is_mlflow_uri",
+    "scoped_tracking",
+    "sqlite_artifact_root",
+    "use_tracking",
+]
 
 DEFAULT_HOME = Path(".isnetflow")
+
+#: Prefixes of the model references MLflow resolves rather than the local file system:
+#: ``models:/<name>/<version>`` and ``models:/<name>@<alias>`` (the model registry), ``runs:/<run_id>/<path>``
+#: (a run's artifacts), ``mlflow-artifacts:/`` (artifacts proxied by a tracking server), and the artifact
+#: stores MLflow reads directly: ``s3://`` (S3, MinIO), ``gs://`` (Google Cloud Storage), ``wasbs://``
+#: (Azure Blob Storage) and ``dbfs:/`` (Databricks).
+MLFLOW_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "wasbs://", "dbfs:/")
+
+
+def is_mlflow_uri(uri: str) -> bool:
+    """True when ``uri`` starts with one of :data:`MLFLOW_URI_SCHEMES` (MLflow loads it, not a path)."""
+    return uri.startswith(MLFLOW_URI_SCHEMES)
 
 
 def default_tracking_uri(home: str | Path = DEFAULT_HOME) -> str:
@@ -22,31 +57,68 @@ def default_tracking_uri(home: str | Path = DEFAULT_HOME) -> str:
     return f"sqlite:///{home / 'mlflow.db'}"
 
 
+def sqlite_artifact_root(tracking_uri: str) -> Path | None:
+    """The ``mlartifacts`` folder beside a local SQLite store's database; None for any other store."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+
+
+def get_or_create_experiment(
+    client: MlflowClient, name: str, *, artifact_root: str | Path | None = None
+) -> str:
+    """The id of experiment ``name``, created with its artifacts at ``artifact_root`` when it is new
+    (None: the store's default). Creating it concurrently with another process is not an error."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    location = Path(artifact_root).resolve().as_uri() if artifact_root is not None else None
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except MlflowException:  # created concurrently
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return str(exp.experiment_id)
+
+
 def use_tracking(
     tracking_uri: str | None, experiment: str, *, artifact_root: str | Path | None = None
 ) -> str:
     """Point mlflow at ``tracking_uri`` (default: :func:`default_tracking_uri`) and an experiment.
 
     For a local SQLite store the experiment's artifacts go to ``artifact_root`` (default: an
-    ``mlartifacts`` folder beside the database), so no artifact ever lands in the working directory.
-    Returns the experiment id.
+    ``mlartifacts`` folder beside the database, :func:`sqlite_artifact_root`), so no artifact ever lands in
+    the working directory. Returns the experiment id.
     """
     import mlflow
 
     uri = tracking_uri or default_tracking_uri()
     mlflow.set_tracking_uri(uri)
-    exp = mlflow.get_experiment_by_name(experiment)
-    if exp is not None:
-        mlflow.set_experiment(experiment)
-        return str(exp.experiment_id)
-    location = None
-    if artifact_root is not None:
-        location = Path(artifact_root).resolve().as_uri()
-    elif uri.startswith("sqlite:///"):
-        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-    exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+    root = artifact_root if artifact_root is not None else sqlite_artifact_root(uri)
+    exp_id = get_or_create_experiment(mlflow.MlflowClient(), experiment, artifact_root=root)
     mlflow.set_experiment(experiment)
-    return str(exp_id)
+    return exp_id
+
+
+@contextmanager
+def scoped_tracking(uri: str) -> Iterator[MlflowClient]:
+    """Point the fluent MLflow API (and a client) at ``uri`` for the block, then restore the previous
+    state. ``mlflow.set_tracking_uri`` also sets ``$MLFLOW_TRACKING_URI``; that is restored too. Unlike
+    :func:`use_tracking` it sets no active experiment: name one per run (``experiment_id=``)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield MlflowClient(tracking_uri=uri)
+    finally:
+        mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None unsets (MLflow 3 behaviour)
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

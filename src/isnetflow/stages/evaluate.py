@@ -36,11 +36,12 @@ from isnetflow import __version__
 from isnetflow.config import EvaluateConfig, TrainConfig
 from isnetflow.evaluation.core import EvaluationError, EvaluationResult, evaluate_model
 from isnetflow.evaluation.counterfactual import swap_background
+from isnetflow.evaluation.io import EVALUATION_FILE, EvaluateStageError, load_evaluation_data
 from isnetflow.evaluation.plots import counterfactual_figure, reliability_figure, roc_figure
 from isnetflow.evaluation.report import flat_metrics, json_safe, render_html
 from isnetflow.registry.lineage import log_manifest_input
-from isnetflow.registry.packaging import LoadedClassifier, ModelLoadError, is_mlflow_uri, load_classifier
-from isnetflow.registry.tracking import use_tracking
+from isnetflow.registry.packaging import ModelLoadError, load_classifier
+from isnetflow.registry.tracking import is_mlflow_uri, use_tracking
 from isnetflow.training.data import TrainData
 from isnetflow.validation.fingerprint import data_fingerprint
 from isnetflow.validation.manifest import manifest_sha256
@@ -48,25 +49,9 @@ from isnetflow.viz.heatmaps import heatmap_gallery
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvaluateStageError", "load_evaluation", "load_evaluation_data", "run"]
-
-EVALUATION_FILE = "evaluation.json"
-
-
-class EvaluateStageError(ValueError):
-    """Inputs of the evaluate stage cannot be used (message names the file/URI and the problem)."""
-
-
-def load_evaluation_data(
-    validated: str | Path, masks: str | Path | None, loaded: LoadedClassifier
-) -> TrainData:
-    """The validated images at the model's resolution with the training run's split assignment."""
-    from isnetflow.stages.train import TrainDataError, load_train_data
-
-    try:
-        return load_train_data(validated, masks, loaded.facts.train_config(), classes=loaded.facts.classes)
-    except (TrainDataError, FileNotFoundError) as exc:
-        raise EvaluateStageError(str(exc)) from exc
+# EvaluateStageError is defined in isnetflow.evaluation.io (shared with the promote stage); it is the error
+# this stage raises, so it stays importable from here.
+__all__ = ["EvaluateStageError", "run"]
 
 
 def _tracking_wanted(model_uri: str, tracking_uri: str | None) -> bool:
@@ -252,17 +237,3 @@ def run(
             safe["evaluation_run_id"] = active.info.run_id
         (out / EVALUATION_FILE).write_text(json.dumps(safe, indent=2))
     return dict(safe)
-
-
-def load_evaluation(path_or_dir: str | Path) -> dict[str, Any]:
-    """Read an ``evaluation.json`` (or the folder holding one); errors name the file."""
-    p = Path(path_or_dir)
-    if p.is_dir():
-        p = p / EVALUATION_FILE
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EvaluateStageError(f"{p}: cannot read the evaluation: {exc}") from exc
-    if not isinstance(data, dict) or "splits" not in data:
-        raise EvaluateStageError(f"{p}: not an isnetflow evaluation (no 'splits')")
-    return data

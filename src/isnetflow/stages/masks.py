@@ -42,6 +42,7 @@ from isnetflow.masks import LungSegmenter, assess
 from isnetflow.masks.gallery import GalleryTile, overlay, write_gallery
 from isnetflow.masks.io import LoadedImage, find_inputs, read_image, read_reference_mask, write_mask
 from isnetflow.masks.qc import MaskQC
+from isnetflow.registry.segmenter import load_segmenter
 from isnetflow.validation.manifest import manifest_path, read_manifest
 
 log = logging.getLogger(__name__)
@@ -71,12 +72,7 @@ def load_model(cfg: MaskConfig, tracking_uri: str | None = None) -> LungSegmente
     """The segmenter named by ``cfg.model`` (shipped weights when None; MLflow URIs are downloaded)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.model is not None:
-        from isnetflow.stages.segmenter import is_mlflow_uri, load_segmenter
-
-        if is_mlflow_uri(cfg.model):
-            return load_segmenter(cfg.model, tracking_uri=tracking_uri, batch_size=cfg.batch_size)
-    return LungSegmenter.load(cfg.model, batch_size=cfg.batch_size)
+    return load_segmenter(cfg.model, tracking_uri=tracking_uri, batch_size=cfg.batch_size)
 
 
 def _model_info(seg: LungSegmenter, cfg: MaskConfig, version: str | None) -> dict[str, Any]:

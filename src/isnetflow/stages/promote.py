@@ -23,14 +23,13 @@ import logging
 import math
 import os
 import re
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from isnetflow import __version__
 from isnetflow.config import EvaluateConfig, PromotionPolicy, TrainConfig
 from isnetflow.registry.gates import ChampionReference, GateResult, all_passed, evaluate_gates
+from isnetflow.registry.lineage import code_version
 from isnetflow.registry.packaging import LoadedClassifier, ModelLoadError, load_classifier, log_pyfunc
 from isnetflow.registry.promotion import (
     CHAMPION,
@@ -46,31 +45,13 @@ from isnetflow.validation.manifest import manifest_sha256
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PromoteStageError", "code_version", "lineage_tags", "rollback", "run", "show"]
+__all__ = ["PromoteStageError", "lineage_tags", "rollback", "run", "show"]
 
 _VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
 
 
 class PromoteStageError(ValueError):
     """The promotion cannot proceed (message names the URI/file and the problem)."""
-
-
-def code_version() -> str:
-    """The git commit of the package source when it is a checkout, else ``isnetflow==<version>``."""
-    src = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(
-            ["git", "-C", str(src), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        if re.fullmatch(r"[0-9a-f]{40}", sha):
-            return sha
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return f"isnetflow=={__version__}"
 
 
 def _validation_summary(evaluation: Mapping[str, Any]) -> str:
@@ -197,7 +178,7 @@ def champion_reference(
     from mlflow import MlflowClient
 
     from isnetflow.evaluation.core import EvaluationError, evaluate_model
-    from isnetflow.stages.evaluate import EvaluateStageError, load_evaluation_data
+    from isnetflow.evaluation.io import EvaluateStageError, load_evaluation_data
 
     ev_data = evaluation.get("data") or {}
     want_hash = ev_data.get("manifest_sha256")
@@ -283,7 +264,7 @@ def run(
     """
     import mlflow
 
-    from isnetflow.stages.evaluate import EvaluateStageError, load_evaluation
+    from isnetflow.evaluation.io import EvaluateStageError, load_evaluation
 
     use_tracking(tracking_uri, experiment)
     client = mlflow.MlflowClient()

@@ -73,11 +73,11 @@ def recipe_digest(settings: Settings, code_version: str | None = None) -> str:
 
     Everything in :class:`~isnetflow.config.Settings` counts (normalization, masks, training, evaluation,
     gates) except the synthetic generator and runtime knobs (``workers``, ``threads``, ``num_threads``,
-    ``device``). ``code_version`` defaults to :func:`isnetflow.stages.promote.code_version` (a git commit
+    ``device``). ``code_version`` defaults to :func:`isnetflow.registry.lineage.code_version` (a git commit
     or the package version), so new code retrains once on unchanged data.
     """
     if code_version is None:
-        from isnetflow.stages.promote import code_version as current_code
+        from isnetflow.registry.lineage import code_version as current_code
 
         code_version = current_code()
     dumped = settings.model_dump(mode="json", exclude=set(_NOT_RECIPE_SECTIONS))

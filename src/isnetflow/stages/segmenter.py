@@ -1,5 +1,6 @@
-"""Lung-segmenter stage: train it (``isnetflow train-segmenter``), load it from a path or MLflow, and
-register the shipped weights as the MLflow model ``lung-segmenter``.
+"""Lung-segmenter stage: train it (``isnetflow train-segmenter``) and register the shipped weights as the
+MLflow model ``lung-segmenter`` (loading one back, from a path or MLflow, is
+:func:`isnetflow.registry.segmenter.load_segmenter`).
 
 This is the layer that does I/O and MLflow tracking; the numerical work lives in
 :mod:`isnetflow.masks`.
@@ -18,8 +19,6 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -41,14 +40,18 @@ from isnetflow.masks.evaluate import EvalItem, evaluate, synthetic_items
 from isnetflow.masks.gallery import GalleryTile, overlay, write_gallery
 from isnetflow.masks.metrics import dice
 from isnetflow.masks.network import resolve_spec_path
+from isnetflow.registry.tracking import (
+    default_tracking_uri,
+    get_or_create_experiment,
+    scoped_tracking,
+    sqlite_artifact_root,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "REGISTERED_MODEL",
     "LungSegmenterModel",
-    "is_mlflow_uri",
-    "load_segmenter",
     "register_shipped",
     "resolve_tracking_uri",
     "train",
@@ -57,7 +60,6 @@ __all__ = [
 #: Registered-model name of the lung segmenter in the MLflow model registry.
 REGISTERED_MODEL = "lung-segmenter"
 _EXPERIMENT = "lung-segmenter"
-_MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "wasbs://", "dbfs:/")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -69,70 +71,19 @@ def resolve_tracking_uri(uri: str | None, out: str | Path | None = None) -> str:
     """``uri``, else ``$MLFLOW_TRACKING_URI``, else a sqlite store under ``out`` (required then)."""
     if uri:
         return uri
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
     if out is None:
-        raise ValueError("no MLflow tracking URI: pass one or set MLFLOW_TRACKING_URI")
-    folder = Path(out).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}"
-
-
-@contextmanager
-def _tracking(uri: str) -> Iterator[MlflowClient]:
-    """Point the fluent MLflow API (and a client) at ``uri`` for the block, then restore the previous
-    state. ``mlflow.set_tracking_uri`` also sets ``$MLFLOW_TRACKING_URI``; that is restored too."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield MlflowClient(tracking_uri=uri)
-    finally:
-        mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None unsets (MLflow 3 behaviour)
-        if before is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if not env:
+            raise ValueError("no MLflow tracking URI: pass one or set MLFLOW_TRACKING_URI")
+        return env
+    return default_tracking_uri(out)
 
 
 def _experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
-    """Get or create experiment ``name``; sqlite stores keep artifacts next to the database."""
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return str(exp.experiment_id)
-    location = None
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri.removeprefix("sqlite:///"))
-        location = (db.parent / "mlartifacts" / name).resolve().as_uri()
-    try:
-        return str(client.create_experiment(name, artifact_location=location))
-    except MlflowException:  # created concurrently
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return str(exp.experiment_id)
-
-
-def is_mlflow_uri(model: str) -> bool:
-    """True for MLflow model/artifact URIs (``models:/``, ``runs:/``, ``mlflow-artifacts:/``, ...)."""
-    return model.startswith(_MLFLOW_SCHEMES)
-
-
-def load_segmenter(
-    model: str | Path | None = None, *, tracking_uri: str | None = None, batch_size: int = 16
-) -> LungSegmenter:
-    """Load the shipped weights (None), a local spec/weights/folder, or an MLflow URI such as
-    ``models:/lung-segmenter/3`` (downloaded to a temporary folder first)."""
-    if model is None or not is_mlflow_uri(str(model)):
-        return LungSegmenter.load(model, batch_size=batch_size)
-    uri = str(model)
-    store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if store is None:
-        raise ValueError(f"{uri}: an MLflow URI needs a tracking URI (--tracking-uri or MLFLOW_TRACKING_URI)")
-    with tempfile.TemporaryDirectory(prefix="isnetflow-seg-") as tmp, _tracking(store):
-        try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
-        except (MlflowException, OSError) as exc:
-            raise ValueError(f"{uri}: cannot download the model from MLflow ({store}): {exc}") from exc
-        return LungSegmenter.load(resolve_spec_path(local), batch_size=batch_size)
+    """Get or create experiment ``name``; sqlite stores keep its artifacts in ``mlartifacts/<name>`` next to
+    the database."""
+    root = sqlite_artifact_root(tracking_uri)
+    return get_or_create_experiment(client, name, artifact_root=root / name if root is not None else None)
 
 
 class LungSegmenterModel(PythonModel):
@@ -241,7 +192,7 @@ def register_shipped(
     sha = sha256_file(weights)
     if spec.weights_sha256 and spec.weights_sha256 != sha:
         raise ValueError(f"{weights}: sha256 does not match {spec_file}")
-    with _tracking(tracking_uri) as client:
+    with scoped_tracking(tracking_uri) as client:
         found = _find_version(client, name, sha)
         if found is not None:
             log.info("%s version %s already holds weights %s", name, found, sha[:12])
@@ -364,7 +315,7 @@ def train(
         progress=progress,
     )
 
-    with _tracking(tracking_uri) as client:
+    with scoped_tracking(tracking_uri) as client:
         exp_id = _experiment_id(client, cfg.experiment, tracking_uri)
         with mlflow.start_run(experiment_id=exp_id, run_name="train-segmenter") as run:
             mlflow.set_tags({"isnetflow.version": __version__, "command": command or ""})

@@ -23,8 +23,7 @@ import pytest
 from isnetflow.bench.seeds import prepare_cohort
 from isnetflow.config import Settings
 from isnetflow.evaluation.core import evaluate_model
-from isnetflow.stages.train import load_train_data
-from isnetflow.training import train
+from isnetflow.training import load_train_data, train
 
 pytestmark = pytest.mark.slow
 

@@ -316,7 +316,7 @@ def test_objective_on_densenet_small_trains():
 
 def test_heatmap_pass_ignores_enclosing_autocast() -> None:
     """The LRP pass is float32 even inside bf16 autocast: same loss, heatmaps and gradient as without."""
-    from isnetflow.lrp.bench import amp_check
+    from isnetflow.bench.lrp import amp_check
 
     result = amp_check("cnn-small", batch=4, image_size=32, device="cpu", dtype=torch.bfloat16)
     assert result["guarded_loss_rel_err"] == 0.0

@@ -7,8 +7,8 @@ import torch
 from monai.networks.nets import DenseNet121
 from torch import nn
 
+from isnetflow.bench.lrp import step_times
 from isnetflow.lrp import relevance
-from isnetflow.lrp.bench import step_times
 from isnetflow.nets import NETS, build_model
 
 #: exactness checks on one thread (it used to be set at import, for the whole session)

@@ -16,7 +16,8 @@ from PIL import Image
 
 from isnetflow.config import SegmenterTrainConfig
 from isnetflow.masks import SHIPPED_SPEC, SegmenterSpec
-from isnetflow.stages.segmenter import REGISTERED_MODEL, load_segmenter, register_shipped, train
+from isnetflow.registry.segmenter import load_segmenter
+from isnetflow.stages.segmenter import REGISTERED_MODEL, register_shipped, train
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from isnetflow.config import AugmentConfig, TrainConfig
-from isnetflow.stages.train import TrainDataError, load_train_data
+from isnetflow.training import TrainDataError, load_train_data
 from isnetflow.training.data import Augmenter
 from isnetflow.training.splits import assign_splits
 

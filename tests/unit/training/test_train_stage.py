@@ -58,7 +58,7 @@ def test_foreground_range_region(
     tiny_validated: Path, tiny_cohort: Path, tiny_train_config: TrainConfig
 ) -> None:
     """``fg_region='mask'`` derives C1/C2 from in-mask relevance only: a smaller range than the image's."""
-    from isnetflow.stages.train import load_train_data
+    from isnetflow.training import load_train_data
     from isnetflow.training.loop import train
 
     base = tiny_train_config.model_copy(update={"mode": "isnet", "epochs": 2, "warmup_epochs": 1})
@@ -82,7 +82,7 @@ def test_warmup_restart_starts_the_isnet_from_the_initial_weights(
     holds exactly the initial weights and a fresh optimizer, and the LR schedule starts again; without
     it the ISNet continues from the warmed-up weights."""
     from isnetflow.nets import build_model
-    from isnetflow.stages.train import load_train_data
+    from isnetflow.training import load_train_data
     from isnetflow.training.checkpoint import CheckpointStore
     from isnetflow.training.loop import train
 
@@ -171,7 +171,7 @@ def test_training_leaves_torch_settings_as_it_found_them(
 ) -> None:
     """Threads and deterministic algorithms are process-global: set for the training, restored after it
     (also when it fails), so an evaluation or the next test in the same process is not changed by it."""
-    from isnetflow.stages.train import load_train_data
+    from isnetflow.training import load_train_data
     from isnetflow.training.loop import train
 
     cfg = tiny_train_config.model_copy(update={"mode": "standard", "epochs": 1, "num_threads": 1})

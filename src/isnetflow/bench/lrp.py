@@ -1,4 +1,5 @@
-"""Micro-benchmark: cost of an ISNet training step relative to a standard training step."""
+"""``isnetflow bench training`` / ``isnetflow bench amp``: cost of an ISNet training step relative to a
+standard training step, and how far the ISNet loss moves under autocast."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import torch.nn.functional as F
 from isnetflow.isnet import ISNetLossConfig, isnet_objective
 from isnetflow.nets import build_model
 
-__all__ = ["amp_check", "step_times"]
+__all__ = ["amp_check", "step_times", "synthetic_batch"]
 
 
-def _synthetic_batch(
+def synthetic_batch(
     batch: int, image_size: int, device: torch.device, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random images ``(batch, 1, S, S)`` in [0, 1), random labels of two classes (both drawn from
+    ``generator``) and the same lung-shaped mask for every image, all on ``device``."""
     images = torch.rand(batch, 1, image_size, image_size, generator=generator).to(device)
     labels = torch.randint(0, 2, (batch,), generator=generator).to(device)
     coords = torch.linspace(-1, 1, image_size)
@@ -70,7 +73,7 @@ def step_times(
     torch.manual_seed(0)
     model = build_model(model_name, num_classes=2, in_channels=1).to(dev).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    images, labels, masks = _synthetic_batch(batch, image_size, dev, gen)
+    images, labels, masks = synthetic_batch(batch, image_size, dev, gen)
 
     def standard() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -123,7 +126,7 @@ def amp_check(
     cfg = config or ISNetLossConfig()
     torch.manual_seed(0)
     model = build_model(model_name, num_classes=2, in_channels=1).to(dev).train()
-    images, labels, masks = _synthetic_batch(batch, image_size, dev, torch.Generator().manual_seed(0))
+    images, labels, masks = synthetic_batch(batch, image_size, dev, torch.Generator().manual_seed(0))
     state = {k: v.clone() for k, v in model.state_dict().items()}
 
     def step(autocast: bool, allow: bool) -> tuple[float, torch.Tensor, torch.Tensor]:
