@@ -21,6 +21,7 @@ from isnetflow.config import TrainConfig
 pytestmark = pytest.mark.integration
 
 EPOCHS = 5
+EXPERIMENT = "outage-at-the-end"  # its own: the module's server also holds the other test's run
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +121,9 @@ def test_tracking_down_at_the_end_fails_clearly_and_resume_records_the_same_run(
     _with_outage(monkeypatch, stop_after=EPOCHS - 1, restart_after=None, stack=stack)
     args = (_cfg(tmp_path), tiny_validated, tiny_cohort / "masks", tmp_path / "out")
     with pytest.raises(TrackingUnavailable) as info:
-        stage.run(*args, tracking_uri=stack.tracking_uri, progress=False, tracking_wait_s=3)
+        stage.run(
+            *args, tracking_uri=stack.tracking_uri, experiment=EXPERIMENT, progress=False, tracking_wait_s=3
+        )
     message = str(info.value)
     assert f"MLflow at {stack.tracking_uri} is unreachable after training" in message
     assert f"checkpointed at {tmp_path / 'ck'}" in message and "--resume" in message
@@ -128,8 +131,12 @@ def test_tracking_down_at_the_end_fails_clearly_and_resume_records_the_same_run(
 
     stack.restart_server()
     monkeypatch.setattr(stage, "train", real)
-    summary = stage.run(*args, tracking_uri=stack.tracking_uri, progress=False, resume=True)
+    summary = stage.run(
+        *args, tracking_uri=stack.tracking_uri, experiment=EXPERIMENT, progress=False, resume=True
+    )
     client = MlflowClient(stack.tracking_uri)
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
     assert [r.info.run_id for r in runs] == [summary["run_id"]]  # the same run, no second one
     _complete(client, summary["run_id"])
