@@ -29,6 +29,7 @@ def evaluate_model(
     from pathlib import Path
 
     from isnetflow.config import Settings
+    from isnetflow.evaluation import keys
     from isnetflow.stages import evaluate, promote, retrain
 
     settings = Settings.model_validate_json(settings_json)
@@ -69,14 +70,14 @@ def evaluate_model(
             failed_gates=[g["name"] for g in decision["gates"] if not g["passed"]],
             candidate_uri=model_uri,
         )
-    for split in ("internal_test", "external_pooled"):
-        auc = payload["splits"][split]["auc"]
+    for split in (keys.INTERNAL_TEST, keys.EXTERNAL_POOLED):
+        auc = payload[keys.SPLITS][split][keys.AUC]
         if auc is not None:
             metrics.log_metric(f"{split}_auc", float(auc))
-    share = payload.get("audit", {}).get("background_share", {}).get("pooled")
+    share = keys.get(payload, keys.BACKGROUND_SHARE)
     if share is not None:
         metrics.log_metric("background_share", float(share))
-    cm = payload.get("classification_metrics", {}).get("external_pooled")
+    cm = payload.get(keys.CLASSIFICATION_METRICS, {}).get(keys.EXTERNAL_POOLED)
     if cm:  # absent when the external set holds a single class (no ROC curve exists)
         roc_external.log_roc_curve(cm["roc"]["fpr"], cm["roc"]["tpr"], cm["roc"]["thresholds"])
         roc_external.log_confusion_matrix(

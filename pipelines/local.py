@@ -29,6 +29,8 @@ from typing import Any, TextIO
 from kfp import local
 
 from isnetflow.config import Settings
+from isnetflow.evaluation import keys
+from isnetflow.registry.gates import summary_values
 from isnetflow.registry.tracking import default_tracking_uri
 from pipelines.training import training_pipeline
 
@@ -156,8 +158,8 @@ def _captured(log_path: Path, verbose: bool, progress: Progress | None) -> Itera
             stream.write("\n")
 
 
-def _get(d: dict[str, Any], *keys: str) -> Any:
-    for k in keys:
+def _get(d: dict[str, Any], *names: str) -> Any:
+    for k in names:
         if not isinstance(d, dict) or k not in d:
             return None
         d = d[k]
@@ -177,7 +179,7 @@ def collect_summary(run_dir: Path, tracking_uri: str, wall: float) -> dict[str, 
         }
     for ev_file in run_dir.rglob("evaluation.json"):
         ev = json.loads(ev_file.read_text())
-        mode = _get(ev, "model", "mode")
+        mode = keys.get(ev, keys.path(keys.MODEL, "mode"))
         if mode not in models:
             continue
         gates = (
@@ -187,14 +189,13 @@ def collect_summary(run_dir: Path, tracking_uri: str, wall: float) -> dict[str, 
         )
         models[mode].update(
             {
-                "internal_auc": _get(ev, "splits", "internal_test", "auc"),
-                "external_auc": _get(ev, "splits", "external_pooled", "auc"),
+                "internal_auc": keys.get(ev, keys.INTERNAL_TEST_AUC),
+                "external_auc": keys.get(ev, keys.EXTERNAL_AUC),
                 "external_auc_ci": [
-                    _get(ev, "splits", "external_pooled", "auc_ci_low"),
-                    _get(ev, "splits", "external_pooled", "auc_ci_high"),
+                    keys.get(ev, keys.EXTERNAL_AUC_CI_LOW),
+                    keys.get(ev, keys.EXTERNAL_AUC_CI_HIGH),
                 ],
-                "background_relevance": _get(ev, "audit", "background_share", "pooled"),
-                "counterfactual_flip_rate": _get(ev, "audit", "counterfactual", "flip_rate"),
+                **summary_values(ev),  # the gates' values shown in the summary table
                 "gates_passed": gates.get("all_gates_passed"),
                 "gates": {g["name"]: g.get("passed") for g in gates.get("gates", [])},
                 "report": str(ev_file.parent / "report.html"),

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from isnetflow.config import Settings, TrainConfig
+from isnetflow.evaluation import keys
 
 log = logging.getLogger(__name__)
 
@@ -131,25 +132,13 @@ def prepare_cohort(
 
 
 def _metrics(payload: dict[str, Any], gates: list[Any] | None) -> dict[str, Any]:
-    def get(path: str) -> float | None:
-        node: Any = payload
-        for key in path.split("."):
-            if not isinstance(node, dict) or key not in node:
-                return None
-            node = node[key]
-        return float(node) if isinstance(node, (int, float)) and math.isfinite(float(node)) else None
-
-    sites = [
-        float(v["auc"])
-        for v in payload.get("sites", {}).values()
-        if v.get("role") == "external" and isinstance(v.get("auc"), (int, float)) and math.isfinite(v["auc"])
-    ]
+    sites = [v for v in keys.external_site_aucs(payload).values() if v is not None]
     out: dict[str, Any] = {
-        "internal_auc": get("splits.internal_test.auc"),
-        "external_auc": get("splits.external_pooled.auc"),
+        "internal_auc": keys.number(payload, keys.INTERNAL_TEST_AUC),
+        "external_auc": keys.number(payload, keys.EXTERNAL_AUC),
         "min_site_auc": min(sites) if sites else None,
-        "background_share": get("audit.background_share.pooled"),
-        "flip_rate": get("audit.counterfactual.flip_rate"),
+        "background_share": keys.number(payload, keys.BACKGROUND_SHARE),
+        "flip_rate": keys.number(payload, keys.FLIP_RATE),
     }
     if gates is not None:
         out["gates_passed"] = all(g.passed for g in gates)

@@ -8,13 +8,35 @@
 * :mod:`~isnetflow.evaluation.core` -- the evaluation of one model (split logic, output keys);
 * :mod:`~isnetflow.evaluation.plots` / :mod:`~isnetflow.evaluation.report` -- figures, HTML, kfp data;
 * :mod:`~isnetflow.evaluation.io` -- the evaluation's data and its ``evaluation.json`` read back (shared
-  by the evaluate and promote stages).
+  by the evaluate and promote stages);
+* :mod:`~isnetflow.evaluation.keys` -- the ``evaluation.json`` keys, defined once, and their readers.
 
 Everything here is pure apart from the plot functions writing the PNG they are asked for and the readers
 of :mod:`~isnetflow.evaluation.io`; the stage :mod:`isnetflow.stages.evaluate` writes outputs and tracks
 with MLflow.
+
+The names below load :mod:`~isnetflow.evaluation.core` (torch) on first use, so that light readers such
+as :mod:`~isnetflow.evaluation.keys` can be imported alone.
 """
 
-from isnetflow.evaluation.core import EvaluationError, EvaluationResult, evaluate_model, evaluate_predictions
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from isnetflow.evaluation.core import (
+        EvaluationError,
+        EvaluationResult,
+        evaluate_model,
+        evaluate_predictions,
+    )
 
 __all__ = ["EvaluationError", "EvaluationResult", "evaluate_model", "evaluate_predictions"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from isnetflow.evaluation import core
+
+        return getattr(core, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,8 @@ site's test patients so that the internal reference and the gap stay defined.
 
 Images are scored as abnormal vs normal (:func:`isnetflow.evaluation.metrics.positive_scores`).
 
-Output keys (``evaluation.json``, see :func:`evaluate_model`; NaN is written as ``null``)::
+Output keys (``evaluation.json``, see :func:`evaluate_model`; NaN is written as ``null``; the paths
+the gates, tags and summaries read are constants of :mod:`isnetflow.evaluation.keys`)::
 
     threshold.{value, method, n}
     splits.{internal_val, internal_test, external_pooled}.{n, n_patients, n_positive, auc, auc_ci_low,
@@ -50,6 +51,7 @@ from torch import nn
 from tqdm import tqdm
 
 from isnetflow.config import EvaluateConfig
+from isnetflow.evaluation import keys
 from isnetflow.evaluation.bootstrap import bootstrap_ci
 from isnetflow.evaluation.counterfactual import CounterfactualResult, counterfactual_test
 from isnetflow.evaluation.explain import background_share, explain
@@ -77,7 +79,7 @@ __all__ = [
     "set_metrics",
 ]
 
-SPLIT_SETS = {"internal_val": ("val",), "internal_test": ("test",), "external_pooled": ("external",)}
+SPLIT_SETS = {keys.INTERNAL_VAL: ("val",), keys.INTERNAL_TEST: ("test",), keys.EXTERNAL_POOLED: ("external",)}
 
 
 class EvaluationError(ValueError):
@@ -162,9 +164,9 @@ def _split_indices(data: TrainData, evaluated: Sequence[str], name: str) -> np.n
     the evaluated internal sites, or every internal site when none was selected (e.g. ``--sites`` naming
     external hospitals only), so the internal reference and the gap stay defined.
     """
-    if name == "internal_val":
+    if name == keys.INTERNAL_VAL:
         return data.indices("val")
-    if name == "internal_test" and not any(_role_of_site(data, s) == "internal" for s in evaluated):
+    if name == keys.INTERNAL_TEST and not any(_role_of_site(data, s) == "internal" for s in evaluated):
         return data.indices("test")
     return _evaluated_indices(data, evaluated, SPLIT_SETS[name])
 
@@ -213,13 +215,11 @@ def evaluate_predictions(
         idx = _evaluated_indices(data, [site], ("external",) if role == "external" else ("test",))
         m = set_metrics(y[idx], score[idx], [data.patient_ids[i] for i in idx], t, cfg)
         out["sites"][site] = {"role": role, "split": "external" if role == "external" else "test", **m}
-    internal_auc = out["splits"]["internal_test"]["auc"]
-    external_auc = out["splits"]["external_pooled"]["auc"]
-    out["gap"] = {"internal_minus_external_auc": internal_auc - external_auc}
+    keys.put(out, keys.AUC_GAP, keys.get(out, keys.INTERNAL_TEST_AUC) - keys.get(out, keys.EXTERNAL_AUC))
     negative = data.classes[0]
     categories = [negative, data.classes[1] if len(data.classes) == 2 else f"not {negative}"]
     out["classification_metrics"] = {}
-    for name in ("internal_test", "external_pooled"):
+    for name in (keys.INTERNAL_TEST, keys.EXTERNAL_POOLED):
         idx = _split_indices(data, evaluated, name)
         if idx.size and np.unique(y[idx]).size == 2:
             out["classification_metrics"][name] = {
@@ -393,7 +393,7 @@ def evaluate_model(
     y = binary_targets(data.labels.numpy())
     score = np.where(np.isfinite(proba).all(1), positive_scores(np.nan_to_num(proba)), np.nan)
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name, label in (("internal_test", "internal test"), ("external_pooled", "external pooled")):
+    for name, label in ((keys.INTERNAL_TEST, "internal test"), (keys.EXTERNAL_POOLED, "external pooled")):
         idx = _split_indices(data, evaluated, name)
         curves[label] = (y[idx], score[idx])
     for site in evaluated:

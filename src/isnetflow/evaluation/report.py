@@ -9,6 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from isnetflow.evaluation import keys
+from isnetflow.registry.gates import GATES
+
 __all__ = ["flat_metrics", "json_safe", "kfp_classification_metrics", "render_html"]
 
 
@@ -38,24 +41,27 @@ def _key(name: str) -> str:
 
 
 def flat_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:
-    """Numeric headline values as ``{"splits.external_pooled.auc": 0.81, ...}`` for ``mlflow.log_metrics``."""
+    """Numeric headline values as ``{"splits.external_pooled.auc": 0.81, ...}`` for ``mlflow.log_metrics``.
+
+    Every promotion gate's metric (:data:`isnetflow.registry.gates.GATES`) is among them.
+    """
     out: dict[str, float] = {}
 
     def put(key: str, value: Any) -> None:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value)):
             out[_key(key)] = float(value)
 
-    fields: tuple[str, ...] = ("auc", "auc_ci_low", "auc_ci_high", "f1", "sensitivity", "specificity")
-    fields += ("balanced_accuracy", "brier", "ece", "n")
-    for split, m in evaluation.get("splits", {}).items():
+    fields: tuple[str, ...] = (keys.AUC, keys.AUC_CI_LOW, keys.AUC_CI_HIGH, "f1", "sensitivity")
+    fields += ("specificity", "balanced_accuracy", "brier", "ece", "n")
+    for split, m in evaluation.get(keys.SPLITS, {}).items():
         for f in fields:
-            put(f"splits.{split}.{f}", m.get(f))
-    for site, m in evaluation.get("sites", {}).items():
-        for f in ("auc", "auc_ci_low", "sensitivity", "specificity", "n"):
-            put(f"sites.{site}.{f}", m.get(f))
-    put("gap.internal_minus_external_auc", evaluation.get("gap", {}).get("internal_minus_external_auc"))
-    put("threshold", evaluation.get("threshold", {}).get("value"))
-    audit = evaluation.get("audit", {})
+            put(keys.path(keys.SPLITS, split, f), m.get(f))
+    for site, m in evaluation.get(keys.SITES, {}).items():
+        for f in (keys.AUC, keys.AUC_CI_LOW, "sensitivity", "specificity", "n"):
+            put(keys.path(keys.SITES, site, f), m.get(f))
+    put(keys.AUC_GAP, keys.get(evaluation, keys.AUC_GAP))
+    put("threshold", keys.get(evaluation, keys.THRESHOLD))
+    audit = evaluation.get(keys.AUDIT, {})
     bg = audit.get("background_share", {})
     for k in ("pooled", "internal", "external"):
         put(f"audit.background_share.{k}", bg.get(k))
@@ -64,6 +70,9 @@ def flat_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:
     cf = audit.get("counterfactual", {})
     for k in ("flip_rate", "mean_abs_score_change", "n_pairs"):
         put(f"audit.counterfactual.{k}", cf.get(k))
+    for gate in GATES.values():  # already there, unless a gate reads a metric of its own
+        for key, value in keys.expand(evaluation, gate.metric).items():
+            put(key, value)
     return out
 
 
@@ -73,7 +82,7 @@ def kfp_classification_metrics(evaluation: Mapping[str, Any]) -> dict[str, dict[
     Plain lists for a kfp ``ClassificationMetrics`` artifact: the component calls
     ``metrics.log_roc_curve(fpr, tpr, thresholds)`` and ``metrics.log_confusion_matrix(categories, matrix)``.
     """
-    return dict(evaluation.get("classification_metrics", {}))
+    return dict(evaluation.get(keys.CLASSIFICATION_METRICS, {}))
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -134,21 +143,20 @@ def render_html(
         + html.escape(str(model.get("uri", "")))
         + "</p>",
     ]
-    headline = [
-        ["internal test AUC", ev.get("splits", {}).get("internal_test", {}).get("auc")],
-        ["external pooled AUC", ev.get("splits", {}).get("external_pooled", {}).get("auc")],
-        ["external pooled AUC 95% CI low", ev.get("splits", {}).get("external_pooled", {}).get("auc_ci_low")],
-        ["internal − external AUC gap", ev.get("gap", {}).get("internal_minus_external_auc")],
-        [
-            "background relevance share (pooled)",
-            ev.get("audit", {}).get("background_share", {}).get("pooled"),
-        ],
-        ["counterfactual flip rate", ev.get("audit", {}).get("counterfactual", {}).get("flip_rate")],
-        [
-            "counterfactual mean |Δscore|",
-            ev.get("audit", {}).get("counterfactual", {}).get("mean_abs_score_change"),
-        ],
-    ]
+    shown = {
+        keys.INTERNAL_TEST_AUC: "internal test AUC",
+        keys.EXTERNAL_AUC: "external pooled AUC",
+        keys.EXTERNAL_AUC_CI_LOW: "external pooled AUC 95% CI low",
+        keys.AUC_GAP: "internal − external AUC gap",
+        keys.BACKGROUND_SHARE: "background relevance share (pooled)",
+        keys.FLIP_RATE: "counterfactual flip rate",
+        "audit.counterfactual.mean_abs_score_change": "counterfactual mean |Δscore|",
+    }
+    # a gate's metric not shown above gets its own row (per-site metrics are in the site table)
+    for gate in GATES.values():
+        if "*" not in gate.metric:
+            shown.setdefault(gate.metric, gate.description)
+    headline = [[label, keys.get(ev, key)] for key, label in shown.items()]
     parts += ["<h3>Headline</h3>", _table(["quantity", "value"], headline)]
     rows = [_metric_row(k, m) for k, m in ev.get("splits", {}).items()]
     parts += ["<h3>Splits</h3>", _table(["split", *_METRIC_COLS], rows)]

@@ -1,17 +1,21 @@
-"""Promotion gates: pure pass/fail logic on an ``evaluation.json`` payload and a policy.
+"""Promotion gates: the gate registry :data:`GATES` and pure pass/fail logic on an ``evaluation.json``
+payload and a policy.
 
-Gates (names are used in the registry tags ``gate.<name>.value|threshold|passed``):
+Each gate is one :class:`Gate` entry in :data:`GATES`: its name (used in the registry tags
+``gate.<name>.value|threshold|passed``), the ``evaluation.json`` key its value is read from (also its
+flat MLflow metric key), the comparison (inclusive), the :class:`~isnetflow.config.PromotionPolicy`
+field holding its threshold and a one-line description. Everything else follows the registry: the
+checks (:func:`evaluate_gates`), the ``eval.*`` model-version tags written at promotion
+(:func:`evaluation_tags`), the flat metrics (:func:`isnetflow.evaluation.report.flat_metrics`), the
+HTML report's headline and the run summary table (:func:`summary_values`,
+:mod:`isnetflow.reporting`). A new gate is therefore its entry here, its threshold field in the policy,
+its metric computed by the evaluation (:mod:`isnetflow.evaluation.core`, under a key of
+:mod:`isnetflow.evaluation.keys`) and a test.
 
-==============================  =========================================================  =========
-gate                            value                                                      passes if
-==============================  =========================================================  =========
-``external_auc_ci_low``         lower CI bound of the pooled external AUC                  >= min
-``auc_gap``                     internal test AUC - pooled external AUC                    <= max
-``background_share``            mean positive relevance share outside the lungs (audit)   <= max
-``counterfactual_flip_rate``    share of predictions flipped by the background swap        <= max
-``min_site_auc``                lowest AUC over external sites with both classes           >= min
-``champion_auc_delta``          pooled external AUC minus the champion's, same data        >= -max drop
-==============================  =========================================================  =========
+Two gates are more than a value and a threshold: ``min_site_auc`` takes the lowest AUC over the
+external sites with both classes (it fails, naming why, when there is none) and ``champion_auc_delta``
+compares the pooled external AUC with the current champion's on the same data (threshold ``-max drop``;
+no champion yet: passes).
 
 A gate whose threshold is ``None`` in the policy is *disabled* (recorded, counts as passed). A gate
 whose value is missing or not finite *fails* (fail closed) with a reason in ``detail``.
@@ -19,23 +23,26 @@ whose value is missing or not finite *fails* (fail closed) with a reason in ``de
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from isnetflow.config import PromotionPolicy
+from isnetflow.evaluation import keys
 
-__all__ = ["GATE_NAMES", "ChampionReference", "GateResult", "all_passed", "evaluate_gates"]
+__all__ = [
+    "GATES",
+    "GATE_NAMES",
+    "ChampionReference",
+    "Gate",
+    "GateResult",
+    "all_passed",
+    "evaluate_gates",
+    "evaluation_tags",
+    "summary_values",
+]
 
-GATE_NAMES = (
-    "external_auc_ci_low",
-    "auc_gap",
-    "background_share",
-    "counterfactual_flip_rate",
-    "min_site_auc",
-    "champion_auc_delta",
-)
+Comparison = Literal[">=", "<="]
 
 
 @dataclass(frozen=True)
@@ -76,38 +83,80 @@ class ChampionReference:
     source: str  # e.g. "evaluated on <data>" or "recorded tags (same manifest)"
 
 
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v) if math.isfinite(float(v)) else None
+#: ``read(evaluation) -> (value, detail)``: a gate's value and what explains it (or why it is missing).
+GateReader = Callable[[Mapping[str, Any]], tuple[float | None, str]]
+#: ``check(gate, evaluation, policy, champion)``: a gate that needs more than its value and threshold.
+GateCheck = Callable[["Gate", Mapping[str, Any], PromotionPolicy, ChampionReference | None], GateResult]
 
 
-def _get(d: Mapping[str, Any], path: str) -> Any:
-    cur: Any = d
-    for part in path.split("."):
-        if not isinstance(cur, Mapping) or part not in cur:
-            return None
-        cur = cur[part]
-    return cur
+@dataclass(frozen=True)
+class Gate:
+    """A registered promotion gate.
+
+    ``metric`` is the ``evaluation.json`` key (dotted, ``*`` = every site) the value comes from and its
+    flat metric key; ``read`` computes the value when it is not simply the number at ``metric``;
+    ``check`` replaces the plain comparison of value and threshold (the champion gate). ``eval_tag``
+    names the ``eval.*`` model-version tag recording the value at promotion and ``summary`` the run
+    summary's ``(key, table row label)`` showing it (``None``: not recorded there).
+    """
+
+    name: str
+    metric: str
+    comparison: Comparison
+    policy_field: str
+    description: str
+    read: GateReader | None = None
+    check: GateCheck | None = None
+    eval_tag: str | None = None
+    summary: tuple[str, str] | None = None
+
+    def threshold(self, policy: PromotionPolicy) -> float | None:
+        """The policy's threshold (``None``: disabled)."""
+        value: float | None = getattr(policy, self.policy_field)
+        return value
+
+    def value(self, evaluation: Mapping[str, Any]) -> tuple[float | None, str]:
+        """The gate's value in ``evaluation`` and its detail."""
+        if self.read is not None:
+            return self.read(evaluation)
+        return keys.number(evaluation, self.metric), ""
+
+    def evaluate(
+        self,
+        evaluation: Mapping[str, Any],
+        policy: PromotionPolicy,
+        champion: ChampionReference | None = None,
+    ) -> GateResult:
+        """This gate's outcome for one candidate evaluation."""
+        if self.check is not None:
+            return self.check(self, evaluation, policy, champion)
+        value, detail = self.value(evaluation)
+        return _compare(self.name, value, self.threshold(policy), self.comparison, detail)
 
 
-def _gate(
-    name: str, value: float | None, threshold: float | None, op: Literal[">=", "<="], detail: str = ""
+def _compare(
+    name: str, value: float | None, threshold: float | None, op: Comparison, detail: str = ""
 ) -> GateResult:
+    """Value against threshold, inclusive. ``detail`` explains the value, or why it is missing."""
     if threshold is None:
-        return GateResult(name, value, None, "disabled", True, detail or "disabled by policy")
+        kept = detail if value is not None else ""
+        return GateResult(name, value, None, "disabled", True, kept or "disabled by policy")
     if value is None:
         return GateResult(name, None, threshold, op, False, detail or "value missing: gate fails closed")
     passed = value >= threshold if op == ">=" else value <= threshold
     return GateResult(name, value, threshold, op, passed, detail)
 
 
+def _auc_gap(evaluation: Mapping[str, Any]) -> tuple[float | None, str]:
+    internal = keys.number(evaluation, keys.INTERNAL_TEST_AUC)
+    external = keys.number(evaluation, keys.EXTERNAL_AUC)
+    return (internal - external if internal is not None and external is not None else None), ""
+
+
 def _min_site_auc(evaluation: Mapping[str, Any]) -> tuple[float | None, str]:
-    sites = evaluation.get("sites") or {}
-    external = {k: v for k, v in sites.items() if isinstance(v, Mapping) and v.get("role") == "external"}
-    if not external:
+    scored = keys.external_site_aucs(evaluation)
+    if not scored:
         return None, "no external site was evaluated"
-    scored = {k: _num(v.get("auc")) for k, v in external.items()}
     valid = {k: v for k, v in scored.items() if v is not None}
     skipped = sorted(k for k, v in scored.items() if v is None)
     if not valid:
@@ -119,58 +168,119 @@ def _min_site_auc(evaluation: Mapping[str, Any]) -> tuple[float | None, str]:
     return valid[worst], detail
 
 
+def _champion_check(
+    gate: Gate,
+    evaluation: Mapping[str, Any],
+    policy: PromotionPolicy,
+    champion: ChampionReference | None,
+) -> GateResult:
+    """Pooled external AUC minus the champion's on the same data, against ``-max drop``."""
+    max_drop = gate.threshold(policy)
+    if max_drop is None:
+        return _compare(gate.name, None, None, gate.comparison)
+    if champion is None:
+        return GateResult(gate.name, None, -max_drop, gate.comparison, True, "no champion yet")
+    external = keys.number(evaluation, gate.metric)
+    if champion.external_auc is None or external is None:
+        return GateResult(
+            gate.name,
+            None,
+            -max_drop,
+            gate.comparison,
+            False,
+            f"cannot compare with champion v{champion.version} ({champion.source}): AUC missing",
+        )
+    return _compare(
+        gate.name,
+        external - champion.external_auc,
+        -max_drop,
+        gate.comparison,
+        f"candidate {external:.4f} vs champion v{champion.version} {champion.external_auc:.4f} "
+        f"({champion.source})",
+    )
+
+
+GATES: dict[str, Gate] = {
+    g.name: g
+    for g in (
+        Gate(
+            "external_auc_ci_low",
+            keys.EXTERNAL_AUC_CI_LOW,
+            ">=",
+            "min_external_auc_ci_low",
+            "lower CI bound of the pooled external AUC",
+            eval_tag="eval.external_pooled.auc_ci_low",
+        ),
+        Gate(
+            "auc_gap",
+            keys.AUC_GAP,
+            "<=",
+            "max_auc_gap",
+            "internal test AUC - pooled external AUC",
+            read=_auc_gap,  # from the two split AUCs, as the evaluation computes it
+        ),
+        Gate(
+            "background_share",
+            keys.BACKGROUND_SHARE,
+            "<=",
+            "max_background_share",
+            "mean positive relevance share outside the lungs (audit)",
+            eval_tag="eval.background_share",
+            summary=("background_relevance", "background relevance share"),
+        ),
+        Gate(
+            "counterfactual_flip_rate",
+            keys.FLIP_RATE,
+            "<=",
+            "max_flip_rate",
+            "share of predictions flipped by the background swap",
+            eval_tag="eval.flip_rate",
+            summary=("counterfactual_flip_rate", "counterfactual flip rate"),
+        ),
+        Gate(
+            "min_site_auc",
+            keys.SITE_AUC,
+            ">=",
+            "min_site_auc",
+            "lowest AUC over external sites with both classes",
+            read=_min_site_auc,
+        ),
+        Gate(
+            "champion_auc_delta",
+            keys.EXTERNAL_AUC,
+            ">=",
+            "max_auc_drop_vs_champion",
+            "pooled external AUC minus the champion's, same data (threshold: -max drop)",
+            check=_champion_check,
+        ),
+    )
+}
+"""Registry of promotion gates by name, in the order they are checked and reported."""
+
+GATE_NAMES = tuple(GATES)
+
+
 def evaluate_gates(
     evaluation: Mapping[str, Any], policy: PromotionPolicy, champion: ChampionReference | None = None
 ) -> list[GateResult]:
-    """All gates of :data:`GATE_NAMES`, in that order, for one candidate evaluation."""
-    ext_low = _num(_get(evaluation, "splits.external_pooled.auc_ci_low"))
-    internal = _num(_get(evaluation, "splits.internal_test.auc"))
-    external = _num(_get(evaluation, "splits.external_pooled.auc"))
-    gap = internal - external if internal is not None and external is not None else None
-    share = _num(_get(evaluation, "audit.background_share.pooled"))
-    flips = _num(_get(evaluation, "audit.counterfactual.flip_rate"))
-    site_auc, site_detail = _min_site_auc(evaluation)
-    results = [
-        _gate("external_auc_ci_low", ext_low, policy.min_external_auc_ci_low, ">="),
-        _gate("auc_gap", gap, policy.max_auc_gap, "<="),
-        _gate("background_share", share, policy.max_background_share, "<="),
-        _gate("counterfactual_flip_rate", flips, policy.max_flip_rate, "<="),
-        _gate(
-            "min_site_auc", site_auc, policy.min_site_auc, ">=", site_detail if site_auc is not None else ""
-        ),
-    ]
-    if site_auc is None and policy.min_site_auc is not None:
-        results[-1] = GateResult("min_site_auc", None, policy.min_site_auc, ">=", False, site_detail)
-    max_drop = policy.max_auc_drop_vs_champion
-    if max_drop is None:
-        results.append(_gate("champion_auc_delta", None, None, ">="))
-    elif champion is None:
-        results.append(GateResult("champion_auc_delta", None, -max_drop, ">=", True, "no champion yet"))
-    elif champion.external_auc is None or external is None:
-        results.append(
-            GateResult(
-                "champion_auc_delta",
-                None,
-                -max_drop,
-                ">=",
-                False,
-                f"cannot compare with champion v{champion.version} ({champion.source}): AUC missing",
-            )
-        )
-    else:
-        delta = external - champion.external_auc
-        results.append(
-            _gate(
-                "champion_auc_delta",
-                delta,
-                -max_drop,
-                ">=",
-                f"candidate {external:.4f} vs champion v{champion.version} {champion.external_auc:.4f} "
-                f"({champion.source})",
-            )
-        )
-    return results
+    """All gates of :data:`GATES`, in that order, for one candidate evaluation."""
+    return [gate.evaluate(evaluation, policy, champion) for gate in GATES.values()]
 
 
 def all_passed(results: list[GateResult]) -> bool:
     return all(r.passed for r in results)
+
+
+def evaluation_tags(evaluation: Mapping[str, Any]) -> dict[str, str]:
+    """The gates' ``eval.*`` model-version tags: each gate's value (``""`` when missing)."""
+    out: dict[str, str] = {}
+    for gate in GATES.values():
+        if gate.eval_tag is not None:
+            value, _ = gate.value(evaluation)
+            out[gate.eval_tag] = "" if value is None else f"{value:.6g}"
+    return out
+
+
+def summary_values(evaluation: Mapping[str, Any]) -> dict[str, float | None]:
+    """The gates' values for the run summary, by their summary keys."""
+    return {gate.summary[0]: gate.value(evaluation)[0] for gate in GATES.values() if gate.summary}

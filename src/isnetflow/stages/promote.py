@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from isnetflow.config import EvaluateConfig, PromotionPolicy, TrainConfig
-from isnetflow.registry.gates import ChampionReference, GateResult, all_passed, evaluate_gates
+from isnetflow.evaluation import keys
+from isnetflow.registry.gates import (
+    ChampionReference,
+    GateResult,
+    all_passed,
+    evaluate_gates,
+    evaluation_tags,
+)
 from isnetflow.registry.lineage import code_version
 from isnetflow.registry.packaging import LoadedClassifier, ModelLoadError, load_classifier, log_pyfunc
 from isnetflow.registry.promotion import (
@@ -104,24 +111,28 @@ def lineage_tags(
     }
 
 
+#: ``eval.*`` tags read back when the champion cannot be re-evaluated (see :func:`champion_reference`)
+EXTERNAL_AUC_TAG = "eval.external_pooled.auc"
+EVALUATED_SITES_TAG = "eval.evaluated_sites"
+MANIFEST_TAG = "eval.data_manifest_sha256"
+
+
 def _evaluation_tags(evaluation: Mapping[str, Any]) -> dict[str, str]:
-    def num(v: Any) -> str:
+    """The headline ``eval.*`` tags of a model version; the gates add theirs (:func:`evaluation_tags`)."""
+
+    def num(key: str) -> str:
+        v = keys.get(evaluation, key)
         return "" if v is None else f"{float(v):.6g}"
 
-    splits = evaluation.get("splits") or {}
-    audit = evaluation.get("audit") or {}
+    sites = evaluation.get(keys.SITES) or {}
     return {
-        "eval.internal_test.auc": num((splits.get("internal_test") or {}).get("auc")),
-        "eval.external_pooled.auc": num((splits.get("external_pooled") or {}).get("auc")),
-        "eval.external_pooled.auc_ci_low": num((splits.get("external_pooled") or {}).get("auc_ci_low")),
-        "eval.background_share": num((audit.get("background_share") or {}).get("pooled")),
-        "eval.flip_rate": num((audit.get("counterfactual") or {}).get("flip_rate")),
-        "eval.threshold": num((evaluation.get("threshold") or {}).get("value")),
-        "eval.site_auc": json.dumps({k: v.get("auc") for k, v in (evaluation.get("sites") or {}).items()})[
-            :4900
-        ],
-        "eval.evaluated_sites": json.dumps(evaluation.get("evaluated_sites") or [])[:4900],
-        "eval.data_manifest_sha256": str((evaluation.get("data") or {}).get("manifest_sha256") or ""),
+        "eval.internal_test.auc": num(keys.INTERNAL_TEST_AUC),
+        EXTERNAL_AUC_TAG: num(keys.EXTERNAL_AUC),
+        **evaluation_tags(evaluation),
+        "eval.threshold": num(keys.THRESHOLD),
+        "eval.site_auc": json.dumps({k: v.get(keys.AUC) for k, v in sites.items()})[:4900],
+        EVALUATED_SITES_TAG: json.dumps(evaluation.get(keys.EVALUATED_SITES) or [])[:4900],
+        MANIFEST_TAG: str(keys.get(evaluation, keys.MANIFEST_SHA256) or ""),
     }
 
 
@@ -180,12 +191,12 @@ def champion_reference(
     from isnetflow.evaluation.core import EvaluationError, evaluate_model
     from isnetflow.evaluation.io import EvaluateStageError, load_evaluation_data
 
-    ev_data = evaluation.get("data") or {}
-    want_hash = ev_data.get("manifest_sha256")
+    ev_data = evaluation.get(keys.DATA) or {}
+    want_hash = keys.get(evaluation, keys.MANIFEST_SHA256)
     location = data or ev_data.get("validated")
     validated = Path(location) if location else None
     mask_dir = masks or ev_data.get("masks")
-    sites = list(evaluation.get("evaluated_sites") or [])
+    sites = list(evaluation.get(keys.EVALUATED_SITES) or [])
     reason = ""
     got = manifest_sha256(validated) if validated is not None else None
     if validated is not None and got is not None:
@@ -197,7 +208,7 @@ def champion_reference(
                 edata = load_evaluation_data(validated, mask_dir, loaded)
                 cfg = evaluate_cfg.model_copy(update={"threshold": 0.5, "n_boot": 0, "sites": []})
                 res = evaluate_model(loaded.module, edata, cfg, sites=sites, audit=False)
-                auc = res.payload["splits"]["external_pooled"]["auc"]
+                auc = res.payload[keys.SPLITS][keys.EXTERNAL_POOLED][keys.AUC]
                 value = None if math.isnan(auc) else float(auc)
                 return ChampionReference(version, value, f"evaluated on {validated}")
             except (ModelLoadError, EvaluateStageError, EvaluationError) as exc:
@@ -207,12 +218,12 @@ def champion_reference(
     # fall back to the champion's own evaluation when it was made on the very same data and sites
     tags = MlflowClient().get_model_version(name, version).tags
     try:
-        recorded_sites = json.loads(tags.get("eval.evaluated_sites", "null"))
+        recorded_sites = json.loads(tags.get(EVALUATED_SITES_TAG, "null"))
     except json.JSONDecodeError:
         recorded_sites = None
-    same = tags.get("eval.data_manifest_sha256") == want_hash and recorded_sites == sites
-    if want_hash and same and tags.get("eval.external_pooled.auc"):
-        return ChampionReference(version, float(tags["eval.external_pooled.auc"]), f"recorded ({reason})")
+    same = tags.get(MANIFEST_TAG) == want_hash and recorded_sites == sites
+    if want_hash and same and tags.get(EXTERNAL_AUC_TAG):
+        return ChampionReference(version, float(tags[EXTERNAL_AUC_TAG]), f"recorded ({reason})")
     log.warning("champion v%s cannot be compared: %s", version, reason)
     return ChampionReference(version, None, reason)
 
