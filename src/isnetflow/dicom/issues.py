@@ -15,6 +15,7 @@ __all__ = [
     "Severity",
     "errors",
     "first_error",
+    "reasons_markdown",
     "warnings_of",
 ]
 
@@ -84,6 +85,25 @@ NOT_IMAGE_CODES = frozenset({"not_dicom", "dicomdir"})
 #: The rules that make a manifest row ``ignored`` (a file found in the input tree that is not an input
 #: image): listed with the rule as ``reason_code``, never counted in the pass rate, never used later.
 IGNORED_CODES = frozenset({"excluded", "labels_file", "provided_mask", "own_output", *NOT_IMAGE_CODES})
+
+
+def reasons_markdown() -> str:
+    """The catalogue as the README's table: code, what the file becomes, meaning.
+
+    The README holds this output between ``<!-- reason-codes -->`` markers and a test compares the two,
+    so a code added here without the README (or the other way round) fails the suite.
+    """
+    lines = ["| `reason_code` | the file is | meaning |", "|---|---|---|"]
+    for code, meaning in REASON_CODES.items():
+        if code in IGNORED_CODES:
+            status = "ignored (quarantined if it claims to be DICOM)" if code == "not_dicom" else "ignored"
+        elif meaning.startswith("warning: "):
+            status = "kept, with a warning"
+        else:
+            status = "quarantined"
+        text = meaning.removeprefix("warning: ").removeprefix("ignored: ")
+        lines.append(f"| `{code}` | {status} | {text} |")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)

@@ -387,3 +387,21 @@ def test_mutation_helper_really_mutates(base: dict[str, Dataset], tmp_path: Path
     data = apply_mutations(base["mono2"], [("str", "Modality", "MR"), ("delete", "PixelData")])
     assert _codes(data) == ["no_pixel_data", "modality"]
     assert apply_mutations(base["mono2"], [("cut", 0.0)]) == b""
+
+
+def test_the_readme_lists_every_reason_code_as_the_catalogue_says() -> None:
+    """The README's table of reason codes is the catalogue's own rendering: a code added to REASON_CODES
+    without the README, or edited in one of them only, fails here."""
+    import re
+    from pathlib import Path
+
+    from isnetflow.dicom.issues import REASON_CODES, reasons_markdown
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    found = re.search(r"<!-- reason-codes:start -->\n(.*?)\n<!-- reason-codes:end -->", readme, re.S)
+    assert found, "README.md lost its reason-codes markers"
+    assert found.group(1) == reasons_markdown(), (
+        "README.md's reason table is stale: paste the output of "
+        "python -c 'from isnetflow.dicom.issues import reasons_markdown; print(reasons_markdown())'"
+    )
+    assert len(found.group(1).splitlines()) == len(REASON_CODES) + 2
