@@ -45,7 +45,7 @@ class FakeTrainer:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.jobs: dict[str, dict[str, Any]] = {}
-        self.events: dict[str, queue.Queue[dict[str, Any]]] = {}
+        self.events: dict[str, queue.Queue[dict[str, Any] | None]] = {}
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.logs: dict[str, str] = {}
         self.rv = 0
@@ -126,8 +126,9 @@ def trainer(tmp_path: Path) -> Iterator[FakeTrainer]:
                 self.end_headers()
                 try:
                     event = fake.events[name].get(timeout=float(query["timeoutSeconds"]))
-                    data = json.dumps(event).encode() + b"\n"
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    if event:  # None: the server is shutting down
+                        data = json.dumps(event).encode() + b"\n"
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 except queue.Empty:
                     pass
                 self.wfile.write(b"0\r\n\r\n")
@@ -145,6 +146,8 @@ def trainer(tmp_path: Path) -> Iterator[FakeTrainer]:
     try:
         yield fake
     finally:
+        for events in fake.events.values():  # wake waiting watches: no handler thread outlives the test
+            events.put(None)
         server.shutdown()
         server.server_close()
 
