@@ -19,21 +19,9 @@ def data_changed(
 ) -> bool:
     """Compare data fingerprint and recipe with the champion's and refused candidates'; returns whether
     the pipeline should train."""
-    import json
-    from pathlib import Path
 
-    from isnetflow.config import Settings
-    from isnetflow.stages import retrain
+    from isnetflow import tasks
 
-    settings = Settings.model_validate_json(settings_json)
-    info = json.loads((Path(data.path) / "ingest.json").read_text())
-    result = retrain.check_data_changed(
-        Path(data.path) / info["validated"],
-        tracking_uri or None,
-        settings.promote.registered_model,
-        skip_if_unchanged=skip_if_unchanged,
-        recipe=retrain.recipe_digest(settings),
-    )
-    Path(data_check.path).write_text(json.dumps(result, indent=2))
-    data_check.metadata.update({k: result[k] for k in ("changed", "decision", "fingerprint", "reason")})
-    return bool(result["proceed"])
+    out = tasks.data_changed(settings_json, tracking_uri, skip_if_unchanged, data.path, data_check.path)
+    data_check.metadata.update(out.metadata)
+    return bool(out.value)

@@ -25,63 +25,25 @@ def evaluate_model(
     For the pipeline's ``candidate`` (the model promotion would register) the gate outcome is also
     recorded for scheduled retraining: a refused candidate is not retrained on the same data and recipe.
     """
-    import json
+
     from pathlib import Path
 
-    from isnetflow.config import Settings
-    from isnetflow.evaluation import keys
-    from isnetflow.stages import evaluate, promote, retrain
+    from isnetflow import tasks
 
-    settings = Settings.model_validate_json(settings_json)
-    info = json.loads((Path(data.path) / "ingest.json").read_text())
-    validated = Path(data.path) / info["validated"]
-    model_uri = model.metadata["mlflow_model_uri"]
-    masks_dir = Path(masks.path) / "masks"
-    payload = evaluate.run(
-        settings.evaluate,
-        model_uri,
-        validated,
-        masks_dir,
+    out = tasks.evaluate_model(
+        settings_json,
+        tracking_uri,
+        mask_model_version,
+        candidate,
+        data.path,
+        masks.path,
+        model.metadata["mlflow_model_uri"],
         evaluation.path,
-        tracking_uri=tracking_uri or None,
-        train_fallback=settings.train,
-        progress=False,
     )
-    decision = promote.run(
-        settings.promote,
-        model_uri,
-        evaluation=Path(evaluation.path) / "evaluation.json",
-        tracking_uri=tracking_uri or None,
-        dry_run=True,
-        mask_model_version=mask_model_version,
-        data=validated,
-        masks=masks_dir,
-        evaluate_cfg=settings.evaluate,
-        train_fallback=settings.train,
-    )
-    (Path(evaluation.path) / "gates.json").write_text(json.dumps(decision, indent=2, default=str))
-    if candidate:
-        retrain.record_candidate_outcome(
-            validated,
-            tracking_uri or None,
-            settings.promote.registered_model,
-            recipe=retrain.recipe_digest(settings),
-            all_gates_passed=bool(decision["all_gates_passed"]),
-            failed_gates=[g["name"] for g in decision["gates"] if not g["passed"]],
-            candidate_uri=model_uri,
-        )
-    for split in (keys.INTERNAL_TEST, keys.EXTERNAL_POOLED):
-        auc = payload[keys.SPLITS][split][keys.AUC]
-        if auc is not None:
-            metrics.log_metric(f"{split}_auc", float(auc))
-    share = keys.get(payload, keys.BACKGROUND_SHARE)
-    if share is not None:
-        metrics.log_metric("background_share", float(share))
-    cm = payload.get(keys.CLASSIFICATION_METRICS, {}).get(keys.EXTERNAL_POOLED)
-    if cm:  # absent when the external set holds a single class (no ROC curve exists)
-        roc_external.log_roc_curve(cm["roc"]["fpr"], cm["roc"]["tpr"], cm["roc"]["thresholds"])
-        roc_external.log_confusion_matrix(
-            cm["confusion_matrix"]["categories"], cm["confusion_matrix"]["matrix"]
-        )
-    Path(report.path).write_text((Path(evaluation.path) / "report.html").read_text())
-    return bool(decision["all_gates_passed"])
+    for key, value in out.metrics.items():
+        metrics.log_metric(key, value)
+    if out.roc is not None and out.confusion is not None:
+        roc_external.log_roc_curve(out.roc["fpr"], out.roc["tpr"], out.roc["thresholds"])
+        roc_external.log_confusion_matrix(out.confusion["categories"], out.confusion["matrix"])
+    Path(report.path).write_text(out.html or "")
+    return bool(out.value)

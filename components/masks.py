@@ -16,31 +16,14 @@ def lung_masks(
     metrics: Output[Metrics],
 ) -> str:
     """Write masks + mask_qc.csv + gallery; registers the shipped segmenter; returns its model version."""
-    import json
+
     from pathlib import Path
 
-    from isnetflow.config import Settings
-    from isnetflow.stages import ingest, segmenter
-    from isnetflow.stages import masks as stage
-    from isnetflow.viz import images_html
+    from isnetflow import tasks
 
-    settings = Settings.model_validate_json(settings_json)
-    info = json.loads((Path(data.path) / "ingest.json").read_text())
-    version = segmenter.register_shipped(tracking_uri) if tracking_uri else ""
-    result = stage.run(
-        settings.masks,
-        Path(data.path) / info["validated"],
-        masks.path,
-        ingest.resolve(data.path, info["provided_masks"]),
-        model_version=version or None,
-        tracking_uri=tracking_uri or None,
-    )
-    counts = result.summary.get("counts", {})
-    for key, value in counts.items():
-        if isinstance(value, int | float):
-            metrics.log_metric(f"masks_{key}", float(value))
-    Path(gallery.path).write_text(
-        images_html("Lung masks", [("overlays, QC failures first", Path(masks.path) / "gallery.png")])
-    )
-    masks.metadata.update({"segmenter_version": version})
-    return str(version)
+    out = tasks.lung_masks(settings_json, tracking_uri, data.path, masks.path)
+    for key, value in out.metrics.items():
+        metrics.log_metric(key, value)
+    Path(gallery.path).write_text(out.html or "")
+    masks.metadata.update(out.metadata)
+    return str(out.value)

@@ -18,25 +18,17 @@ def promote_model(
     decision: Output[Artifact],
 ) -> str:
     """Register with gate and lineage tags; `champion` moves only if every gate passes. Returns model URI."""
-    import json
-    from pathlib import Path
 
-    from isnetflow.config import Settings
-    from isnetflow.stages import promote, retrain
+    from isnetflow import tasks
 
-    settings = Settings.model_validate_json(settings_json)
-    info = json.loads((Path(data.path) / "ingest.json").read_text())
-    result = promote.run(
-        settings.promote,
+    out = tasks.promote_model(
+        settings_json,
+        tracking_uri,
+        mask_model_version,
+        data.path,
+        masks.path,
         model.metadata["mlflow_model_uri"],
-        evaluation=Path(evaluation.path) / "evaluation.json",
-        tracking_uri=tracking_uri or None,
-        mask_model_version=mask_model_version,
-        data=Path(data.path) / info["validated"],
-        masks=Path(masks.path) / "masks",
-        evaluate_cfg=settings.evaluate,
-        train_fallback=settings.train,
-        recipe=retrain.recipe_digest(settings),
+        evaluation.path,
+        decision.path,
     )
-    Path(decision.path).write_text(json.dumps(result, indent=2, default=str))
-    return str(result.get("model_uri", ""))
+    return str(out.value)

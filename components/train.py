@@ -23,38 +23,16 @@ def train_model(
     With ``train.checkpoint_dir`` set, checkpoints go to ``<checkpoint_dir>/<pipeline_run>/<mode>`` and a
     retried task resumes from its own latest checkpoint (a first attempt finds none and starts afresh).
     """
-    import json
+
     from pathlib import Path
 
-    from isnetflow.config import Settings
-    from isnetflow.stages import train as stage
-    from isnetflow.viz import images_html
+    from isnetflow import tasks
 
-    settings = Settings.model_validate_json(settings_json)
-    cfg = settings.train.model_copy(update={"mode": mode})
-    info = json.loads((Path(data.path) / "ingest.json").read_text())
-    summary = stage.run(
-        cfg,
-        Path(data.path) / info["validated"],
-        Path(masks.path) / "masks",
-        model.path,
-        tracking_uri=tracking_uri or None,
-        run_name=f"train-{mode}",
-        classes=list(settings.validate.classes),
-        progress=False,
-        resume=cfg.checkpoint_dir is not None,
-        checkpoint_scope=pipeline_run,
+    out = tasks.train_model(
+        settings_json, mode, tracking_uri, pipeline_run, data.path, masks.path, model.path
     )
-    metrics.log_metric("best_val_auc", float(summary["best_val_auc"]))
-    metrics.log_metric("best_epoch", float(summary["best_epoch"]))
-    metrics.log_metric("wall_seconds", float(summary["wall_seconds"]))
-    model.metadata.update(
-        {"mlflow_model_uri": summary["model_uri"], "mode": mode, "run_id": summary["run_id"]}
-    )
-    Path(heatmaps.path).write_text(
-        images_html(
-            f"{mode}: validation heatmaps",
-            [("LRP relevance, label class", Path(model.path) / "heatmaps.png")],
-        )
-    )
-    return str(summary["model_uri"])
+    for key, value in out.metrics.items():
+        metrics.log_metric(key, value)
+    model.metadata.update(out.metadata)
+    Path(heatmaps.path).write_text(out.html or "")
+    return str(out.value)

@@ -28,50 +28,27 @@ def train_model_distributed(
     account, GPU node selector and toleration), written by the pipeline. The outputs are those of
     ``train_model``: the model artifact's metadata names the MLflow model the job logged.
     """
-    import json
-    import os
+
     from pathlib import Path
 
-    from isnetflow.stages import train as stage
-    from isnetflow.viz import images_html
+    from isnetflow import tasks
 
-    cluster = json.loads(cluster_json)
-    info = json.loads((Path(data.path) / "ingest.json").read_text())
-    summary = stage.run_trainjob(
+    out = tasks.train_model_distributed(
         settings_json,
         mode,
-        f"{data.uri.rstrip('/')}/{info['validated']}",
-        f"{masks.uri.rstrip('/')}/masks",
+        tracking_uri,
+        pipeline_run,
+        gpus,
+        nodes,
+        image,
+        cluster_json,
+        data.path,
+        data.uri,
+        masks.uri,
         model.path,
-        gpus=gpus,
-        nodes=nodes,
-        image=image,
-        pipeline_run=pipeline_run,
-        tracking_uri=tracking_uri or None,
-        # the endpoints this task got from the ConfigMap, as plain values; credentials by Secret reference
-        env={k: os.environ[k] for k in cluster["passthrough_env"] if os.environ.get(k)},
-        env_from_secrets={k: (s, key) for k, (s, key) in cluster["secret_env"].items()},
-        pod_labels=cluster["pod_labels"],
-        service_account=cluster["service_account"],
-        node_selector=cluster["node_selector"],
-        tolerations=cluster["tolerations"],
     )
-    metrics.log_metric("best_val_auc", float(summary["best_val_auc"]))
-    metrics.log_metric("best_epoch", float(summary["best_epoch"]))
-    metrics.log_metric("wall_seconds", float(summary["wall_seconds"]))
-    metrics.log_metric("gpus", float(gpus))
-    model.metadata.update(
-        {
-            "mlflow_model_uri": summary["model_uri"],
-            "mode": mode,
-            "run_id": summary["run_id"],
-            "trainjob": summary["trainjob"]["name"],
-        }
-    )
-    Path(heatmaps.path).write_text(
-        images_html(
-            f"{mode}: validation heatmaps ({gpus} GPUs)",
-            [("LRP relevance, label class", Path(model.path) / "heatmaps.png")],
-        )
-    )
-    return str(summary["model_uri"])
+    for key, value in out.metrics.items():
+        metrics.log_metric(key, value)
+    model.metadata.update(out.metadata)
+    Path(heatmaps.path).write_text(out.html or "")
+    return str(out.value)

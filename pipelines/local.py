@@ -30,8 +30,9 @@ from kfp import local
 
 from isnetflow.config import Settings
 from isnetflow.evaluation import keys
-from isnetflow.registry.gates import summary_values
+from isnetflow.evaluation.gates import summary_values
 from isnetflow.registry.tracking import default_tracking_uri
+from isnetflow.tasks import GATES_FILE, INGEST_FILE, DataArtifact, read_json
 from pipelines.training import training_pipeline
 
 #: kfp.local task names -> what the progress lines call them (tasks keep their component's name; the
@@ -168,25 +169,22 @@ def _get(d: dict[str, Any], *names: str) -> Any:
 
 def collect_summary(run_dir: Path, tracking_uri: str, wall: float) -> dict[str, Any]:
     """The run summary from the artifacts of one pipeline run."""
-    ingest = json.loads(next(run_dir.rglob("ingest.json")).read_text())
+    data = DataArtifact.read(next(run_dir.rglob(INGEST_FILE)).parent)
+    ingest = data.info
     models: dict[str, Any] = {}
     for summary_file in run_dir.rglob("train_summary.json"):
-        s = json.loads(summary_file.read_text())
+        s = read_json(summary_file)
         models[s["mode"]] = {
             "model_uri": s["model_uri"],
             "run_id": s["run_id"],
             "best_val_auc": s["best_val_auc"],
         }
-    for ev_file in run_dir.rglob("evaluation.json"):
-        ev = json.loads(ev_file.read_text())
+    for ev_file in run_dir.rglob(keys.EVALUATION_FILE):
+        ev = read_json(ev_file)
         mode = keys.get(ev, keys.path(keys.MODEL, "mode"))
         if mode not in models:
             continue
-        gates = (
-            json.loads((ev_file.parent / "gates.json").read_text())
-            if (ev_file.parent / "gates.json").exists()
-            else {}
-        )
+        gates = read_json(ev_file.parent / GATES_FILE) if (ev_file.parent / GATES_FILE).exists() else {}
         models[mode].update(
             {
                 "internal_auc": keys.get(ev, keys.INTERNAL_TEST_AUC),
@@ -202,11 +200,11 @@ def collect_summary(run_dir: Path, tracking_uri: str, wall: float) -> dict[str, 
             }
         )
     checks = [p for p in run_dir.rglob("data_check") if p.is_file()]
-    data_check = json.loads(checks[0].read_text()) if checks else None
+    data_check = read_json(checks[0]) if checks else None
     promotion: dict[str, Any] = {"decision": "rejected", "model_uri": None, "candidate": "isnet"}
     decisions = [p for p in run_dir.rglob("decision") if p.is_file()]
     if decisions:
-        d = json.loads(decisions[0].read_text())
+        d = read_json(decisions[0])
         promotion.update(
             {"decision": d.get("decision"), "model_uri": d.get("model_uri"), "reason": d.get("reason")}
         )
@@ -215,17 +213,15 @@ def collect_summary(run_dir: Path, tracking_uri: str, wall: float) -> dict[str, 
         promotion["reason"] = f"gates failed: {', '.join(failed)}"
     elif data_check is not None and not data_check.get("proceed", True):
         promotion.update({"decision": "skipped", "reason": f"no training: {data_check.get('reason')}"})
-    elif not ingest["passed"]:
+    elif not data.passed:
         promotion.update({"decision": "skipped", "reason": f"validation failed: {ingest.get('reason')}"})
     return {
         "pipeline_root": str(run_dir),
         "tracking_uri": tracking_uri,
         "data": {
             "source": ingest["source"],
-            "valid": ingest["validation"]["counts"].get("valid", 0),
-            "quarantined": ingest["validation"]["counts"].get("quarantined", 0),
-            "ignored": ingest["validation"]["counts"].get("ignored", 0),
-            "validation_passed": ingest["passed"],
+            **data.counts,
+            "validation_passed": data.passed,
             "fingerprint": ingest.get("data_fingerprint"),
             "internal_sites": ingest["internal_sites"],
             "external_sites": ingest["external_sites"],

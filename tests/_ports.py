@@ -1,19 +1,26 @@
-"""Free loopback ports for the servers the tests start, and the retry their binding needs."""
+"""Free loopback ports for the servers the tests start, the retry their binding needs, and the started
+server itself (its process group, its log, a JSON request helper)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+S = TypeVar("S", bound="Server")
 
 
 def free_port() -> int:
@@ -88,3 +95,82 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, what: str,
     if bind_failed(text):
         raise PortTaken(url)
     raise RuntimeError(f"{what} did not become ready:\n{text[-3000:]}")
+
+
+@dataclass
+class Server:
+    """A server a test started in its own process group, with its log."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def post_json(self, path: str, payload: Any) -> tuple[int, dict[str, Any]]:
+        """POST ``payload`` (JSON, or bytes as they are) to ``url + path``; the status and the JSON answer,
+        error statuses included."""
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        request = urllib.request.Request(
+            f"{self.url}{path}", data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def stop(self) -> None:
+        stop_group(self.process)
+
+
+def launch(
+    cls: type[S],
+    command: list[str],
+    env: dict[str, str],
+    log: Path,
+    url: str,
+    ready_path: str,
+    what: str,
+    timeout: float,
+    cwd: Path | None = None,
+) -> S:
+    """Start ``command`` in a new session with its output in ``log`` and wait until ``url + ready_path``
+    answers 200 (see :func:`wait_ready`: a bind failure raises :class:`PortTaken` for
+    :func:`on_free_port`)."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = cls(url, proc, log)
+    wait_ready(f"{url}{ready_path}", proc, log, what, timeout)
+    return server
+
+
+class JSONHandler(BaseHTTPRequestHandler):
+    """A request handler of the fake APIs the tests serve: JSON replies, no access log on stderr."""
+
+    def reply(self, code: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve ``handler`` on 127.0.0.1 (port 0: the OS picks a free one, no race) in a thread; yields the
+    base URL and shuts the server down afterwards."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from _configs import Trained, tiny_train_cfg
 from isnetflow.config import SynthConfig, TrainConfig, ValidateConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,17 +118,22 @@ def tiny_validated(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture
 def tiny_train_config() -> TrainConfig:
-    """A shrunk config: the small plain CNN at 48 px, two epochs (one warm-up), one thread."""
-    return TrainConfig(
-        model="cnn-small",
-        image_size=48,
-        batch_size=8,
-        epochs=2,
-        warmup_epochs=1,
-        val_fraction=0.3,
-        test_fraction=0.1,
-        audit_samples=8,
-        num_threads=1,
-        device="cpu",
-        checkpoint_every=2,
-    )
+    """A shrunk ISNet config (:func:`_configs.tiny_train_cfg`) with the audit and frequent checkpoints."""
+    return tiny_train_cfg("isnet", test_fraction=0.1, audit_samples=8, checkpoint_every=2)
+
+
+@pytest.fixture(scope="session")
+def eval_trained(
+    tiny_cohort: Path, tiny_validated: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Trained:
+    """The tiny cohort's standard model (``tiny_train_cfg``), trained once, logged to a local SQLite store."""
+    from isnetflow.stages import train
+
+    root = tmp_path_factory.mktemp("eval-stage")
+    cfg = tiny_train_cfg()
+    uri = f"sqlite:///{root}/mlflow.db"
+    summary = train.run(
+        cfg, tiny_validated, tiny_cohort / "masks", root / "train", tracking_uri=uri,
+        classes=["normal", "covid"], progress=False,
+    )  # fmt: skip
+    return Trained(tiny_validated, tiny_cohort / "masks", cfg, summary, uri, root)

@@ -742,7 +742,7 @@ class EvaluateConfig(StrictModel):
         24, ge=0, description="images per site explained with zennit for the background share (0 = no audit)"
     )
     audit_composite: Literal["epsilon_gamma_box", "epsilon_plus_flat", "epsilon"] = Field(
-        "epsilon_gamma_box", description="zennit composite (see isnetflow.evaluation.explain)"
+        "epsilon_gamma_box", description="zennit composite (see isnetflow.audit.explain)"
     )
     audit_target: Literal["label", "predicted"] = Field(
         "label", description="class whose logit is explained: the true label or the predicted class"

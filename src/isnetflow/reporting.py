@@ -15,7 +15,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from isnetflow.registry.gates import GATES
+from isnetflow.evaluation.gates import GATES
 
 __all__ = ["mlflow_ui_command", "render_run_summary", "run_summary_renderable"]
 
@@ -63,7 +63,7 @@ def _metrics_table(models: Mapping[str, Any]) -> Table:
 
     row("internal test AUC", [_num(models[k].get("internal_auc")) for k, _ in present])
     row("external pooled AUC (95% CI)", [_auc_ci(models[k]) for k, _ in present])
-    for gate in GATES.values():  # the gates' values the summary carries (registry.gates.summary_values)
+    for gate in GATES.values():  # the gates' values the summary carries (evaluation.gates.summary_values)
         if gate.summary is not None:
             key, label = gate.summary
             row(label, [_num(models[k].get(key)) for k, _ in present])

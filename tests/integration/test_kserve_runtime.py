@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +27,9 @@ import numpy as np
 import pytest
 import yaml
 
+import _ports
 from _models import CLASSES, register_small_classifier
-from _ports import free_port, on_free_port, stop_group, wait_ready
+from _ports import free_port, on_free_port
 from isnetflow.registry.packaging import EXPLAIN_PARAM, HEATMAP
 
 pytestmark = pytest.mark.integration
@@ -43,23 +42,9 @@ SIZE = 32
 PORT_ENV = ("MLSERVER_HTTP_PORT", "MLSERVER_GRPC_PORT", "MLSERVER_METRICS_PORT")
 
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
+class Server(_ports.Server):
     def infer(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        request = urllib.request.Request(
-            f"{self.url}/v2/models/{NAME}/infer",
-            data=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=120) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
+        return self.post_json(f"/v2/models/{NAME}/infer", payload)
 
 
 def runtime_container() -> dict[str, Any]:
@@ -98,24 +83,20 @@ def _start(models: Path, tmp: Path, timeout: float = 180.0) -> Server:
             "MLSERVER_MODEL_NAME": NAME,
             "MLSERVER_MODEL_URI": str(models),
         }
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [*command, str(models)],
-                env=run_env,
-                cwd=tmp,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        server = Server(f"http://127.0.0.1:{http_port}", proc, log)
-        wait_ready(f"{server.url}/v2/health/ready", proc, log, "MLServer", timeout)
-        return server
+        url = f"http://127.0.0.1:{http_port}"
+        return _ports.launch(
+            Server,
+            [*command, str(models)],
+            run_env,
+            log,
+            url,
+            "/v2/health/ready",
+            "MLServer",
+            timeout,
+            cwd=tmp,
+        )
 
     return on_free_port(start)
-
-
-def _stop(server: Server) -> None:
-    stop_group(server.process)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +105,7 @@ def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     try:
         yield srv
     finally:
-        _stop(srv)
+        srv.stop()
 
 
 def _tensor(x: np.ndarray) -> dict[str, Any]:
@@ -190,7 +171,7 @@ def test_malformed_tensors_get_a_400_naming_the_problem(server: Server) -> None:
 
 
 def test_the_server_stops(server: Server) -> None:
-    _stop(server)
+    server.stop()
     assert server.process.returncode is not None
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{server.url}/v2/health/live", timeout=2)

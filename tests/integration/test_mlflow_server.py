@@ -22,25 +22,17 @@ import torch
 from mlflow_server import MlflowStack, postgres_available
 from typer.testing import CliRunner
 
+from _configs import FAST_EVALUATE, lenient_policy, tiny_train_cfg
 from isnetflow.cli import app
-from isnetflow.config import EvaluateConfig, PromotionPolicy, SynthConfig, TrainConfig, ValidateConfig
 from isnetflow.lrp import relevance
 from isnetflow.registry.promotion import LOCK_SUFFIX, aliases, champion_stack, promotion_history
-from isnetflow.stages import evaluate, promote, train, validate
+from isnetflow.stages import evaluate, promote, train
 
 pytestmark = pytest.mark.integration
 
-FAST = EvaluateConfig(n_boot=50, audit_per_site=2, counterfactual_max=24, gallery_per_group=1)
-LENIENT = PromotionPolicy(
-    min_external_auc_ci_low=0.0,
-    max_auc_gap=1.0,
-    max_background_share=1.0,
-    max_flip_rate=1.0,
-    min_site_auc=0.0,
-    max_auc_drop_vs_champion=1.0,
-    lock_wait_seconds=120,
-)
-STRICT = LENIENT.model_copy(update={"min_external_auc_ci_low": 0.99, "max_flip_rate": 0.0})
+FAST = FAST_EVALUATE.model_copy(update={"n_boot": 50, "counterfactual_max": 24})
+LENIENT = lenient_policy(lock_wait_seconds=120)
+STRICT = lenient_policy(lock_wait_seconds=120, min_external_auc_ci_low=0.99, max_flip_rate=0.0)
 
 
 @pytest.fixture(scope="session")
@@ -74,43 +66,23 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(mlflow_stack: MlflowStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """A tiny cohort; a standard and an ISNet model trained, logged and evaluated through the server."""
-    from isnetflow.synth import generate_cohort
-
+def world(
+    mlflow_stack: MlflowStack,
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_cohort: Path,
+    tiny_validated: Path,
+) -> Iterator[World]:
+    """The tiny cohort; a standard and an ISNet model trained, logged and evaluated through the server."""
     root = tmp_path_factory.mktemp("mlflow-it")
-    generate_cohort(SynthConfig(n=48, size=96, seed=5, workers=1), root / "cohort", progress=False)
-    info = json.loads((root / "cohort" / "cohort.json").read_text())
-    vcfg = ValidateConfig(
-        image_size=96,
-        min_images_per_site=1,
-        internal_sites=info["internal_sites"],
-        external_sites=info["external_sites"],
-        workers=1,
-    )
-    validate.run(vcfg, root / "cohort" / "dicom", root / "validated", labels=root / "cohort" / "labels.csv")
+    masks = tiny_cohort / "masks"
     uri = mlflow_stack.tracking_uri
     previous = mlflow.get_tracking_uri()
     candidates = {}
     for mode in ("standard", "isnet"):
-        cfg = TrainConfig(
-            mode=mode,  # type: ignore[arg-type]
-            model="cnn-small",
-            image_size=48,
-            batch_size=8,
-            epochs=2,
-            warmup_epochs=1,
-            val_fraction=0.3,
-            test_fraction=0.2,
-            audit_samples=0,
-            num_threads=1,
-            device="cpu",
-            checkpoint_every=100,
-        )
         summary = train.run(
-            cfg,
-            root / "validated",
-            root / "cohort" / "masks",
+            tiny_train_cfg(mode),
+            tiny_validated,
+            masks,
             root / f"train-{mode}",
             tracking_uri=uri,
             classes=["normal", "covid"],
@@ -118,17 +90,11 @@ def world(mlflow_stack: MlflowStack, tmp_path_factory: pytest.TempPathFactory) -
         )
         ev_dir = root / f"eval-{mode}"
         payload = evaluate.run(
-            FAST,
-            summary["model_uri"],
-            root / "validated",
-            root / "cohort" / "masks",
-            ev_dir,
-            tracking_uri=uri,
-            progress=False,
+            FAST, summary["model_uri"], tiny_validated, masks, ev_dir, tracking_uri=uri, progress=False
         )
         candidates[mode] = Candidate(mode, summary, ev_dir, payload)
     try:
-        yield World(uri, mlflow_stack, root / "validated", root / "cohort" / "masks", candidates)
+        yield World(uri, mlflow_stack, tiny_validated, masks, candidates)
     finally:
         mlflow.set_tracking_uri(previous)
 

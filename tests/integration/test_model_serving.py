@@ -9,14 +9,11 @@ malformed payloads get a 4xx naming the problem, and the server is stopped at th
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +21,9 @@ import mlflow
 import numpy as np
 import pytest
 
+import _ports
 from _models import CLASSES, register_small_classifier
-from _ports import on_free_port, stop_group, wait_ready
+from _ports import on_free_port
 from isnetflow.registry.packaging import EXPLAIN_PARAM, HEATMAP
 
 pytestmark = pytest.mark.integration
@@ -34,22 +32,9 @@ NAME = "cxr-serving-test"
 SIZE = 32
 
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
+class Server(_ports.Server):
     def post(self, payload: Any) -> tuple[int, dict[str, Any]]:
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        request = urllib.request.Request(
-            f"{self.url}/invocations", data=body, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=120) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
+        return self.post_json("/invocations", payload)
 
 
 @pytest.fixture(scope="module")
@@ -70,26 +55,14 @@ def _start(model_uri: str, log: Path, timeout: float = 180.0) -> Server:
     }
 
     def start(port: int) -> Server:
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    *(str(venv_bin / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local"),
-                    *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
-                ],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        server = Server(f"http://127.0.0.1:{port}", proc, log)
-        wait_ready(f"{server.url}/ping", proc, log, "mlflow models serve", timeout)
-        return server
+        command = [
+            *(str(venv_bin / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local"),
+            *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+        ]
+        url = f"http://127.0.0.1:{port}"
+        return _ports.launch(Server, command, env, log, url, "/ping", "mlflow models serve", timeout)
 
     return on_free_port(start)
-
-
-def _stop(server: Server) -> None:
-    stop_group(server.process)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +71,7 @@ def server(champion_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     try:
         yield srv
     finally:
-        _stop(srv)
+        srv.stop()
 
 
 def test_rest_predictions_equal_pyfunc(server: Server, champion_uri: str) -> None:
@@ -141,7 +114,7 @@ def test_malformed_payloads_get_a_4xx_naming_the_problem(server: Server) -> None
 
 
 def test_the_server_stops(champion_uri: str, server: Server) -> None:
-    _stop(server)
+    server.stop()
     assert server.process.returncode is not None
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{server.url}/ping", timeout=2)

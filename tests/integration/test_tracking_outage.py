@@ -16,6 +16,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow_server import MlflowStack, postgres_available
 
+from _configs import tiny_train_cfg
 from isnetflow.config import TrainConfig
 
 pytestmark = pytest.mark.integration
@@ -45,9 +46,8 @@ def fast_failing_client(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _cfg(tmp_path: Path) -> TrainConfig:
-    return TrainConfig(
-        model="cnn-small", image_size=48, batch_size=4, epochs=EPOCHS, warmup_epochs=1, val_fraction=0.3,
-        test_fraction=0.1, audit_samples=4, num_threads=1, device="cpu", checkpoint_every=2,
+    return tiny_train_cfg(
+        "isnet", batch_size=4, epochs=EPOCHS, test_fraction=0.1, audit_samples=4, checkpoint_every=2,
         checkpoint_dir=str(tmp_path / "ck"),
     )  # fmt: skip
 

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -28,7 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from kubernetes import client
 
-from _ports import free_port
+from _ports import JSONHandler, free_port, serve_http
 from isnetflow.config import EvaluateConfig, Settings, TrainConfig
 from isnetflow.training.trainjob import TrainJobFailed
 
@@ -97,16 +96,8 @@ class FakeTrainer:
 def trainer(tmp_path: Path) -> Iterator[FakeTrainer]:
     fake = FakeTrainer(tmp_path)
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         protocol_version = "HTTP/1.1"
-
-        def reply(self, code: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -135,21 +126,13 @@ def trainer(tmp_path: Path) -> Iterator[FakeTrainer]:
             else:
                 self.reply(200, copy.deepcopy(fake.jobs[parts.path.rsplit("/", 1)[1]]))
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield fake
-    finally:
-        for events in fake.events.values():  # wake waiting watches: no handler thread outlives the test
-            events.put(None)
-        server.shutdown()
-        server.server_close()
+    with serve_http(Handler) as url:
+        fake.url = url
+        try:
+            yield fake
+        finally:
+            for events in fake.events.values():  # wake waiting watches: no handler thread outlives the test
+                events.put(None)
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -27,6 +26,7 @@ import yaml
 from kubernetes import client
 from kubernetes.config import incluster_config, kube_config
 
+from _ports import JSONHandler, serve_http
 from isnetflow.training.trainjob import (
     TrainJobConflict,
     TrainJobFailed,
@@ -119,16 +119,8 @@ def status(code: int, reason: str, message: str) -> dict[str, Any]:
 
 
 def serve(fake: FakeAPI) -> Iterator[FakeAPI]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         protocol_version = "HTTP/1.1"
-
-        def reply(self, code: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
         def chunk(self, data: bytes) -> None:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
@@ -184,20 +176,9 @@ def serve(fake: FakeAPI) -> Iterator[FakeAPI]:
             except (BrokenPipeError, ConnectionResetError):  # the client stopped reading: its verdict
                 self.close_connection = True
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # port 0: the OS's free port, no race
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve_http(Handler) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @pytest.fixture

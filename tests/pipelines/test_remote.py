@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -22,6 +20,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from _ports import JSONHandler, serve_http
 from components.image import IMAGE
 from isnetflow.cli import app
 from isnetflow.config import Settings
@@ -103,32 +102,16 @@ class FakeKFP:
 
 
 def _serve(fake: FakeKFP) -> Iterator[FakeKFP]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         def _reply(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            status, payload = fake.handle(self.command, self.path, self.headers, raw)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.reply(*fake.handle(self.command, self.path, self.headers, raw))
 
         do_GET = do_POST = do_DELETE = _reply
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve_http(Handler) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @pytest.fixture(autouse=True)

@@ -91,12 +91,12 @@ def _hash_loop(uris: list[str]) -> float:
 
 def _one_process(uris: list[str], cfg: ValidateConfig, tmp: Path) -> float:
     """Seconds for the stage's per-file work (fetch, checks, normalize, write) in this process."""
-    from isnetflow.stages import validate as stage
+    from isnetflow.validation.files import FileTask, process_file
 
     tmp.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     for i, uri in enumerate(uris):
-        stage._process(stage._Task(i, uri, uri, None, None), cfg, str(tmp))
+        process_file(FileTask(i, uri, uri, None, None), cfg, str(tmp))
     return time.perf_counter() - t0
 
 
@@ -162,7 +162,7 @@ def bench_ingest(
     if input is not None and transfer_syntax != "explicit":
         raise ValueError("transfer_syntax re-encodes the synthetic cohort; it cannot apply to --input")
     from isnetflow.dicom.source import list_files, read_bytes, resolve
-    from isnetflow.stages import validate as stage
+    from isnetflow.validation.dataset import validate_tree
 
     cfg = ValidateConfig(workers=workers, **({"image_size": image_size} if image_size else {}))
     synthetic = input is None
@@ -175,7 +175,7 @@ def bench_ingest(
         skip = resolve(labels) if labels is not None else None
         files = [f.uri for f in list_files(input, exclude=cfg.exclude) if f.uri != skip]
         n_bytes = sum(len(read_bytes(uri)) for uri in files)  # also warms the page cache for everyone
-        stage.run(cfg, input, Path(tmp) / "warm", labels=labels)  # imports, GX, worker start method
+        validate_tree(cfg, input, Path(tmp) / "warm", labels=labels)  # imports, GX, worker start method
         _bare_loop(files[: min(len(files), 20)])
 
         bare_runs: list[float] = []
@@ -186,7 +186,7 @@ def bench_ingest(
         for i in range(repeats):
             seconds, bare_failed = _bare_loop(files)
             bare_runs.append(seconds)
-            stage_runs.append(stage.run(cfg, input, Path(tmp) / f"out{i}", labels=labels).summary)
+            stage_runs.append(validate_tree(cfg, input, Path(tmp) / f"out{i}", labels=labels).summary)
             one_runs.append(_one_process(files, cfg, Path(tmp) / f"one{i}"))
             hash_runs.append(_hash_loop(files))
     load_after = os.getloadavg()

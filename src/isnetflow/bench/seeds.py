@@ -94,6 +94,7 @@ def prepare_cohort(
     import hashlib
 
     from isnetflow.stages import ingest, masks
+    from isnetflow.tasks import MASKS_SUBDIR, DataArtifact
 
     key = hashlib.sha256(
         json.dumps(
@@ -116,13 +117,12 @@ def prepare_cohort(
     )  # fmt: skip
     if not info["passed"]:
         raise RuntimeError(f"validation failed: {info['reason']}")
-    validated = ingest.resolve(workdir / "data", info["validated"])
-    assert validated is not None
-    provided = ingest.resolve(workdir / "data", info["provided_masks"])
-    masks.run(settings.masks, validated, workdir / "masks", provided, progress=progress)
+    data = DataArtifact(workdir / "data", info)
+    validated = data.validated
+    masks.run(settings.masks, validated, workdir / "masks", data.provided_masks, progress=progress)
     cohort = {
         "validated": validated,
-        "masks": workdir / "masks" / "masks",
+        "masks": workdir / "masks" / MASKS_SUBDIR,
         "external_sites": list(info["external_sites"]),
     }
     marker.write_text(
@@ -160,7 +160,7 @@ def _one(
     Pure computation (no tracking), so that it can run in a worker process.
     """
     from isnetflow.evaluation.core import evaluate_model
-    from isnetflow.registry.gates import evaluate_gates
+    from isnetflow.evaluation.gates import evaluate_gates
     from isnetflow.training.loop import train
     from isnetflow.viz.curves import learning_curves
 

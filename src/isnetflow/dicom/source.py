@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 __all__ = [
+    "DICOM_SUFFIXES",
     "ExcludedFile",
     "SourceError",
     "SourceFile",
@@ -36,6 +37,10 @@ __all__ = [
     "scan_files",
     "split_s3",
 ]
+
+#: File name extensions that claim DICOM content (lower case; compare with ``name.lower()``). The
+#: validate stage quarantines such a file that does not parse as a damaged DICOM rather than ignoring it.
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 
 
 class SourceError(Exception):

@@ -50,11 +50,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from isnetflow.audit.counterfactual import CounterfactualResult, counterfactual_test
+from isnetflow.audit.explain import background_share, explain
 from isnetflow.config import EvaluateConfig
 from isnetflow.evaluation import keys
 from isnetflow.evaluation.bootstrap import bootstrap_ci
-from isnetflow.evaluation.counterfactual import CounterfactualResult, counterfactual_test
-from isnetflow.evaluation.explain import background_share, explain
 from isnetflow.evaluation.metrics import (
     ReliabilityCurve,
     auc_or_nan,

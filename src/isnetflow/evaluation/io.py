@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from isnetflow.config import TrainConfig
+from isnetflow.evaluation.keys import EVALUATION_FILE
 from isnetflow.training.data import TrainData
 from isnetflow.training.inputs import TrainDataError, load_train_data
 
-if TYPE_CHECKING:
-    from isnetflow.registry.packaging import LoadedClassifier
-
 __all__ = ["EVALUATION_FILE", "EvaluateStageError", "load_evaluation", "load_evaluation_data"]
-
-EVALUATION_FILE = "evaluation.json"
 
 
 class EvaluateStageError(ValueError):
@@ -29,11 +26,14 @@ class EvaluateStageError(ValueError):
 
 
 def load_evaluation_data(
-    validated: str | Path, masks: str | Path | None, loaded: LoadedClassifier
+    validated: str | Path, masks: str | Path | None, train_cfg: TrainConfig, classes: list[str]
 ) -> TrainData:
-    """The validated images at the model's resolution with the training run's split assignment."""
+    """The validated images at the model's resolution with the training run's split assignment.
+
+    ``train_cfg`` and ``classes`` are the model's (``LoadedClassifier.facts.train_config()`` and
+    ``.facts.classes``): the split, the resolution and the class order it was trained with."""
     try:
-        return load_train_data(validated, masks, loaded.facts.train_config(), classes=loaded.facts.classes)
+        return load_train_data(validated, masks, train_cfg, classes=classes)
     except (TrainDataError, FileNotFoundError) as exc:
         raise EvaluateStageError(str(exc)) from exc
 

@@ -24,6 +24,7 @@ __all__ = [
     "CLASSIFICATION_METRICS",
     "DATA",
     "EVALUATED_SITES",
+    "EVALUATION_FILE",
     "EXTERNAL_AUC",
     "EXTERNAL_AUC_CI_HIGH",
     "EXTERNAL_AUC_CI_LOW",
@@ -49,6 +50,9 @@ __all__ = [
     "path",
     "put",
 ]
+
+#: the file the evaluate stage writes (and the promote stage reads)
+EVALUATION_FILE = "evaluation.json"
 
 # top-level sections
 SPLITS = "splits"

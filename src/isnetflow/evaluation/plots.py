@@ -18,17 +18,9 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from isnetflow.evaluation.metrics import ReliabilityCurve, auc_or_nan
+from isnetflow.viz.figures import save_figure
 
 __all__ = ["counterfactual_figure", "reliability_figure", "roc_figure"]
-
-
-def _save(fig: plt.Figure, png: str | Path) -> Path:
-    out = Path(png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
 
 
 def roc_figure(
@@ -63,7 +55,7 @@ def roc_figure(
     note = textwrap.fill(f"(single class, no curve: {', '.join(skipped)})", 90) if skipped else ""
     ax.set_title(textwrap.fill(title, 90) + ("\n" + note if note else ""), fontsize=8)
     ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, png)
+    return save_figure(fig, png)
 
 
 def reliability_figure(
@@ -84,7 +76,7 @@ def reliability_figure(
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
-    return _save(fig, png)
+    return save_figure(fig, png)
 
 
 def counterfactual_figure(
@@ -110,4 +102,4 @@ def counterfactual_figure(
             if j == 1:
                 ax.set_title(captions[k], fontsize=7)
     fig.suptitle(title, fontsize=9)
-    return _save(fig, png)
+    return save_figure(fig, png)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import math
 from collections.abc import Mapping, Sequence
@@ -10,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from isnetflow.evaluation import keys
-from isnetflow.registry.gates import GATES
+from isnetflow.evaluation.gates import GATES
+from isnetflow.viz import figure_html
 
 __all__ = ["flat_metrics", "json_safe", "kfp_classification_metrics", "render_html"]
 
@@ -43,7 +43,7 @@ def _key(name: str) -> str:
 def flat_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:
     """Numeric headline values as ``{"splits.external_pooled.auc": 0.81, ...}`` for ``mlflow.log_metrics``.
 
-    Every promotion gate's metric (:data:`isnetflow.registry.gates.GATES`) is among them.
+    Every promotion gate's metric (:data:`isnetflow.evaluation.gates.GATES`) is among them.
     """
     out: dict[str, float] = {}
 
@@ -192,11 +192,6 @@ def render_html(
             _table(["site", "background share", "flip rate", "mean |Δscore|", "pairs"], rows),
         ]
     parts.append("<h3>Figures</h3>")
-    for caption, png in figures:
-        data = base64.b64encode(Path(png).read_bytes()).decode()
-        parts.append(
-            f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        )
+    parts += [figure_html(caption, png) for caption, png in figures]
     parts.append("</body></html>")
     return "\n".join(parts)

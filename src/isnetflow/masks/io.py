@@ -18,8 +18,9 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from isnetflow.dicom.source import DICOM_SUFFIXES
+
 __all__ = [
-    "DICOM_SUFFIXES",
     "RASTER_SUFFIXES",
     "LoadedImage",
     "ReferenceMask",
@@ -31,7 +32,6 @@ __all__ = [
 ]
 
 RASTER_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
-DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
 
 
 @dataclass

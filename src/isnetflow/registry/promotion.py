@@ -46,7 +46,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from isnetflow.registry.gates import GateResult, all_passed
+from isnetflow.evaluation.gates import GateResult, all_passed
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ Inputs
 training image size):
 
 * **DICOM** (any other suffix than the image ones below): the validate stage's own per-file step
-  (:func:`isnetflow.stages.validate._process`: read, every per-file check, modality LUT, percentile
+  (:func:`isnetflow.validation.files.process_file`: read, every per-file check, modality LUT, percentile
   window, MONOCHROME1 inversion, letterbox, uint16 storage) with the validate settings *stored with the
   model* (``ModelFacts.normalization``), then the training loader's own read and resize
   (:func:`isnetflow.training.data.load_array`, :func:`~isnetflow.training.data.resize_pair`). The same
@@ -119,13 +119,13 @@ def _resized(image: np.ndarray, size: int) -> np.ndarray:
 def _prepare_dicom(
     path: Path, facts: ModelFacts, cfg: ValidateConfig, patient_id: str | None, site: str | None
 ) -> ModelInput:
-    from isnetflow.stages.validate import _process, _Task
     from isnetflow.training.data import load_array
+    from isnetflow.validation.files import FileTask, process_file
 
     name = str(path)
     with tempfile.TemporaryDirectory(prefix="isnetflow-explain-") as tmp:
-        task = _Task(index=0, uri=str(path.resolve()), relpath=path.name, patient_id=patient_id, site=site)
-        row = _process(task, cfg, tmp)
+        task = FileTask(index=0, uri=str(path.resolve()), relpath=path.name, patient_id=patient_id, site=site)
+        row = process_file(task, cfg, tmp)
         if row["status"] != "valid":
             raise InputError(name, str(row["reason"]), str(row["reason_code"]))
         stored = load_array(row["_tmp_image"])
@@ -210,10 +210,9 @@ def _output_stem(path: Path, roots: Sequence[Path]) -> str:
 
 
 def _overlay(image: np.ndarray, heatmap: np.ndarray, title: str, png: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from isnetflow.viz.figures import save_figure  # selects the Agg backend
 
     scale = float(np.percentile(np.abs(heatmap), 99)) or 1e-12
     fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.6))
@@ -227,11 +226,7 @@ def _overlay(image: np.ndarray, heatmap: np.ndarray, title: str, png: Path) -> P
         ax.set_yticks([])
     fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.02, ticks=[-1, 0, 1])
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png, dpi=110)
 
 
 def _wrapper(loaded: LoadedClassifier) -> CXRClassifier:

@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 
 from isnetflow import __version__
+from isnetflow.audit.counterfactual import swap_background
 from isnetflow.config import EvaluateConfig, TrainConfig
 from isnetflow.evaluation.core import EvaluationError, EvaluationResult, evaluate_model
-from isnetflow.evaluation.counterfactual import swap_background
 from isnetflow.evaluation.io import EVALUATION_FILE, EvaluateStageError, load_evaluation_data
 from isnetflow.evaluation.plots import counterfactual_figure, reliability_figure, roc_figure
 from isnetflow.evaluation.report import flat_metrics, json_safe, render_html
@@ -153,7 +153,7 @@ def run(
         loaded = load_classifier(model_uri, fallback=train_fallback)
     except ModelLoadError as exc:
         raise EvaluateStageError(str(exc)) from exc
-    data = load_evaluation_data(validated, masks, loaded)
+    data = load_evaluation_data(validated, masks, loaded.facts.train_config(), loaded.facts.classes)
     log.info(
         "evaluating %s on %d images (%s)",
         model_uri,

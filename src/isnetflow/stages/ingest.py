@@ -28,12 +28,13 @@ import pandas as pd
 
 from isnetflow.config import Settings, ValidateConfig
 from isnetflow.dicom.source import is_s3, join, parent
+from isnetflow.validation.dataset import validate_tree
 from isnetflow.validation.fingerprint import data_fingerprint
 from isnetflow.validation.sites import count_roles, resolve_sites, role_shortfall, unknown_sites
 
 log = logging.getLogger(__name__)
 
-__all__ = ["resolve", "run"]
+__all__ = ["run"]
 
 
 def _rel(path: str | None, root: Path) -> str | None:
@@ -46,14 +47,6 @@ def _rel(path: str | None, root: Path) -> str | None:
         return str(path)
 
 
-def resolve(out: str | Path, entry: str | None) -> Path | None:
-    """Absolute path of an ``ingest.json`` entry (relative entries are inside ``out``)."""
-    if entry is None:
-        return None
-    p = Path(entry)
-    return p if p.is_absolute() else Path(out) / p
-
-
 def run(
     settings: Settings,
     out: str | Path,
@@ -64,7 +57,7 @@ def run(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Write ``out/validated`` (and ``out/cohort`` in demo mode); return a summary with paths and roles."""
-    from isnetflow.stages import synth, validate
+    from isnetflow.synth import generate_cohort, write_preview
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,8 +67,8 @@ def run(
     cohort_preview: str | None = None
     if not input_uri:
         cohort = out / "cohort"
-        info = synth.run(settings.synth, cohort, preview=out / "cohort-preview.png", progress=progress)
-        cohort_preview = info.get("preview")
+        info = generate_cohort(settings.synth, cohort, progress=progress)
+        cohort_preview = str(write_preview(cohort, out / "cohort-preview.png"))
         source, labels = str(cohort / "dicom"), str(cohort / "labels.csv")
         provided_masks = side_masks = str(cohort / "masks")
         internal, external = info["internal_sites"], info["external_sites"]
@@ -99,7 +92,7 @@ def run(
         side_masks = join(labels_dir, "masks")
         if not is_s3(labels_dir) and Path(side_masks).is_dir():
             provided_masks = side_masks
-    result = validate.run(
+    result = validate_tree(
         vcfg, source, out / "validated", labels=labels, provided_masks=side_masks, progress=progress
     )
     failure = result.failure or _site_choice_failure(result.manifest, vcfg)

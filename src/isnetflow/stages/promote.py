@@ -7,7 +7,7 @@
 2. evaluates the current ``champion`` (if any) on the same data -- the validated folder, masks and
    sites recorded in the candidate's evaluation, checked against its manifest hash -- falling back to
    the champion's recorded metrics only when that data is unreadable and the manifest hash matches;
-3. computes the gates (:mod:`isnetflow.registry.gates`) from the policy;
+3. computes the gates (:mod:`isnetflow.evaluation.gates`) from the policy;
 4. unless ``dry_run``: packages the candidate as a pyfunc (:mod:`isnetflow.registry.packaging`),
    registers it, tags the version with the gate results, the lineage and the headline evaluation,
    and calls :func:`isnetflow.registry.promotion.promote_version` (lock, re-read aliases, re-check
@@ -29,7 +29,7 @@ from typing import Any
 
 from isnetflow.config import EvaluateConfig, PromotionPolicy, TrainConfig
 from isnetflow.evaluation import keys
-from isnetflow.registry.gates import (
+from isnetflow.evaluation.gates import (
     ChampionReference,
     GateResult,
     all_passed,
@@ -205,7 +205,9 @@ def champion_reference(
         else:
             try:
                 loaded = load_classifier(f"models:/{name}/{version}")
-                edata = load_evaluation_data(validated, mask_dir, loaded)
+                edata = load_evaluation_data(
+                    validated, mask_dir, loaded.facts.train_config(), loaded.facts.classes
+                )
                 cfg = evaluate_cfg.model_copy(update={"threshold": 0.5, "n_boot": 0, "sites": []})
                 res = evaluate_model(loaded.module, edata, cfg, sites=sites, audit=False)
                 auc = res.payload[keys.SPLITS][keys.EXTERNAL_POOLED][keys.AUC]

@@ -19,6 +19,8 @@ import pydicom
 from PIL import Image
 from pydicom.pixels import apply_modality_lut
 
+from isnetflow.viz.figures import save_figure
+
 __all__ = ["display_array", "write_preview"]
 
 
@@ -75,9 +77,4 @@ def write_preview(cohort_dir: str | Path, png: str | Path, *, thumb: float = 1.6
         f"'{info['shortcut']['text']}' {info['shortcut']['kind']}, label-correlated at internal sites only",
         fontsize=8,
     )
-    fig.tight_layout()
-    out = Path(png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, png, dpi=110)

@@ -141,7 +141,7 @@ def shortcut_free_inputs(
 
     ``"background_swap"``: each image keeps its lungs and takes the background of another image of the
     batch (a random derangement, so the donor's label is independent of the recipient's), with the
-    construction of the counterfactual test (:func:`isnetflow.evaluation.counterfactual.swap_background`):
+    construction of the counterfactual test (:func:`isnetflow.audit.counterfactual.swap_background`):
     the recipient's pixels inside the union of both lung masks, the donor's outside, so none of the
     donor's lungs survive. ``"masked"``: the lungs only (background zero). ``"raw"``: unchanged.
     """

@@ -106,12 +106,11 @@ def audit_background_share(
 ) -> float:
     """Mean share of positive relevance outside the lungs with the evaluation audit's zennit ``composite``.
 
-    The measurement of the background-share promotion gate (:func:`isnetflow.evaluation.explain.explain`,
+    The measurement of the background-share promotion gate (:func:`isnetflow.audit.explain.explain`,
     label logit), on validation images: the selection limit is judged with the gate's own yardstick.
     """
-    # lazy: the evaluation package imports this module
-    from isnetflow.evaluation.explain import background_share as share_of
-    from isnetflow.evaluation.explain import explain
+    from isnetflow.audit.explain import background_share as share_of
+    from isnetflow.audit.explain import explain  # lazy: zennit is only needed here
 
     model.eval()
     rel = explain(model, images, targets, composite=composite)  # type: ignore[arg-type]
@@ -154,11 +153,11 @@ def val_swap_change(
     """Mean ``|score(composite) - score(original)|`` over ``indices`` for the counterfactual background swap.
 
     Each validation image keeps its lungs on the background of a validation image with the other label
-    (another site when there is one): :func:`isnetflow.evaluation.counterfactual.choose_donors` and the
+    (another site when there is one): :func:`isnetflow.audit.counterfactual.choose_donors` and the
     union-of-masks composite. ``proba`` are the originals' probabilities. A network that reads only the
     lungs scores near 0; a threshold-free twin of the evaluation's flip rate, on internal data only.
     """
-    from isnetflow.evaluation.counterfactual import choose_donors  # lazy: evaluation imports this module
+    from isnetflow.audit.counterfactual import choose_donors
 
     if indices.size < 2:
         return float("nan")

@@ -206,7 +206,7 @@ def _page_view() -> Any:
 def _no_tqdm_monitor() -> Iterator[None]:
     """GX creates (disabled) tqdm bars; tqdm then starts a monitor thread that outlives the run, and a
     later validate run in this process would see it and start its workers the slow way (forkserver,
-    see ``isnetflow.stages.validate._pool_context``). ``monitor_interval = 0`` is tqdm's documented
+    see ``isnetflow.validation.dataset._pool_context``). ``monitor_interval = 0`` is tqdm's documented
     switch for that thread; it is restored afterwards."""
     from tqdm import std
 

@@ -7,7 +7,7 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["images_html"]
+__all__ = ["figure_html", "images_html"]
 
 
 def images_html(title: str, images: Sequence[tuple[str, str | Path]], *, note: str = "") -> str:
@@ -21,11 +21,15 @@ def images_html(title: str, images: Sequence[tuple[str, str | Path]], *, note: s
     ]
     if note:
         parts.append(f"<p>{html.escape(note)}</p>")
-    for caption, png in images:
-        data = base64.b64encode(Path(png).read_bytes()).decode()
-        parts.append(
-            f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        )
+    parts += [figure_html(caption, png) for caption, png in images]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def figure_html(caption: str, png: str | Path) -> str:
+    """One captioned figure with the PNG embedded (base64): the page works without its files."""
+    data = base64.b64encode(Path(png).read_bytes()).decode()
+    return (
+        f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )

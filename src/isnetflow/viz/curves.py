@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from isnetflow.viz.figures import save_figure
+
 __all__ = ["learning_curves"]
 
 _PANELS: tuple[tuple[str, tuple[tuple[str, str], ...], bool], ...] = (
@@ -55,9 +57,4 @@ def learning_curves(history: Sequence[Mapping[str, float]], png: str | Path, *, 
             ax.legend(fontsize=6)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return save_figure(fig, png, dpi=90)

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from isnetflow.viz.figures import save_figure
+
 __all__ = ["heatmap_gallery"]
 
 
@@ -46,9 +48,4 @@ def heatmap_gallery(
         ax.set_title(titles[k], fontsize=7)
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout()
-    out = Path(png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, png, dpi=100)

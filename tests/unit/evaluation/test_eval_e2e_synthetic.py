@@ -22,8 +22,8 @@ import pytest
 
 from isnetflow.config import EvaluateConfig, PromotionPolicy, SynthConfig, TrainConfig
 from isnetflow.evaluation.core import evaluate_model
+from isnetflow.evaluation.gates import ChampionReference, evaluate_gates
 from isnetflow.evaluation.report import json_safe
-from isnetflow.registry.gates import ChampionReference, evaluate_gates
 from isnetflow.training import train
 from isnetflow.training.data import from_synthetic
 

@@ -13,26 +13,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from _configs import FAST_EVALUATE, lenient_policy, strict_policy
 from isnetflow.cli import app
-from isnetflow.config import EvaluateConfig, PromotionPolicy
+from isnetflow.evaluation.gates import GATE_NAMES
 from isnetflow.lrp import relevance
-from isnetflow.registry.gates import GATE_NAMES
 from isnetflow.registry.promotion import aliases
 from isnetflow.stages import evaluate, promote
 from isnetflow.validation import data_fingerprint
 
-FAST = EvaluateConfig(n_boot=100, audit_per_site=2, counterfactual_max=40, gallery_per_group=1)
-LENIENT = PromotionPolicy(
-    registered_model="cxr-unit",
-    min_external_auc_ci_low=0.0,
-    max_auc_gap=1.0,
-    max_background_share=1.0,
-    max_flip_rate=1.0,
-    min_site_auc=0.0,
-    max_auc_drop_vs_champion=1.0,
-    lock_wait_seconds=30,
-)
-STRICT = LENIENT.model_copy(update={"min_external_auc_ci_low": 0.99, "max_background_share": 0.0})
+FAST = FAST_EVALUATE
+LENIENT = lenient_policy(registered_model="cxr-unit")
+STRICT = strict_policy(registered_model="cxr-unit")
 
 
 @pytest.fixture(scope="module")

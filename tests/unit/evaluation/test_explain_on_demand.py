@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import Trained
+from _configs import Trained
 from isnetflow.cli import app
 from isnetflow.config import EvaluateConfig, ValidateConfig
 from isnetflow.lrp import relevance

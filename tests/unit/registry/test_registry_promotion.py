@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from isnetflow.registry.gates import GateResult
+from isnetflow.evaluation.gates import GateResult
 from isnetflow.registry.promotion import (
     LOCK_SUFFIX,
     LockTimeoutError,

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from isnetflow.config import EvaluateConfig, SynthConfig, TrainConfig, ValidateConfig
+from _configs import tiny_train_cfg
+from isnetflow.config import EvaluateConfig, SynthConfig, ValidateConfig
 
 CLASSES = ["normal", "covid", "pneumonia"]
 
@@ -44,10 +45,7 @@ def test_three_classes_train_and_evaluate(three_class_cohort: tuple[Path, Path, 
     from isnetflow.stages import evaluate, train
 
     root, validated, masks = three_class_cohort
-    cfg = TrainConfig(
-        mode=mode, model="cnn-small", image_size=48, batch_size=8, epochs=2, warmup_epochs=1,
-        val_fraction=0.3, test_fraction=0.1, audit_samples=6, num_threads=1, device="cpu",
-    )  # fmt: skip
+    cfg = tiny_train_cfg(mode, test_fraction=0.1, audit_samples=6)
     uri = f"sqlite:///{root}/mlflow-{mode}.db"
     summary = train.run(cfg, validated, masks, root / mode, tracking_uri=uri, classes=CLASSES, progress=False)
     assert summary["classes"] == CLASSES  # the first is the negative class

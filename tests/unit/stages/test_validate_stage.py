@@ -411,7 +411,7 @@ def test_runs_leave_no_threads_behind(synth_cohort: Path, tmp_path: Path) -> Non
     import multiprocessing
     import threading
 
-    from isnetflow.stages import validate
+    from isnetflow.validation import dataset
 
     # no new thread may outlive a run (threads of earlier tests may still end meanwhile: compare sets)
     before = set(threading.enumerate())
@@ -421,7 +421,7 @@ def test_runs_leave_no_threads_behind(synth_cohort: Path, tmp_path: Path) -> Non
         run(cfg, synth_cohort / "dicom", tmp_path / f"o{i}", labels=labels, progress=progress)
         assert not set(threading.enumerate()) - before, threading.enumerate()
     if len(before) == 1 and "fork" in multiprocessing.get_all_start_methods():
-        assert validate._pool_context().get_start_method() == "fork"
+        assert dataset._pool_context().get_start_method() == "fork"
 
 
 def test_bench_ingest_reports_its_figures() -> None:
@@ -456,14 +456,14 @@ _FAULTS_SCRIPT = """
 import resource, sys
 from pathlib import Path
 from isnetflow.config import ValidateConfig
-from isnetflow.stages import validate as stage
+from isnetflow.validation import files as vf
 if sys.argv[1] == "tuned":
-    assert stage._keep_freed_memory()
+    assert vf._keep_freed_memory()
 files, out = sys.argv[2].split(","), sys.argv[3]
 cfg = ValidateConfig(image_size=64)
 def run():
     for i, uri in enumerate(files):
-        row = stage._process(stage._Task(i, uri, uri, None, None), cfg, out)
+        row = vf.process_file(vf.FileTask(i, uri, uri, None, None), cfg, out)
         assert row["status"] == "valid", row
 run()  # warm-up: imports, first allocations
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -507,7 +507,7 @@ def test_too_large_and_write_failed_files_are_quarantined_and_the_rest_is_used(
     no image behind. Every other file is used, and the manifest lists all of them."""
     import errno
 
-    from isnetflow.stages import validate as stage
+    from isnetflow.validation import files as per_file
 
     cohort = tmp_path / "cohort"  # labels.csv names the files relative to itself: copy both
     shutil.copytree(synth_cohort / "dicom", cohort / "dicom")
@@ -517,7 +517,7 @@ def test_too_large_and_write_failed_files_are_quarantined_and_the_rest_is_used(
     limit = max(p.stat().st_size for p in files) + 1
     big = files[0]
     big.write_bytes(big.read_bytes() + b"\0" * limit)  # now over the limit; still a readable DICOM
-    real = stage._write_image
+    real = per_file._write_image
     failed: list[str] = []
 
     def write(image: Any, target: Path, cfg: ValidateConfig) -> None:
@@ -528,7 +528,7 @@ def test_too_large_and_write_failed_files_are_quarantined_and_the_rest_is_used(
             raise OSError(errno.ENOSPC, "No space left on device")
         real(image, target, cfg)
 
-    monkeypatch.setattr(stage, "_write_image", write)
+    monkeypatch.setattr(per_file, "_write_image", write)
     cfg = _cohort_config(synth_cohort, image_size=32, max_file_bytes=limit, workers=1, min_pass_rate=0.5)
     result = run(cfg, dicom, tmp_path / "out", labels=cohort / "labels.csv")
     m = result.manifest.set_index("path")
@@ -555,12 +555,12 @@ def test_a_worker_that_dies_quarantines_its_file_and_loses_nothing(
     import os
     import signal
 
-    from isnetflow.stages import validate as stage
+    from isnetflow.validation import dataset
 
     dicom = synth_cohort / "dicom"
     files = sorted(dicom.rglob("*.dcm"))
     poison = files[len(files) // 2].relative_to(dicom).as_posix()
-    real = stage._process
+    real = dataset.process_file
 
     def process(task: Any, cfg: ValidateConfig, tmp_dir: str) -> dict[str, Any]:
         if task.relpath == poison:
@@ -569,8 +569,8 @@ def test_a_worker_that_dies_quarantines_its_file_and_loses_nothing(
 
     cfg = _cohort_config(synth_cohort, image_size=32, workers=2, min_pass_rate=0.5)
     reference = run(cfg, dicom, tmp_path / "reference", labels=synth_cohort / "labels.csv").manifest
-    monkeypatch.setattr(stage, "_process", process)  # the forked workers inherit it
-    monkeypatch.setattr(stage, "_pool_context", lambda: multiprocessing.get_context("fork"))
+    monkeypatch.setattr(dataset, "process_file", process)  # the forked workers inherit it
+    monkeypatch.setattr(dataset, "_pool_context", lambda: multiprocessing.get_context("fork"))
     result = run(cfg, dicom, tmp_path / "out", labels=synth_cohort / "labels.csv")
     m, ref = result.manifest.set_index("path"), reference.set_index("path")
     assert sorted(m.index) == sorted(ref.index)  # every file is in the manifest, once

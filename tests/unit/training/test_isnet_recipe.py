@@ -220,7 +220,7 @@ def test_validation_background_share_is_the_audit_measurement() -> None:
     """The selection limit's per-epoch background share is the background-share gate's own yardstick:
     zennit with the evaluation audit's composite, on the label logit, over the first ``audit_samples``
     validation images (a different LRP rule gave 0.2-0.5 less on the same model)."""
-    from isnetflow.evaluation.explain import background_share, explain
+    from isnetflow.audit.explain import background_share, explain
 
     data = _data()
     cfg = _cfg(mode="standard", audit_samples=6)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from isnetflow.config import PromotionPolicy
-from isnetflow.registry.gates import GATE_NAMES, ChampionReference, all_passed, evaluate_gates
+from isnetflow.evaluation.gates import GATE_NAMES, ChampionReference, all_passed, evaluate_gates
 
 POLICY = PromotionPolicy(
     min_external_auc_ci_low=0.70,

@@ -10,8 +10,7 @@ import pytest
 
 from isnetflow.config import PromotionPolicy
 from isnetflow.evaluation import keys
-from isnetflow.evaluation.report import flat_metrics, render_html
-from isnetflow.registry.gates import (
+from isnetflow.evaluation.gates import (
     GATE_NAMES,
     GATES,
     Gate,
@@ -19,6 +18,7 @@ from isnetflow.registry.gates import (
     evaluation_tags,
     summary_values,
 )
+from isnetflow.evaluation.report import flat_metrics, render_html
 from isnetflow.reporting import render_run_summary
 
 EVALUATION: dict[str, Any] = {

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from isnetflow.evaluation.counterfactual import choose_donors, counterfactual_test, swap_background
-from isnetflow.evaluation.explain import background_share, explain
+from isnetflow.audit.counterfactual import choose_donors, counterfactual_test, swap_background
+from isnetflow.audit.explain import background_share, explain
 from isnetflow.evaluation.metrics import positive_scores
 
 S = 16

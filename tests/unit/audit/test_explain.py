@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from zennit.canonizers import SequentialMergeBatchNorm
 
-from isnetflow.evaluation.explain import GraphMergeBatchNorm, explain, mergeable_batch_norms
+from isnetflow.audit.explain import GraphMergeBatchNorm, explain, mergeable_batch_norms
 from isnetflow.lrp import relevance
 from isnetflow.nets import build_model
 

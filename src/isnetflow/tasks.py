@@ -1,0 +1,388 @@
+"""Pipeline tasks: what each KFP component does, as plain functions over artifact folders.
+
+A component (``components/*.py``) is only an interface: it declares its inputs and outputs, calls the
+task of the same name here with the artifacts' local paths and copies the returned
+:class:`TaskOutputs` into its KFP outputs (metrics, HTML, metadata, ROC curve). The logic lives here,
+where it is typed, linted and tested without kfp; ``pipelines/local.collect_summary`` reads the same
+artifacts through the same readers (:class:`DataArtifact`, :func:`read_json`).
+
+This module sits above the stages: a task may run several of them (``evaluate_model`` evaluates, checks
+the gates without registering, and records the candidate's outcome for scheduled retraining).
+
+Artifact layout (inside each artifact folder):
+
+* data (ingest): ``ingest.json`` (:data:`INGEST_FILE`), ``validated/``, ``cohort/`` in demo mode;
+* masks: ``masks/``;
+* model: ``train_summary.json``, ``heatmaps.png`` (the MLflow model URI is the artifact's metadata);
+* evaluation: ``evaluation.json``, ``gates.json`` (:data:`GATES_FILE`), ``report.html``;
+* data_check and decision: one JSON file each (the artifact itself).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from isnetflow.config import Settings
+from isnetflow.evaluation import keys
+from isnetflow.viz import images_html
+
+__all__ = [
+    "GATES_FILE",
+    "INGEST_FILE",
+    "MASKS_SUBDIR",
+    "DataArtifact",
+    "TaskOutputs",
+    "data_changed",
+    "evaluate_model",
+    "ingest",
+    "lung_masks",
+    "promote_model",
+    "read_json",
+    "train_model",
+    "train_model_distributed",
+]
+
+INGEST_FILE = "ingest.json"
+GATES_FILE = "gates.json"
+#: the masks artifact holds the mask stage's output folder under this name
+MASKS_SUBDIR = "masks"
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON artifact file, or a one-line error naming it."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{p}: cannot read the pipeline artifact: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class DataArtifact:
+    """The data artifact the ingest task writes (``ingest.json`` and the folders it names)."""
+
+    root: Path
+    info: dict[str, Any]
+
+    @classmethod
+    def read(cls, root: str | Path) -> DataArtifact:
+        root = Path(root)
+        return cls(root, read_json(root / INGEST_FILE))
+
+    def resolve(self, entry: str | None) -> Path | None:
+        """Absolute path of an ``ingest.json`` entry (relative entries lie inside the artifact)."""
+        if entry is None:
+            return None
+        p = Path(entry)
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def validated(self) -> Path:
+        """The validate stage's output folder (manifest, images)."""
+        return self.root / self.info["validated"]
+
+    @property
+    def provided_masks(self) -> Path | None:
+        """The lung masks that came with the data (the demo cohort's, or a ``masks/`` beside the labels)."""
+        return self.resolve(self.info.get("provided_masks"))
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.info["passed"])
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Files per status (valid / quarantined / ignored)."""
+        return {
+            k: int(self.info["validation"]["counts"].get(k, 0)) for k in ("valid", "quarantined", "ignored")
+        }
+
+
+@dataclass
+class TaskOutputs:
+    """What a task hands its component: the return value and the KFP outputs to write."""
+
+    value: Any
+    metrics: dict[str, float] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    html: str | None = None
+    #: ``{"fpr", "tpr", "thresholds"}`` and ``{"categories", "matrix"}`` for a ClassificationMetrics output
+    roc: dict[str, list[float]] | None = None
+    confusion: dict[str, Any] | None = None
+
+
+def ingest(
+    settings_json: str, out: str | Path, input_uri: str, labels_uri: str, external_sites_json: str
+) -> TaskOutputs:
+    """Validate the input (or the generated cohort) into the data artifact ``out``; value: passed."""
+    from isnetflow.stages import ingest as stage
+
+    settings = Settings.model_validate_json(settings_json)
+    summary = stage.run(
+        settings,
+        out,
+        input_uri=input_uri,
+        labels_uri=labels_uri,
+        external_sites=json.loads(external_sites_json or "[]"),
+    )
+    data = DataArtifact(Path(out), summary)
+    v = summary["validation"]
+    metrics = {key: float(v[key]) for key in ("files", "pass_rate")}
+    metrics.update({k: float(n) for k, n in data.counts.items()})
+    figures = []
+    preview = data.resolve(summary["cohort_preview"])
+    if preview is not None:
+        figures.append(("synthetic cohort: examples per site and class", preview))
+    note = f"{v['counts']} — pass rate {v['pass_rate']:.3f}; {summary['reason'] or 'validation passed'}"
+    return TaskOutputs(
+        value=data.passed,
+        metrics=metrics,
+        metadata={"valid": data.counts["valid"], "passed": data.passed},
+        html=images_html("Ingest and validation", figures, note=note),
+    )
+
+
+def data_changed(
+    settings_json: str, tracking_uri: str, skip_if_unchanged: bool, data: str | Path, out: str | Path
+) -> TaskOutputs:
+    """Compare the data fingerprint and recipe with the champion's and refused candidates'; value: whether
+    the pipeline should train. Writes the decision to ``out``."""
+    from isnetflow.stages import retrain
+
+    settings = Settings.model_validate_json(settings_json)
+    result = retrain.check_data_changed(
+        DataArtifact.read(data).validated,
+        tracking_uri or None,
+        settings.promote.registered_model,
+        skip_if_unchanged=skip_if_unchanged,
+        recipe=retrain.recipe_digest(settings),
+    )
+    Path(out).write_text(json.dumps(result, indent=2))
+    return TaskOutputs(
+        value=bool(result["proceed"]),
+        metadata={k: result[k] for k in ("changed", "decision", "fingerprint", "reason")},
+    )
+
+
+def lung_masks(settings_json: str, tracking_uri: str, data: str | Path, out: str | Path) -> TaskOutputs:
+    """Write masks + mask_qc.csv + gallery under ``out``; registers the shipped segmenter when tracking;
+    value: the segmenter's model version ("" without tracking)."""
+    from isnetflow.stages import masks as stage
+    from isnetflow.stages import segmenter
+
+    settings = Settings.model_validate_json(settings_json)
+    artifact = DataArtifact.read(data)
+    version = segmenter.register_shipped(tracking_uri) if tracking_uri else ""
+    result = stage.run(
+        settings.masks,
+        artifact.validated,
+        out,
+        artifact.provided_masks,
+        model_version=version or None,
+        tracking_uri=tracking_uri or None,
+    )
+    counts = result.summary.get("counts", {})
+    return TaskOutputs(
+        value=str(version),
+        metrics={f"masks_{k}": float(v) for k, v in counts.items() if isinstance(v, int | float)},
+        metadata={"segmenter_version": version},
+        html=images_html("Lung masks", [("overlays, QC failures first", Path(out) / "gallery.png")]),
+    )
+
+
+def _trained(summary: dict[str, Any], mode: str, out: str | Path, title: str) -> TaskOutputs:
+    return TaskOutputs(
+        value=str(summary["model_uri"]),
+        metrics={k: float(summary[k]) for k in ("best_val_auc", "best_epoch", "wall_seconds")},
+        metadata={"mlflow_model_uri": summary["model_uri"], "mode": mode, "run_id": summary["run_id"]},
+        html=images_html(title, [("LRP relevance, label class", Path(out) / "heatmaps.png")]),
+    )
+
+
+def train_model(
+    settings_json: str,
+    mode: str,
+    tracking_uri: str,
+    pipeline_run: str,
+    data: str | Path,
+    masks: str | Path,
+    out: str | Path,
+) -> TaskOutputs:
+    """Train with ``mode`` (isnet | standard) into the model artifact ``out``; value: the MLflow model URI.
+
+    With ``train.checkpoint_dir`` set, checkpoints go to ``<checkpoint_dir>/<pipeline_run>/<mode>`` and a
+    retried task resumes from its own latest checkpoint (a first attempt finds none and starts afresh).
+    """
+    from isnetflow.stages import train as stage
+
+    settings = Settings.model_validate_json(settings_json)
+    cfg = settings.train.model_copy(update={"mode": mode})
+    summary = stage.run(
+        cfg,
+        DataArtifact.read(data).validated,
+        Path(masks) / MASKS_SUBDIR,
+        out,
+        tracking_uri=tracking_uri or None,
+        run_name=f"train-{mode}",
+        classes=list(settings.validate.classes),
+        progress=False,
+        resume=cfg.checkpoint_dir is not None,
+        checkpoint_scope=pipeline_run,
+    )
+    return _trained(summary, mode, out, f"{mode}: validation heatmaps")
+
+
+def train_model_distributed(
+    settings_json: str,
+    mode: str,
+    tracking_uri: str,
+    pipeline_run: str,
+    gpus: int,
+    nodes: int,
+    image: str,
+    cluster_json: str,
+    data: str | Path,
+    data_uri: str,
+    masks_uri: str,
+    out: str | Path,
+) -> TaskOutputs:
+    """Submit the training of ``mode`` as a Kubeflow Trainer TrainJob on ``gpus`` GPUs over ``nodes``
+    nodes and wait for it; value: the MLflow model URI the job logged.
+
+    ``data_uri`` / ``masks_uri`` are the artifacts' remote URIs (the job's pods read them from S3);
+    ``cluster_json`` names the Kubernetes objects the pods use (secrets, config keys, labels, service
+    account, GPU node selector and toleration), written by the pipeline.
+    """
+    from isnetflow.stages import train as stage
+
+    cluster = json.loads(cluster_json)
+    info = DataArtifact.read(data).info
+    summary = stage.run_trainjob(
+        settings_json,
+        mode,
+        f"{data_uri.rstrip('/')}/{info['validated']}",
+        f"{masks_uri.rstrip('/')}/{MASKS_SUBDIR}",
+        out,
+        gpus=gpus,
+        nodes=nodes,
+        image=image,
+        pipeline_run=pipeline_run,
+        tracking_uri=tracking_uri or None,
+        # the endpoints this task got from the ConfigMap, as plain values; credentials by Secret reference
+        env={k: os.environ[k] for k in cluster["passthrough_env"] if os.environ.get(k)},
+        env_from_secrets={k: (s, key) for k, (s, key) in cluster["secret_env"].items()},
+        pod_labels=cluster["pod_labels"],
+        service_account=cluster["service_account"],
+        node_selector=cluster["node_selector"],
+        tolerations=cluster["tolerations"],
+    )
+    outputs = _trained(summary, mode, out, f"{mode}: validation heatmaps ({gpus} GPUs)")
+    outputs.metrics["gpus"] = float(gpus)
+    outputs.metadata["trainjob"] = summary["trainjob"]["name"]
+    return outputs
+
+
+def evaluate_model(
+    settings_json: str,
+    tracking_uri: str,
+    mask_model_version: str,
+    candidate: bool,
+    data: str | Path,
+    masks: str | Path,
+    model_uri: str,
+    out: str | Path,
+) -> TaskOutputs:
+    """Evaluate ``model_uri`` into ``out``, then check the promotion gates without registering (dry run,
+    written to ``out/gates.json``); value: all gates passed.
+
+    For the pipeline's ``candidate`` (the model promotion would register) the gate outcome is also
+    recorded for scheduled retraining: a refused candidate is not retrained on the same data and recipe.
+    """
+    from isnetflow.stages import evaluate, promote, retrain
+
+    settings = Settings.model_validate_json(settings_json)
+    validated = DataArtifact.read(data).validated
+    masks_dir = Path(masks) / MASKS_SUBDIR
+    payload = evaluate.run(
+        settings.evaluate,
+        model_uri,
+        validated,
+        masks_dir,
+        out,
+        tracking_uri=tracking_uri or None,
+        train_fallback=settings.train,
+        progress=False,
+    )
+    decision = promote.run(
+        settings.promote,
+        model_uri,
+        evaluation=Path(out) / keys.EVALUATION_FILE,
+        tracking_uri=tracking_uri or None,
+        dry_run=True,
+        mask_model_version=mask_model_version,
+        data=validated,
+        masks=masks_dir,
+        evaluate_cfg=settings.evaluate,
+        train_fallback=settings.train,
+    )
+    (Path(out) / GATES_FILE).write_text(json.dumps(decision, indent=2, default=str))
+    passed = bool(decision["all_gates_passed"])
+    if candidate:
+        retrain.record_candidate_outcome(
+            validated,
+            tracking_uri or None,
+            settings.promote.registered_model,
+            recipe=retrain.recipe_digest(settings),
+            all_gates_passed=passed,
+            failed_gates=[g["name"] for g in decision["gates"] if not g["passed"]],
+            candidate_uri=model_uri,
+        )
+    metrics: dict[str, float] = {}
+    for split in (keys.INTERNAL_TEST, keys.EXTERNAL_POOLED):
+        auc = payload[keys.SPLITS][split][keys.AUC]
+        if auc is not None:
+            metrics[f"{split}_auc"] = float(auc)
+    share = keys.get(payload, keys.BACKGROUND_SHARE)
+    if share is not None:
+        metrics["background_share"] = float(share)
+    outputs = TaskOutputs(value=passed, metrics=metrics, html=(Path(out) / "report.html").read_text())
+    cm = payload.get(keys.CLASSIFICATION_METRICS, {}).get(keys.EXTERNAL_POOLED)
+    if cm:  # absent when the external set holds a single class (no ROC curve exists)
+        outputs.roc = {k: cm["roc"][k] for k in ("fpr", "tpr", "thresholds")}
+        outputs.confusion = {k: cm["confusion_matrix"][k] for k in ("categories", "matrix")}
+    return outputs
+
+
+def promote_model(
+    settings_json: str,
+    tracking_uri: str,
+    mask_model_version: str,
+    data: str | Path,
+    masks: str | Path,
+    model_uri: str,
+    evaluation: str | Path,
+    out: str | Path,
+) -> TaskOutputs:
+    """Register with gate and lineage tags; ``champion`` moves only if every gate passes. Writes the
+    decision to ``out``; value: the registered model URI ("" when refused before registering)."""
+    from isnetflow.stages import promote, retrain
+
+    settings = Settings.model_validate_json(settings_json)
+    result = promote.run(
+        settings.promote,
+        model_uri,
+        evaluation=Path(evaluation) / keys.EVALUATION_FILE,
+        tracking_uri=tracking_uri or None,
+        mask_model_version=mask_model_version,
+        data=DataArtifact.read(data).validated,
+        masks=Path(masks) / MASKS_SUBDIR,
+        evaluate_cfg=settings.evaluate,
+        train_fallback=settings.train,
+        recipe=retrain.recipe_digest(settings),
+    )
+    Path(out).write_text(json.dumps(result, indent=2, default=str))
+    return TaskOutputs(value=str(result.get("model_uri", "")))
