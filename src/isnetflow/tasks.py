@@ -286,6 +286,34 @@ def train_model_distributed(
     return outputs
 
 
+def _promote(
+    settings: Settings,
+    model_uri: str,
+    evaluation_dir: str | Path,
+    tracking_uri: str,
+    mask_model_version: str,
+    validated: Path,
+    masks_dir: Path,
+    **options: Any,
+) -> dict[str, Any]:
+    """The promote stage on the evaluation in ``evaluation_dir``, with the pipeline's data and settings
+    (``options``: ``dry_run`` for the gate check, ``recipe`` for the registration)."""
+    from isnetflow.stages import promote
+
+    return promote.run(
+        settings.promote,
+        model_uri,
+        evaluation=Path(evaluation_dir) / keys.EVALUATION_FILE,
+        tracking_uri=tracking_uri or None,
+        mask_model_version=mask_model_version,
+        data=validated,
+        masks=masks_dir,
+        evaluate_cfg=settings.evaluate,
+        train_fallback=settings.train,
+        **options,
+    )
+
+
 def evaluate_model(
     settings_json: str,
     tracking_uri: str,
@@ -302,7 +330,7 @@ def evaluate_model(
     For the pipeline's ``candidate`` (the model promotion would register) the gate outcome is also
     recorded for scheduled retraining: a refused candidate is not retrained on the same data and recipe.
     """
-    from isnetflow.stages import evaluate, promote, retrain
+    from isnetflow.stages import evaluate, retrain
 
     settings = Settings.model_validate_json(settings_json)
     validated = DataArtifact.read(data).validated
@@ -317,17 +345,8 @@ def evaluate_model(
         train_fallback=settings.train,
         progress=False,
     )
-    decision = promote.run(
-        settings.promote,
-        model_uri,
-        evaluation=Path(out) / keys.EVALUATION_FILE,
-        tracking_uri=tracking_uri or None,
-        dry_run=True,
-        mask_model_version=mask_model_version,
-        data=validated,
-        masks=masks_dir,
-        evaluate_cfg=settings.evaluate,
-        train_fallback=settings.train,
+    decision = _promote(
+        settings, model_uri, out, tracking_uri, mask_model_version, validated, masks_dir, dry_run=True
     )
     (Path(out) / GATES_FILE).write_text(json.dumps(decision, indent=2, default=str))
     passed = bool(decision["all_gates_passed"])
@@ -369,20 +388,13 @@ def promote_model(
 ) -> TaskOutputs:
     """Register with gate and lineage tags; ``champion`` moves only if every gate passes. Writes the
     decision to ``out``; value: the registered model URI ("" when refused before registering)."""
-    from isnetflow.stages import promote, retrain
+    from isnetflow.stages import retrain
 
     settings = Settings.model_validate_json(settings_json)
-    result = promote.run(
-        settings.promote,
-        model_uri,
-        evaluation=Path(evaluation) / keys.EVALUATION_FILE,
-        tracking_uri=tracking_uri or None,
-        mask_model_version=mask_model_version,
-        data=DataArtifact.read(data).validated,
-        masks=Path(masks) / MASKS_SUBDIR,
-        evaluate_cfg=settings.evaluate,
-        train_fallback=settings.train,
+    validated, masks_dir = DataArtifact.read(data).validated, Path(masks) / MASKS_SUBDIR
+    result = _promote(
+        settings, model_uri, evaluation, tracking_uri, mask_model_version, validated, masks_dir,
         recipe=retrain.recipe_digest(settings),
-    )
+    )  # fmt: skip
     Path(out).write_text(json.dumps(result, indent=2, default=str))
     return TaskOutputs(value=str(result.get("model_uri", "")))

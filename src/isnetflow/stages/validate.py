@@ -7,23 +7,11 @@ per-file checks are :func:`isnetflow.validation.files.process_file`. See
 
 from __future__ import annotations
 
-import os
-
-from isnetflow.config import ValidateConfig
 from isnetflow.validation.dataset import MANIFEST_COLUMNS, ValidateError, ValidateResult, validate_tree
 
 __all__ = ["MANIFEST_COLUMNS", "ValidateError", "ValidateResult", "run"]
 
-
-def run(
-    cfg: ValidateConfig,
-    input: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    labels: str | os.PathLike[str] | None = None,
-    provided_masks: str | os.PathLike[str] | None = None,
-    progress: bool = False,
-) -> ValidateResult:
-    """Validate every file under ``input`` (a folder or ``s3://bucket/prefix``) into ``out``; raises
-    :class:`ValidateError` (one line) only when the input itself is unusable."""
-    return validate_tree(cfg, input, out, labels=labels, provided_masks=provided_masks, progress=progress)
+#: ``run(cfg, input, out, *, labels=None, provided_masks=None, progress=False) -> ValidateResult``:
+#: validate every file under ``input`` (a folder or ``s3://bucket/prefix``) into ``out``; raises
+#: :class:`ValidateError` (one line) only when the input itself is unusable.
+run = validate_tree
