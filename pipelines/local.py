@@ -167,6 +167,14 @@ def _get(d: dict[str, Any], *names: str) -> Any:
     return d
 
 
+def _confound(validation: dict[str, Any]) -> dict[str, Any] | None:
+    """The site/label confound the validation found (one line, and whether it warns or fails), or None."""
+    balance = validation.get("class_balance") or {}
+    if not balance.get("line"):
+        return None
+    return {"line": balance["line"], "action": balance.get("confound"), "sites": list(balance["confounded"])}
+
+
 def collect_summary(run_dir: Path, tracking_uri: str, wall: float) -> dict[str, Any]:
     """The run summary from the artifacts of one pipeline run."""
     data = DataArtifact.read(next(run_dir.rglob(INGEST_FILE)).parent)
@@ -225,6 +233,7 @@ def collect_summary(run_dir: Path, tracking_uri: str, wall: float) -> dict[str, 
             "fingerprint": ingest.get("data_fingerprint"),
             "internal_sites": ingest["internal_sites"],
             "external_sites": ingest["external_sites"],
+            "confound": _confound(ingest.get("validation") or {}),
         },
         "data_check": data_check,
         "models": models,

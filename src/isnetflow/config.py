@@ -375,12 +375,28 @@ class ValidateConfig(StrictModel):
     png_compress_level: int = Field(1, ge=0, le=9, description="zlib level for PNG (1: fast, ~same size)")
     min_images_per_site: int = Field(10, ge=0, description="expectation: valid images per site")
     min_class_fraction: float = Field(
-        0.1, ge=0, le=1, description="expectation: each class's share of a site's valid images (needs labels)"
+        0.1,
+        ge=0,
+        le=1,
+        description="each class's share of a site's valid images (needs labels): a site where a class falls "
+        "below it (a single-class site: the site/label confound) is a warning or a failure (confound); "
+        "0 = never",
+    )
+    confound: Literal["warn", "fail"] = Field(
+        "warn",
+        description="a site below min_class_fraction (the site and the label confounded, as in the ISNet "
+        "papers' data): 'warn' reports it in validation.json/.html and the run's table and goes on; 'fail' "
+        "makes it a failed great-expectations expectation (the validation fails)",
     )
     leakage_action: Literal["quarantine", "fail"] = Field(
         "quarantine",
         description="a patient in two sites or in both internal and external sets: 'quarantine' all of "
         "that patient's images, or keep them and let the expectation suite fail",
+    )
+    duplicate_images: Literal["quarantine", "keep"] = Field(
+        "quarantine",
+        description="the same radiograph twice (pixel-identical, or near-identical by perceptual hash: "
+        "isnetflow.validation.duplicates): 'quarantine' each copy but the first by path, or 'keep' them all",
     )
     internal_sites: list[str] = Field(default_factory=list, description="site names with role 'internal'")
     external_sites: list[str] = Field(default_factory=list, description="site names with role 'external'")

@@ -95,6 +95,14 @@ def run_summary_renderable(summary: Mapping[str, Any], *, mlflow: str = "mlflow"
                 f"external sites {', '.join(data.get('external_sites') or []) or '-'}"
             )
         )
+    confound = data.get("confound") or {}
+    if confound.get("line"):  # the site/label confound (validate.confound: warn, or fail)
+        fails = confound.get("action") == "fail"
+        parts.append(
+            Text(
+                f"{'FAILED' if fails else 'warning'}: {confound['line']}", style="red" if fails else "yellow"
+            )
+        )
     check = summary.get("data_check") or {}
     if check:
         parts.append(Text(f"data check: {check.get('decision', '?')} ({check.get('reason', '')})"))

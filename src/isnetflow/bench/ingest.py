@@ -164,7 +164,10 @@ def bench_ingest(
     from isnetflow.dicom.source import list_files, read_bytes, resolve
     from isnetflow.validation.dataset import validate_tree
 
-    cfg = ValidateConfig(workers=workers, **({"image_size": image_size} if image_size else {}))
+    # the copies are the same images by construction: every file is to validate, as a distinct one would
+    cfg = ValidateConfig(
+        workers=workers, duplicate_images="keep", **({"image_size": image_size} if image_size else {})
+    )
     synthetic = input is None
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="isnetflow-bench-") as tmp:

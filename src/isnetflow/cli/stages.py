@@ -106,6 +106,9 @@ def validate(
     each with its rule: validate.exclude matches, the labels file, the masks/ folder beside the labels
     file (provided lung masks), the output folder, DICOMDIR and non-DICOM files not named *.dcm.
 
+    A site whose valid images hold (nearly) one class is a warning naming the site/label confound
+    (validate.confound: fail makes it a failure).
+
     Exit status 0 when the pass rate reaches the threshold and the expectation suite passes, 1 (with a
     one-line reason) otherwise, 2 when the input or the labels file cannot be used at all.
     """
@@ -131,6 +134,9 @@ def validate(
         f"expectations {'passed' if s['expectations']['success'] else 'FAILED'} -> {out}",
         soft_wrap=True,
     )
+    confound = (s.get("class_balance") or {}).get("line")
+    if confound and cfg.confound == "warn":  # with 'fail' the failure line below names it
+        console.print(f"warning: {confound}", style="yellow", markup=False, soft_wrap=True)
     if not result.passed:
         typer.echo(f"validation failed: {result.failure}", err=True)
         raise typer.Exit(1)
@@ -660,21 +666,27 @@ def explain(
     site: Annotated[
         str | None,
         typer.Option(
-            "--site", help="Site for every DICOM (as labels.csv gives it; default: InstitutionName)."
+            "--site",
+            help="Site recorded for every DICOM (default: InstitutionName); optional: explain does not "
+            "check sites.",
         ),
     ] = None,
     patient_id: Annotated[
         str | None,
-        typer.Option("--patient-id", help="PatientID for every DICOM (as labels.csv gives it)."),
+        typer.Option(
+            "--patient-id", help="PatientID for every DICOM (optional: explain does not check identifiers)."
+        ),
     ] = None,
     tracking_uri: ExplainTrackingUriOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary JSON.")] = False,
 ) -> None:
     """Scores and an LRP heatmap overlay per image, with the model's own normalization.
 
-    DICOM files go through the validate stage's per-file checks and normalization with the settings
-    stored with the model; a file the validation would quarantine is refused with the same one-line
-    reason (exit status 1). Exit status 2: the model or an input path cannot be used.
+    DICOM files go through the validate stage's per-file normalization with the settings stored with the
+    model, and its checks that concern the image itself (readable, decodable, grayscale, frontal where
+    the header says so); no site, patient id or PHI check. A file that fails one, or is not an image, is
+    refused with the validation's one-line reason (exit status 1). Exit status 2: the model or an input
+    path cannot be used.
     """
     from isnetflow.registry.packaging import ModelLoadError, load_classifier
     from isnetflow.registry.serving import ExplainError, explain_files

@@ -19,7 +19,7 @@ import numpy as np
 from isnetflow.config import ValidateConfig
 
 from .checks import check_pixels, check_policy, check_stored_range, check_structure, find_phi
-from .issues import DicomReadError, Issue, errors
+from .issues import CHECK_PROFILES, CheckProfile, DicomReadError, Issue, errors, in_profile
 from .normalize import (
     Letterbox,
     _dicom_window,
@@ -182,11 +182,14 @@ def analyze(
     *,
     patient_id: str | None = None,
     site: str | None = None,
+    checks: CheckProfile = "validate",
 ) -> Analysis:
-    """Run every per-file check on ``data`` and, when it passes, normalize the image.
+    """Run the per-file checks of ``checks`` on ``data`` and, when they pass, normalize the image.
 
-    ``patient_id`` / ``site`` (from labels.csv) override PatientID / InstitutionName. Never raises:
-    any failure becomes an error :class:`Issue` (the first one is the quarantine reason).
+    ``patient_id`` / ``site`` (from labels.csv) override PatientID / InstitutionName. ``checks`` names
+    the use (:data:`~isnetflow.dicom.issues.CHECK_PROFILES`): ``validate`` applies every check,
+    ``explain`` only those that concern the image itself (no identifier, site or PHI check). Never
+    raises: any failure becomes an error :class:`Issue` (the first one is the quarantine reason).
     """
     digest = hashlib.sha256(data).hexdigest()
     fields: dict[str, Any] = {"patient_id": patient_id, "site": site}
@@ -202,8 +205,9 @@ def analyze(
         fields["patient_id"] = patient_id or own_patient_id
         fields["site"] = site or fields.get("institution_name")
         issues += check_structure(fields, cfg)
-        phi = find_phi(ds, cfg, fields["patient_id"], own_patient_id) if cfg.require_deidentified else []
-        issues += check_policy(fields, cfg, phi=phi)
+        check_phi = cfg.require_deidentified and "phi" in CHECK_PROFILES[checks]
+        phi = find_phi(ds, cfg, fields["patient_id"], own_patient_id) if check_phi else []
+        issues += in_profile(check_policy(fields, cfg, phi=phi), checks)
         if errors(issues):
             return Analysis(fields, issues, digest, len(data))
         pix, pixel_issues = _checked_pixels(ds, fields, cfg)

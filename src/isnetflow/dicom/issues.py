@@ -7,14 +7,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "CHECK_PROFILES",
+    "DATASET_CODES",
     "IGNORED_CODES",
     "NOT_IMAGE_CODES",
     "REASON_CODES",
+    "CheckProfile",
     "DicomReadError",
     "Issue",
     "Severity",
     "errors",
     "first_error",
+    "in_profile",
     "reasons_markdown",
     "warnings_of",
 ]
@@ -29,7 +33,8 @@ REASON_CODES: dict[str, str] = {
     "too_large": "the file exceeds validate.max_file_bytes",
     "unreadable": "cannot be read or parsed (I/O error, truncated or corrupt DICOM)",
     "not_dicom": "not a DICOM file (a JSON/CSV sidecar, a README, .DS_Store, Thumbs.db, ...): ignored "
-    "unless named .dcm/.dicom/.dic or listed in labels.csv, then quarantined (a damaged DICOM)",
+    "unless named .dcm/.dicom/.dic or listed in labels.csv, then quarantined (a damaged DICOM); a PNG/JPEG "
+    "listed in labels.csv is read as a picture input instead",
     "dicomdir": "ignored: a DICOMDIR (Media Storage Directory), an index of a file set, no image",
     "no_meta_header": "warning: no Part-10 file meta header; read with an inferred transfer syntax",
     "pydicom_warning": "warning: pydicom reported a problem while reading",
@@ -41,6 +46,8 @@ REASON_CODES: dict[str, str] = {
     "multi_frame": "more than one frame",
     "missing_attribute": "a required Image Pixel attribute is missing",
     "not_grayscale": "SamplesPerPixel is not 1",
+    "colour_image": "a PNG/JPEG whose colour channels differ (coloured arrows, annotations or a tint on the "
+    "radiograph), not a gray image stored as colour",
     "photometric": "photometric interpretation missing or not accepted",
     "bits": "implausible BitsAllocated/BitsStored/PixelRepresentation",
     "high_bit": "warning: HighBit inconsistent with BitsStored",
@@ -68,6 +75,10 @@ REASON_CODES: dict[str, str] = {
     "no_label": "not listed in labels.csv",
     "missing_file": "listed in labels.csv but not found",
     "duplicate_uid": "SOPInstanceUID seen in an earlier file",
+    "duplicate": "the same radiograph (pixel-identical, or near-identical by perceptual hash) as a kept file "
+    "of another patient, another site or the other internal/external set; the reason names the kept file",
+    "duplicate_same_patient": "the same radiograph as a kept file of the same patient and site: kept once "
+    "(the first by path), the reason names it",
     "patient_leakage": "a patient in two sites, or in both internal and external sets",
     # ignored: found in the input tree, but not an input image (status ``ignored``, see IGNORED_CODES)
     "excluded": "ignored: a path component matches a validate.exclude pattern (hidden folders by default)",
@@ -85,6 +96,45 @@ NOT_IMAGE_CODES = frozenset({"not_dicom", "dicomdir"})
 #: The rules that make a manifest row ``ignored`` (a file found in the input tree that is not an input
 #: image): listed with the rule as ``reason_code``, never counted in the pass rate, never used later.
 IGNORED_CODES = frozenset({"excluded", "labels_file", "provided_mask", "own_output", *NOT_IMAGE_CODES})
+
+
+#: Codes of the checks that concern the data set, not the image itself: where the image is from and who
+#: it shows (required identifiers, UID syntax, site), de-identification, and the stage's set-level
+#: decisions (labels, duplicates, leakage, the ignore rules). Every other code concerns the image:
+#: can it be read and decoded, is it a grayscale radiograph of an accepted modality, frontal where the
+#: header says so, with usable pixel values.
+DATASET_CODES = frozenset(
+    {
+        "missing_identifier",
+        "malformed_uid",
+        "no_site",
+        "phi",
+        "no_label",
+        "missing_file",
+        "duplicate_uid",
+        "duplicate",
+        "duplicate_same_patient",
+        "patient_leakage",
+        *(IGNORED_CODES - NOT_IMAGE_CODES),
+    }
+)
+
+#: Who applies the checks: ``validate`` (the validate stage, building a training set) or ``explain``
+#: (``isnetflow explain`` and serving: one image to score).
+CheckProfile = Literal["validate", "explain"]
+
+#: The codes each use applies: the validate stage every one; explain and serving only the image's
+#: (:data:`DATASET_CODES` are left out: no site, patient id or PHI check; a non-image is still refused).
+CHECK_PROFILES: dict[CheckProfile, frozenset[str]] = {
+    "validate": frozenset(REASON_CODES),
+    "explain": frozenset(REASON_CODES) - DATASET_CODES,
+}
+
+
+def in_profile(issues: Iterable[Issue], profile: CheckProfile) -> list[Issue]:
+    """The issues whose check ``profile`` applies (see :data:`CHECK_PROFILES`), in order."""
+    codes = CHECK_PROFILES[profile]
+    return [i for i in issues if i.code in codes]
 
 
 def reasons_markdown() -> str:

@@ -6,12 +6,16 @@ Inputs
 training image size):
 
 * **DICOM** (any other suffix than the image ones below): the validate stage's own per-file step
-  (:func:`isnetflow.validation.files.process_file`: read, every per-file check, modality LUT, percentile
+  (:func:`isnetflow.validation.files.process_file`: read, the per-file checks, modality LUT, percentile
   window, MONOCHROME1 inversion, letterbox, uint16 storage) with the validate settings *stored with the
   model* (``ModelFacts.normalization``), then the training loader's own read and resize
   (:func:`isnetflow.training.data.load_array`, :func:`~isnetflow.training.data.resize_pair`). The same
-  file therefore always gives the same input, equal to the one training saw. A file the validation
-  would quarantine raises :class:`InputError` with the manifest's one-line reason and reason code.
+  file therefore always gives the same input, equal to the one training saw. Only the checks that
+  concern the image itself apply (the ``explain`` profile of
+  :data:`~isnetflow.dicom.issues.CHECK_PROFILES`: readable DICOM, decodable, grayscale, accepted
+  modality, frontal where the header says so, usable pixels); the data-set checks (identifiers, site,
+  PHI) do not. A file that fails an image check raises :class:`InputError` with the manifest's one-line
+  reason and reason code, as the validation would quarantine it; a file that is not DICOM is refused.
 * **PNG / JPEG** (``.png``, ``.jpg``, ``.jpeg``): taken as an already normalized image (bright = dense,
   the type's full range = 0..1), such as the validate stage's ``images/`` output: read like training
   reads it, letterboxed to the validate size when it is not square, then resized.
@@ -125,7 +129,7 @@ def _prepare_dicom(
     name = str(path)
     with tempfile.TemporaryDirectory(prefix="isnetflow-explain-") as tmp:
         task = FileTask(index=0, uri=str(path.resolve()), relpath=path.name, patient_id=patient_id, site=site)
-        row = process_file(task, cfg, tmp)
+        row = process_file(task, cfg, tmp, checks="explain")
         if row["status"] != "valid":
             raise InputError(name, str(row["reason"]), str(row["reason_code"]))
         stored = load_array(row["_tmp_image"])
@@ -169,7 +173,8 @@ def prepare_file(
     site: str | None = None,
 ) -> ModelInput:
     """One file -> the model's input (see the module docstring). ``patient_id``/``site`` are what
-    ``labels.csv`` would give the validate stage (they override PatientID / InstitutionName)."""
+    ``labels.csv`` would give the validate stage (they override PatientID / InstitutionName in the
+    header facts returned; neither is required)."""
     p = Path(path)
     if not p.is_file():
         raise InputError(str(p), "file not found", "missing_file")

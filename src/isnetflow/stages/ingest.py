@@ -96,6 +96,7 @@ def run(
         vcfg, source, out / "validated", labels=labels, provided_masks=side_masks, progress=progress
     )
     failure = result.failure or _site_choice_failure(result.manifest, vcfg)
+    internal_sites = _internal_sites(result.manifest, vcfg)
     summary = {
         # location-independent identity of the data (what scheduled retraining compares)
         "data_fingerprint": data_fingerprint(out / "validated"),
@@ -105,7 +106,7 @@ def run(
         "validated": "validated",
         "provided_masks": _rel(provided_masks, out),
         "cohort_preview": _rel(cohort_preview, out),
-        "internal_sites": list(vcfg.internal_sites),
+        "internal_sites": internal_sites,
         "external_sites": list(vcfg.external_sites),
         "validation": result.summary,
         "passed": failure is None,
@@ -114,6 +115,14 @@ def run(
     (out / "ingest.json").write_text(json.dumps(summary, indent=2, default=str))
     log.info("ingest: %s", failure or "passed")
     return summary
+
+
+def _internal_sites(manifest: pd.DataFrame, vcfg: ValidateConfig) -> list[str]:
+    """The internal sites: the configured ones, then every other site of the valid images that is not
+    external (training takes an image without a role as internal), e.g. all but ``--external-sites``."""
+    valid = manifest[(manifest["status"] == "valid") & (manifest["role"] != "external")]
+    seen = sorted({str(s) for s in valid["site"].dropna()})
+    return [s for s in dict.fromkeys([*vcfg.internal_sites, *seen]) if s not in vcfg.external_sites]
 
 
 def _site_choice_failure(manifest: pd.DataFrame, vcfg: ValidateConfig) -> str | None:

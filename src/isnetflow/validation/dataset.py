@@ -6,12 +6,14 @@ Outputs under ``out``::
     manifest.csv      one row per file found under the input (and per labels.csv entry missing on disk),
                       sorted by path
     images/           <SOPInstanceUID>.png (16-bit) or .npy (uint16): normalized, letterboxed images
-    validation.json   counts by status / reason / site, pass rate, GX results per expectation, verdict
+    validation.json   counts by status / reason / site, class balance per site (the site/label confound),
+                      pass rate, GX results per expectation, verdict
     validation.html   the GX validation result rendered by GX's data-docs renderer (+ a summary table)
 
 Every file of the input tree gets a row, with one of three statuses:
 
-* ``valid``: a DICOM image that passed every check (normalized into ``images/``);
+* ``valid``: a DICOM image (or a PNG/JPEG listed in labels.csv: :mod:`isnetflow.dicom.picture`) that
+  passed every check (normalized into ``images/``);
 * ``quarantined``: an input image that failed a check (``reason`` / ``reason_code`` say which), a file
   that claims to be DICOM (named ``*.dcm``/``.dicom``/``.dic``, or listed in labels.csv) but does not
   parse, or a labels.csv entry missing on disk;
@@ -23,12 +25,15 @@ Every file of the input tree gets a row, with one of three statuses:
   and does not claim to be) and ``dicomdir`` (a DICOMDIR: a file-set index).
 
 The run *passes* when the pass rate (valid / (valid + quarantined); ignored rows never count) is at
-least ``cfg.min_pass_rate`` and the expectation suite succeeds. Quarantining a file is not a failure.
+least ``cfg.min_pass_rate`` and the expectation suite succeeds. Quarantining a file is not a failure;
+nor is a site whose images hold (nearly) one class, unless ``cfg.confound`` is ``fail``: by default it
+is a warning naming the site/label confound (:mod:`isnetflow.validation.balance`).
 Fatal problems with the inputs themselves (input folder missing, labels file unreadable) raise
 :class:`ValidateError`.
 
 Per-file work (fetch, checks, decode, normalize, write the image) runs in a process pool; dataset-level
-decisions (labels join, duplicate UIDs, patient leakage) and the GX suite run in this process.
+decisions (labels join, duplicate UIDs, duplicate images (:mod:`isnetflow.validation.duplicates`), patient
+leakage) and the GX suite run in this process.
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ from isnetflow.dicom.source import (
     resolve,
     scan_files,
 )
+from isnetflow.validation.balance import balance_html, class_balance
+from isnetflow.validation.duplicates import quarantine_image_duplicates
 from isnetflow.validation.files import ISSUE_SEPARATOR, FileTask, init_worker, issue_columns, process_file
 from isnetflow.validation.manifest import (
     MANIFEST_COLUMNS,
@@ -360,6 +367,7 @@ def _finalize_images(rows: list[dict[str, Any]], out: Path, cfg: ValidateConfig)
     """Move valid rows' images to images/<SOPInstanceUID>.<ext>; drop the others."""
     images = out / "images"
     for row in rows:
+        row.pop("_phash", None)
         tmp = row.pop("_tmp_image", None)
         if tmp is None:
             continue
@@ -434,6 +442,7 @@ def _summary_html(summary: dict[str, Any]) -> str:
         f"<h2>isnetflow validate: {html.escape(verdict)}</h2>"
         f"<p>input {html.escape(str(summary['input']))}; pass rate {summary['pass_rate']:.3f} "
         f"(threshold {summary['min_pass_rate']})</p>"
+        + balance_html(summary.get("class_balance"))
         + table("Files by status", summary["counts"])
         + table("Quarantine reasons", summary["reasons"] or {"(none)": 0})
         + table("Ignored files (the rule)", summary["ignored_reasons"] or {"(none)": 0})
@@ -520,6 +529,7 @@ def validate_tree(
             patient_id=overrides.get(f.uri, {}).get("patient_id"),
             site=overrides.get(f.uri, {}).get("site"),
             claims_dicom=f.relpath.lower().endswith(DICOM_SUFFIXES) or f.uri in overrides,
+            listed=f.uri in overrides,
         )
         for i, f in enumerate(files)
     ]
@@ -532,6 +542,8 @@ def validate_tree(
     rows = _apply_labels(rows, by_uri, labels_uri, root_dir)
     _assign_roles(rows, cfg)
     _quarantine_duplicates(rows)
+    if cfg.duplicate_images == "quarantine":
+        quarantine_image_duplicates(rows, _quarantine)  # the same radiograph twice (validation.duplicates)
     leaks = _quarantine_leakage(rows, cfg)
     _finalize_images(rows, out, cfg)
 
@@ -541,6 +553,8 @@ def validate_tree(
     manifest = manifest.astype(object).where(manifest.notna(), None)
     valid = manifest[manifest["status"] == "valid"]
     outcome = run_suite(valid, cfg, has_labels=table is not None)
+    balance = class_balance(valid, cfg) if table is not None else None  # the site/label confound
+    confound = balance["line"] if balance is not None else None
 
     n = len(manifest)
     # ignored files (sidecars, README, DICOMDIR, labels.csv, masks, ...) are listed, but are not input
@@ -564,6 +578,10 @@ def validate_tree(
     gx_failure = outcome.failure_summary()
     if gx_failure:
         failures.append(gx_failure)
+    if confound and cfg.confound == "fail":
+        failures.append(confound)
+    elif confound:
+        log.warning("validate: %s", confound)
     wall = time.perf_counter() - t0
     summary: dict[str, Any] = {
         "generator": f"isnetflow {__version__}",
@@ -580,6 +598,7 @@ def validate_tree(
         "ignored_reasons": _counts(manifest.loc[is_ignored, "reason_code"]),
         "warnings": _warning_counts(rows),
         "sites": _site_summary(manifest, cfg),
+        "class_balance": balance,  # per site, and the confounded sites (validation.balance); None: no labels
         "patient_leakage": leaks,
         "expectations": {
             "success": outcome.success,

@@ -1,7 +1,8 @@
 """Per-file validation: one source file -> one manifest row (and its normalized image).
 
 This is what the validate stage runs in its worker processes, and what the model server's explain path
-runs on a single uploaded DICOM file, so both apply the same checks and the same normalization. The
+runs on a single uploaded DICOM file, so both apply the same image checks and the same normalization
+(explain leaves out the checks that concern the data set: identifiers, site, PHI; ``checks``). The
 dataset-level decisions (labels join, duplicates, leakage) and the process pool stay in
 :mod:`isnetflow.validation.dataset`.
 """
@@ -19,8 +20,10 @@ from PIL import Image
 
 from isnetflow.config import ValidateConfig
 from isnetflow.dicom import analyze, first_error, to_uint16, warnings_of
-from isnetflow.dicom.issues import Issue
+from isnetflow.dicom.issues import CheckProfile, Issue
+from isnetflow.dicom.picture import analyze_picture, is_picture
 from isnetflow.dicom.source import DICOM_SUFFIXES, SourceError, read_bytes
+from isnetflow.validation.duplicates import image_keys
 from isnetflow.validation.manifest import HEADER_COLUMNS
 
 __all__ = [
@@ -46,6 +49,8 @@ class FileTask:
     site: str | None
     #: named like a DICOM file or listed in labels.csv: if it does not parse, it is quarantined
     claims_dicom: bool = True
+    #: listed in labels.csv: a PNG/JPEG file is then a picture input (:mod:`isnetflow.dicom.picture`)
+    listed: bool = False
 
 
 def init_worker(env: dict[str, str]) -> None:
@@ -117,10 +122,19 @@ def _write_image(image: np.ndarray, path: Path, cfg: ValidateConfig) -> None:
         Image.fromarray(stored).save(path, format="PNG", compress_level=cfg.png_compress_level)
 
 
-def process_file(task: FileTask, cfg: ValidateConfig, tmp_dir: str) -> dict[str, Any]:
+def process_file(
+    task: FileTask, cfg: ValidateConfig, tmp_dir: str, *, checks: CheckProfile = "validate"
+) -> dict[str, Any]:
     """Fetch, check and normalize one file; write its image to ``tmp_dir/<index>.<ext>`` when valid.
 
-    Returns the file's manifest row (plus ``_tmp_image``, the written image, when valid). Never raises
+    ``checks``: whose checks apply (:data:`~isnetflow.dicom.issues.CHECK_PROFILES`): the validate stage's
+    (every one) or ``explain``'s (only those that concern the image itself).
+
+    A PNG/JPEG file listed in labels.csv (``task.listed``) is read as a picture
+    (:func:`~isnetflow.dicom.picture.analyze_picture`); every other file as DICOM.
+
+    Returns the file's manifest row (plus ``_tmp_image``, the written image, and ``_phash``, what the
+    duplicate check compares, when valid). Never raises
     for a bad file: what is wrong with it is in ``status`` / ``reason`` / ``reason_code``."""
     row: dict[str, Any] = {"path": task.relpath, "uri": task.uri, "index": task.index}
     try:
@@ -131,7 +145,10 @@ def process_file(task: FileTask, cfg: ValidateConfig, tmp_dir: str) -> dict[str,
         row.update(issue_columns([Issue(code, f"cannot read file: {msg}")]))
         row.update(patient_id=task.patient_id, site=task.site)
         return row
-    a = analyze(data, cfg, patient_id=task.patient_id, site=task.site)
+    if task.listed and is_picture(data, task.relpath):
+        a = analyze_picture(data, cfg, patient_id=task.patient_id, site=task.site, checks=checks)
+    else:
+        a = analyze(data, cfg, patient_id=task.patient_id, site=task.site, checks=checks)
     row.update({k: a.fields.get(k) for k in HEADER_COLUMNS})
     row.update(patient_id=a.fields.get("patient_id"), site=a.fields.get("site"))
     row.update(sha256=a.sha256, file_bytes=a.n_bytes)
@@ -144,6 +161,7 @@ def process_file(task: FileTask, cfg: ValidateConfig, tmp_dir: str) -> dict[str,
             box = a.letterbox.to_dict()
             row.update({k: box[k] for k in ("pad_top", "pad_bottom", "pad_left", "pad_right", "scale")})
             row.update(image_size=cfg.image_size, window_low=a.window[0], window_high=a.window[1])
+            row.update(image_keys(a.image))  # compared across the input (validation.duplicates)
         except OSError as exc:
             issues.append(Issue("write_failed", f"cannot write normalized image: {exc.strerror or exc}"))
     row.update(issue_columns(issues))

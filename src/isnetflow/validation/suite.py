@@ -4,7 +4,9 @@ Per-file problems are quarantined by the validate stage; what is left here are p
 *set* of training images that no single file can violate on its own:
 
 * label values in the configured class set, no nulls in key columns, unique SOPInstanceUIDs;
-* class balance per site (``site_min_class_fraction``: the smallest class share at the row's site);
+* class balance per site (``site_min_class_fraction``: the smallest class share at the row's site),
+  only with ``validate.confound: fail`` (by default a confounded site is a warning:
+  :mod:`isnetflow.validation.balance`);
 * patient leakage (``patient_n_sites``, ``patient_n_roles``: sites / internal-external roles a patient
   appears in: must be 1);
 * minimum images per site (``site_n_images``).
@@ -138,6 +140,7 @@ def _expectations(cfg: ValidateConfig, *, has_labels: bool) -> list[Any]:
                 description=f"label in {{{', '.join(cfg.classes)}}}",
             )
         )
+    if has_labels and cfg.confound == "fail":  # else a warning (isnetflow.validation.balance)
         exps.append(
             E.ExpectColumnValuesToBeBetween(
                 column="site_min_class_fraction",

@@ -153,6 +153,8 @@ def test_a_dicom_becomes_exactly_the_training_input(eval_trained: Trained, loade
 def test_quarantine_reasons_are_the_validate_stages(
     eval_trained: Trained, loaded: LoadedClassifier, store: str, tmp_path: Path
 ) -> None:
+    """Explain applies the validate stage's image checks with its reasons; the data-set checks (PHI,
+    identifiers, site) quarantine a file for training but do not stop explaining it."""
     from isnetflow.stages import validate
 
     src = _dicoms(eval_trained)[0]
@@ -164,11 +166,19 @@ def test_quarantine_reasons_are_the_validate_stages(
     ds = pydicom.dcmread(src)
     ds.PatientName = "Doe^Jane"
     ds.save_as(bad / "phi.dcm")
+    ds = pydicom.dcmread(src)
+    del ds.PatientID
+    del ds.InstitutionName
+    ds.save_as(bad / "anonymous.dcm")
     (bad / "notes.txt").write_text("not an image\n")
     (bad / "empty.dcm").write_bytes(b"")
     cfg = ValidateConfig.model_validate(loaded.facts.normalization)
     manifest = validate.run(cfg, bad, tmp_path / "validated").manifest.set_index("path")
-    for name in ("mr.dcm", "phi.dcm", "notes.txt", "empty.dcm"):
+    expected = prepare_file(src, loaded.facts).image
+    for name, code in (("phi.dcm", "phi"), ("anonymous.dcm", "missing_identifier")):
+        assert manifest.loc[name, "reason_code"] == code  # not for training ...
+        np.testing.assert_array_equal(prepare_file(bad / name, loaded.facts).image, expected)  # ... explained
+    for name in ("mr.dcm", "notes.txt", "empty.dcm"):
         with pytest.raises(InputError) as err:
             prepare_file(bad / name, loaded.facts)
         reason = manifest.loc[name, "reason"]
@@ -252,19 +262,23 @@ def test_explain_on_the_real_dicom_files(
 ) -> None:
     from isnetflow.dicom import analyze
 
-    code, _, err = _cli(
-        store, "--model", packaged, "--input", str(real_dicom_dir), "--out", str(tmp_path / "a")
-    )
-    assert code == 1
+    # the validate stage would quarantine both (one has no PatientID, the other no InstitutionName) ...
     cfg = ValidateConfig()
-    expected = {
-        f"error: {p}: {next(i.message for i in analyze(p.read_bytes(), cfg).issues if i.is_error)}"
+    reasons = {
+        p.name: next(i.code for i in analyze(p.read_bytes(), cfg).issues if i.is_error)
         for p in sorted(real_dicom_dir.glob("*.dcm"))
     }
-    assert set(err.strip().splitlines()) == expected
-    args = ["--model", packaged, "--input", str(real_dicom_dir), "--site", "Public CR", "--patient-id", "P-1"]
-    assert _cli(store, *args, "--out", str(tmp_path / "b"))[0] == 0
-    assert _cli(store, *args, "--out", str(tmp_path / "c"))[0] == 0
+    assert reasons == {
+        "CR-MONO1-10-chest.dcm": "missing_identifier",
+        "cr-chest-pa-jpeg-baseline.dcm": "no_site",
+    }
+    # ... explain checks only the image: both are explained without --site or --patient-id
+    args = ["--model", packaged, "--input", str(real_dicom_dir)]
+    code, out, err = _cli(store, *args, "--out", str(tmp_path / "b"))
+    assert code == 0, err
+    assert len(out.strip().splitlines()) == 2
+    site_args = ["--site", "Public CR", "--patient-id", "P-1"]  # still accepted; they change nothing scored
+    assert _cli(store, *args, *site_args, "--out", str(tmp_path / "c"))[0] == 0
     for stem in ("CR-MONO1-10-chest", "cr-chest-pa-jpeg-baseline"):
         b = json.loads((tmp_path / "b" / f"{stem}.json").read_text())
         c = json.loads((tmp_path / "c" / f"{stem}.json").read_text())
@@ -275,3 +289,10 @@ def test_explain_on_the_real_dicom_files(
     mono1 = json.loads((tmp_path / "b" / "CR-MONO1-10-chest.json").read_text())
     assert mono1["header"]["photometric_interpretation"] == "MONOCHROME1"
     assert any("meta header" in w for w in mono1["warnings"])
+    # a file that is not an image is still refused
+    notes = tmp_path / "notes.dcm"
+    notes.write_text("not an image\n")
+    code, _, err = _cli(store, "--model", packaged, "--input", str(notes), "--out", str(tmp_path / "d"))
+    assert code == 1 and err.strip().startswith(f"error: {notes}: not a DICOM file")
+    refused = json.loads((tmp_path / "d" / "explanations.json").read_text())["images"]
+    assert [(r["status"], r["reason_code"]) for r in refused] == [("refused", "not_dicom")]

@@ -49,8 +49,12 @@ EXPECTED = {
 }
 
 
-def _copy_with_new_uid(src: Path, dst: Path) -> str:
+def _copy_with_new_uid(src: Path, dst: Path, *, mirror: bool = False) -> str:
+    """A copy with a new SOPInstanceUID; ``mirror``: its pixels flipped left-right, another image (the same
+    pixels would be a duplicate image, quarantined as such)."""
     ds = pydicom.dcmread(src)
+    if mirror:
+        ds.PixelData = np.ascontiguousarray(ds.pixel_array[:, ::-1]).tobytes()
     uid = generate_uid()
     ds.SOPInstanceUID = uid
     ds.file_meta.MediaStorageSOPInstanceUID = uid
@@ -185,7 +189,7 @@ def test_ingest_user_mode_scans_every_folder_but_the_side_files(synth_cohort: Pa
     src = labels[labels["site"] == SITE].iloc[0]
     site_dir = root / Path(src["path"]).parts[0]
     deep = f"{site_dir.name}/masks/extra.dcm"
-    _copy_with_new_uid(root / src["path"], root / deep)
+    _copy_with_new_uid(root / src["path"], root / deep, mirror=True)
     (site_dir / "labels.csv").write_text("path,label\nnot-ours.dcm,normal\n")  # a hospital's own list
     labels = pd.concat([labels, pd.DataFrame([{**src.to_dict(), "path": deep}])], ignore_index=True)
     labels.to_csv(root / "labels.csv", index=False)

@@ -216,8 +216,13 @@ def bad_corpus(synth_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     _write(flat, root / "bad" / "constant.dcm")
     (root / "zz").mkdir()
     shutil.copy(root / "ok" / "a.dcm", root / "zz" / "copy_of_a.dcm")
-    _write(_variant(base, PatientID="LEAK-1", InstitutionName="Site X"), root / "leak" / "site_x.dcm")
-    _write(_variant(base, PatientID="LEAK-1", InstitutionName="Site Y"), root / "leak" / "site_y.dcm")
+    # two different films of one patient (the same film twice would be a duplicate image, not a leak)
+    for site, rel in (("X", mono2[5]), ("Y", mono2[6])):
+        film = pydicom.dcmread(synth_cohort / rel)
+        _write(
+            _variant(film, PatientID="LEAK-1", InstitutionName=f"Site {site}"),
+            root / "leak" / f"site_{site.lower()}.dcm",
+        )
     _write(_variant(base), root / "unlabelled.dcm")
     rows = [{"path": p, "label": "normal"} for p in EXPECTED if p not in ("unlabelled.dcm", "labels.csv")]
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
