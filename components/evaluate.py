@@ -1,5 +1,7 @@
 """Component: external-hospital evaluation + shortcut audit of one trained model, and its gate check."""
 
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
@@ -19,8 +21,11 @@ def evaluate_model(
     report: Output[HTML],
     roc_external: Output[ClassificationMetrics],
     metrics: Output[Metrics],
+    baseline: Optional[Input[Artifact]] = None,  # noqa: UP045 (kfp reads the annotation)
 ) -> bool:
     """Evaluate, then check the promotion gates without registering (dry run); returns all-gates-passed.
+
+    ``baseline``: the standard model's evaluation of the same run, for the candidate's do-no-harm gate.
 
     For the pipeline's ``candidate`` (the model promotion would register) the gate outcome is also
     recorded for scheduled retraining: a refused candidate is not retrained on the same data and recipe.
@@ -39,6 +44,7 @@ def evaluate_model(
         masks.path,
         model.metadata["mlflow_model_uri"],
         evaluation.path,
+        baseline=baseline.path if baseline is not None else None,
     )
     for key, value in out.metrics.items():
         metrics.log_metric(key, value)

@@ -15,9 +15,13 @@ def promote_model(
     masks: Input[Dataset],
     model: Input[Model],
     evaluation: Input[Artifact],
+    baseline: Input[Artifact],
     decision: Output[Artifact],
 ) -> str:
-    """Register with gate and lineage tags; `champion` moves only if every gate passes. Returns model URI."""
+    """Register with gate and lineage tags; `champion` moves only if every gate passes. Returns model URI.
+
+    ``baseline``: the standard model's evaluation of the same run (the do-no-harm gate is checked again).
+    """
 
     from isnetflow import tasks
 
@@ -30,5 +34,6 @@ def promote_model(
         model.metadata["mlflow_model_uri"],
         evaluation.path,
         decision.path,
+        baseline=baseline.path,
     )
     return str(out.value)

@@ -3,7 +3,7 @@
 After the run, :func:`run_local` reads the tasks' artifacts under the pipeline root and returns the run
 summary (stable keys: ``models.{isnet,standard}.{internal_auc,external_auc,background_relevance}``,
 ``promotion.{decision,model_uri}``, ``wall_seconds``, ``log``; ``data_check`` holds the retraining data
-check's decision when it ran).
+check's decision when it ran; ``models.<mode>.standard_comparison`` the do-no-harm gate's one line).
 
 kfp.local writes everything to the terminal: each task's streamed output, its executor inputs and
 outputs (the ROC points of a ClassificationMetrics artifact among them) and, on failure, the task's
@@ -30,27 +30,28 @@ from kfp import local
 
 from isnetflow.config import Settings
 from isnetflow.evaluation import keys
-from isnetflow.evaluation.gates import summary_values
+from isnetflow.evaluation.gates import standard_line, summary_values
 from isnetflow.registry.tracking import default_tracking_uri
 from isnetflow.tasks import GATES_FILE, INGEST_FILE, DataArtifact, read_json
 from pipelines.training import training_pipeline
 
 #: kfp.local task names -> what the progress lines call them (tasks keep their component's name; the
-#: second of two tasks of one component gets "-2": the pipeline builds ISNet before standard).
+#: second of two tasks of one component gets "-2": the pipeline trains the ISNet before the standard
+#: model, and evaluates the standard model first: the ISNet's do-no-harm gate needs its evaluation).
 TASK_LABELS = {
     "ingest": "ingest + validate",
     "data-changed": "data changed?",
     "lung-masks": "lung masks",
     "train-model": "train ISNet",
     "train-model-2": "train standard",
-    "evaluate-model": "evaluate ISNet",
-    "evaluate-model-2": "evaluate standard",
+    "evaluate-model": "evaluate standard",
+    "evaluate-model-2": "evaluate ISNet",
     "promote-model": "promote ISNet",
     # the distributed branch (train_gpus > 1: TrainJobs, a cluster only)
     "train-model-distributed": "train ISNet (TrainJob)",
     "train-model-distributed-2": "train standard (TrainJob)",
-    "evaluate-model-3": "evaluate ISNet",
-    "evaluate-model-4": "evaluate standard",
+    "evaluate-model-3": "evaluate standard",
+    "evaluate-model-4": "evaluate ISNet",
     "promote-model-2": "promote ISNet",
 }
 LOG_FILE = "pipeline.log"
@@ -204,6 +205,8 @@ def collect_summary(run_dir: Path, tracking_uri: str, wall: float) -> dict[str, 
                 **summary_values(ev),  # the gates' values shown in the summary table
                 "gates_passed": gates.get("all_gates_passed"),
                 "gates": {g["name"]: g.get("passed") for g in gates.get("gates", [])},
+                # the do-no-harm gate's one line (against the standard model of this run)
+                "standard_comparison": standard_line(gates.get("gates", [])),
                 "report": str(ev_file.parent / "report.html"),
             }
         )

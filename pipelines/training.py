@@ -4,7 +4,8 @@ ingest (synthetic cohort when no input; DICOM validation) -> [validation passed]
 recipe new since the champion and every refused candidate? see :mod:`isnetflow.stages.retrain`) -> [yes, or
 ``skip_if_unchanged`` off] -> lung masks -> train ISNet and the standard baseline in parallel (same
 network, same schedule) -> evaluate each on internal and external hospitals (+ shortcut audit, gate
-check) -> [ISNet gates passed] -> promote.
+check; the standard model first: the ISNet's do-no-harm gate compares it with the standard model's
+evaluation of the same run) -> [ISNet gates passed] -> promote.
 
 Every task is a thin component from ``components/`` calling a stage function of :mod:`isnetflow.stages`.
 
@@ -112,7 +113,7 @@ def _train_evaluate_promote(
 ) -> None:
     """Train the ISNet and the baseline (in their own pods, or as TrainJobs when ``gpus`` is given),
     evaluate both, and promote the ISNet if it passed its gates."""
-    evaluations, trained = {}, {}
+    trained: dict[str, PipelineTask] = {}
     for mode in ("isnet", "standard"):
         train: PipelineTask
         if gpus is None:
@@ -145,6 +146,12 @@ def _train_evaluate_promote(
             # the launcher only submits and waits: no GPU of its own
             train.set_cpu_request("500m").set_memory_request("1Gi").set_memory_limit("2Gi").set_retry(1)
             _s3_and_mlflow(train.set_caching_options(False))
+        trained[mode] = train
+    # the standard model first: the ISNet's gate check compares it with the standard model's external AUC
+    # of this run (the do-no-harm gate), so its evaluation task takes the standard model's evaluation
+    evaluations: dict[str, PipelineTask] = {}
+    for mode in ("standard", "isnet"):
+        baseline = {"baseline": evaluations["standard"].outputs["evaluation"]} if mode == "isnet" else {}
         ev = evaluate_model(
             settings_json=settings_json,
             tracking_uri=tracking_uri,
@@ -152,11 +159,12 @@ def _train_evaluate_promote(
             candidate=mode == "isnet",  # the model the gates-passed branch promotes
             data=data.outputs["data"],
             masks=masks.outputs["masks"],
-            model=train.outputs["model"],
+            model=trained[mode].outputs["model"],
+            **baseline,
         ).set_display_name(f"evaluate {mode}")
         ev.set_cpu_request("2").set_memory_request("4Gi").set_memory_limit("8Gi").set_retry(1)
         _s3_and_mlflow(ev)
-        evaluations[mode], trained[mode] = ev, train
+        evaluations[mode] = ev
     with dsl.If(evaluations["isnet"].outputs["Output"] == True, name="gates-passed"):  # noqa: E712
         promote = promote_model(
             settings_json=settings_json,
@@ -166,6 +174,7 @@ def _train_evaluate_promote(
             masks=masks.outputs["masks"],
             model=trained["isnet"].outputs["model"],
             evaluation=evaluations["isnet"].outputs["evaluation"],
+            baseline=evaluations["standard"].outputs["evaluation"],
         ).set_display_name("promote ISNet")
         promote.set_cpu_request("1").set_memory_request("2Gi").set_memory_limit("4Gi").set_retry(2)
         _s3_and_mlflow(promote.set_caching_options(False))

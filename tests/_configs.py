@@ -42,6 +42,7 @@ LENIENT_GATES: dict[str, float] = {
     "max_flip_rate": 1.0,
     "min_site_auc": 0.0,
     "max_auc_drop_vs_champion": 1.0,
+    "max_auc_drop_vs_standard": 1.0,
 }
 
 

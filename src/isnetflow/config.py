@@ -101,7 +101,19 @@ class SiteProfile(StrictModel):
 class ShortcutConfig(StrictModel):
     """The planted background cue that a standard classifier will learn instead of the disease."""
 
-    kind: Literal["tag", "marker", "text", "border"] = "tag"
+    kind: Literal["tag", "marker", "text", "border", "device", "laterality", "band", "exposure"] = Field(
+        "tag",
+        description="what the cue is (painters: isnetflow.synth.cues.SHORTCUTS): 'tag' a bright 'PORTABLE' "
+        "badge; 'marker' a coin-like disc; 'text' the bare word; 'border' a thin bright frame; 'device' "
+        "ECG electrode pads with lead wires; 'laterality' a boxed lead L/R marker; 'band' a bright "
+        "collimation band with a dark shutter edge; 'exposure' a tone curve and noise texture of its own "
+        "on the background. All are drawn outside the dilated lung mask",
+    )
+    placement: Literal["far", "near"] = Field(
+        "far",
+        description="where the cue goes: 'far' at the image corners and edges; 'near' just outside the "
+        "dilated lung mask (beside a lung's lateral border, above an apex or below a base)",
+    )
     strength: float = Field(
         0.95,
         ge=0.5,
@@ -478,6 +490,12 @@ class HeatmapLossConfig(StrictModel):
         "gradient starts at 10-50x the CE gradient: uncapped, training CE rose back to 0.7-1.0 and the ISNet "
         "forgot the disease (README, How the ISNet is trained)",
     )
+    ramp_epochs: int = Field(
+        0,
+        ge=0,
+        description="the heatmap gradient grows linearly over the first this many ISNet epochs (1/n of it in "
+        "the first, all of it from the n-th on), after the cap; 0: all of it from the start",
+    )
     grad_projection: bool = Field(
         False,
         description="when the heatmap-term gradient points against the cross-entropy gradient (negative dot "
@@ -532,6 +550,15 @@ class TrainConfig(StrictModel):
     warmup_epochs: int = Field(
         4, ge=0, description="standard-training epochs before the heatmap loss; they also set C1/C2"
     )
+    warmup_patience: int | None = Field(
+        None,
+        ge=1,
+        description="end the ISNet's warm-up once its validation AUC has not improved for this many epochs "
+        "(after at least `warmup_epochs`, at most `warmup_max_epochs`); None: exactly `warmup_epochs`",
+    )
+    warmup_max_epochs: int | None = Field(
+        None, ge=1, description="longest warm-up with `warmup_patience`; None: half of `epochs`"
+    )
     warmup_inputs: Literal["raw", "background_swap", "masked"] = Field(
         "background_swap",
         description="what the ISNet's standard warm-up sees: 'background_swap' (default: each image's lungs "
@@ -547,6 +574,12 @@ class TrainConfig(StrictModel):
         "background swap). 1 (default): the cross-entropy never sees a background that predicts the label, "
         "so it stops pulling towards the shortcut while the heatmap loss pulls relevance into the lungs; 0 = "
         "the authors' ISNet. A deviation from their recipe; 0.5 still left the tag learnable (README)",
+    )
+    relevance_loss: bool = Field(
+        True,
+        description="False trains an ISNet's schedule, inputs (warm-up inputs, background-swapped batches) "
+        "and selection with cross-entropy only, no heatmap term: the 'swap' comparison arm of `isnetflow "
+        "bench seeds`, which shows what the relevance loss adds over background swapping alone",
     )
     warmup_restart: bool = Field(
         False,
@@ -611,6 +644,15 @@ class TrainConfig(StrictModel):
     )
     heatmap: HeatmapLossConfig = Field(default_factory=HeatmapLossConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @model_validator(mode="after")
+    def _check_selection(self) -> TrainConfig:
+        if not self.relevance_loss and self.selection == "objective":
+            raise ValueError(
+                "train.selection 'objective' needs the ISNet objective: it is not computed with "
+                "train.relevance_loss false (use auc_within_background)"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------------------------------
@@ -805,6 +847,13 @@ class PromotionPolicy(StrictModel):
         le=1.0,
         description="pooled external AUC may be at most this much below the current champion's on the "
         "same data (the champion is re-evaluated; no champion = pass)",
+    )
+    max_auc_drop_vs_standard: float | None = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="do no harm: pooled external AUC may be at most this much below the standard model "
+        "trained beside it in the same run (no standard model, e.g. a standalone promote = not applicable)",
     )
     lock_ttl_seconds: float = Field(
         900.0, gt=0, description="promotion lock lease; an older lock is considered abandoned"

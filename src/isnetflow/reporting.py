@@ -2,7 +2,10 @@
 
 :func:`run_summary_renderable` turns the run summary (``pipelines.local.collect_summary``: keys
 ``models.{isnet,standard}.*``, ``promotion.*``, ``data.*``, ``data_check``, ``tracking_uri``) into a rich
-renderable; :func:`render_run_summary` gives the same as plain text.
+renderable; :func:`render_run_summary` gives the same as plain text. Under the table, the ISNet's
+do-no-harm gate (``models.isnet.standard_comparison``) is one line: its external AUC against the standard
+model's of the same run, and whether that refused it. ``data.confound`` (the site/label
+confound of the validation, :mod:`isnetflow.validation.balance`) is one line under the data line.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from isnetflow.evaluation.gates import GATES
+from isnetflow.evaluation.gates import GATES, STANDARD_GATE
 
 __all__ = ["mlflow_ui_command", "render_run_summary", "run_summary_renderable"]
 
@@ -109,6 +112,11 @@ def run_summary_renderable(summary: Mapping[str, Any], *, mlflow: str = "mlflow"
     models = summary.get("models") or {}
     if models:
         parts.append(_metrics_table(models))
+        isnet = models.get("isnet") or {}
+        if isnet.get("standard_comparison"):  # the do-no-harm gate's one line
+            passed = (isnet.get("gates") or {}).get(STANDARD_GATE)
+            style = "green" if passed is True else "bold red" if passed is False else ""
+            parts.append(Text(f"do no harm: {isnet['standard_comparison']}", style=style))
     else:
         parts.append(Text("no model was trained in this run", style="yellow"))
     promotion = summary.get("promotion") or {}

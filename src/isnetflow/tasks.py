@@ -14,7 +14,8 @@ Artifact layout (inside each artifact folder):
 * data (ingest): ``ingest.json`` (:data:`INGEST_FILE`), ``validated/``, ``cohort/`` in demo mode;
 * masks: ``masks/``;
 * model: ``train_summary.json``, ``heatmaps.png`` (the MLflow model URI is the artifact's metadata);
-* evaluation: ``evaluation.json``, ``gates.json`` (:data:`GATES_FILE`), ``report.html``;
+* evaluation: ``evaluation.json``, ``gates.json`` (:data:`GATES_FILE`), ``report.html`` (with the gate
+  results, the do-no-harm line among them, added by :func:`evaluate_model`);
 * data_check and decision: one JSON file each (the artifact itself).
 """
 
@@ -28,6 +29,7 @@ from typing import Any
 
 from isnetflow.config import Settings
 from isnetflow.evaluation import keys
+from isnetflow.evaluation.gates import STANDARD_GATE
 from isnetflow.viz import images_html
 
 __all__ = [
@@ -286,6 +288,24 @@ def train_model_distributed(
     return outputs
 
 
+def _baseline(settings: Settings, baseline: str | Path | None, candidate: bool) -> Path | None:
+    """The standard model's ``evaluation.json`` in the evaluation artifact ``baseline`` ("" / None: none).
+
+    The pipeline's candidate always has one while the do-no-harm gate is enabled: without it the gate
+    would pass as not applicable, so its absence is an error here, not a pass.
+    """
+    if baseline:
+        path = Path(baseline) / keys.EVALUATION_FILE
+        read_json(path)  # a missing or damaged artifact: one line naming the file
+        return path
+    if candidate and settings.promote.max_auc_drop_vs_standard is not None:
+        raise ValueError(
+            "the candidate's do-no-harm gate (standard_auc_delta) needs the evaluation of the standard "
+            "model trained beside it: pass the baseline evaluation artifact"
+        )
+    return None
+
+
 def _promote(
     settings: Settings,
     model_uri: str,
@@ -297,7 +317,8 @@ def _promote(
     **options: Any,
 ) -> dict[str, Any]:
     """The promote stage on the evaluation in ``evaluation_dir``, with the pipeline's data and settings
-    (``options``: ``dry_run`` for the gate check, ``recipe`` for the registration)."""
+    (``options``: ``dry_run`` for the gate check, ``recipe`` for the registration, ``baseline`` for the
+    do-no-harm gate)."""
     from isnetflow.stages import promote
 
     return promote.run(
@@ -323,16 +344,23 @@ def evaluate_model(
     masks: str | Path,
     model_uri: str,
     out: str | Path,
+    baseline: str | Path | None = None,
 ) -> TaskOutputs:
     """Evaluate ``model_uri`` into ``out``, then check the promotion gates without registering (dry run,
-    written to ``out/gates.json``); value: all gates passed.
+    written to ``out/gates.json`` and added to ``out/report.html``); value: all gates passed.
+
+    ``baseline``: the evaluation artifact of the standard model trained beside ``model_uri`` in the same
+    run, for the do-no-harm gate (required for the ``candidate`` while that gate is enabled; the standard
+    model's own check gets none: not applicable).
 
     For the pipeline's ``candidate`` (the model promotion would register) the gate outcome is also
     recorded for scheduled retraining: a refused candidate is not retrained on the same data and recipe.
     """
+    from isnetflow.evaluation.report import with_gates
     from isnetflow.stages import evaluate, retrain
 
     settings = Settings.model_validate_json(settings_json)
+    standard = _baseline(settings, baseline, candidate)
     validated = DataArtifact.read(data).validated
     masks_dir = Path(masks) / MASKS_SUBDIR
     payload = evaluate.run(
@@ -346,9 +374,12 @@ def evaluate_model(
         progress=False,
     )
     decision = _promote(
-        settings, model_uri, out, tracking_uri, mask_model_version, validated, masks_dir, dry_run=True
-    )
+        settings, model_uri, out, tracking_uri, mask_model_version, validated, masks_dir,
+        dry_run=True, baseline=standard,
+    )  # fmt: skip
     (Path(out) / GATES_FILE).write_text(json.dumps(decision, indent=2, default=str))
+    report = Path(out) / "report.html"
+    report.write_text(with_gates(report.read_text(), decision["gates"]))
     passed = bool(decision["all_gates_passed"])
     if candidate:
         retrain.record_candidate_outcome(
@@ -368,7 +399,10 @@ def evaluate_model(
     share = keys.get(payload, keys.BACKGROUND_SHARE)
     if share is not None:
         metrics["background_share"] = float(share)
-    outputs = TaskOutputs(value=passed, metrics=metrics, html=(Path(out) / "report.html").read_text())
+    delta = next((g["value"] for g in decision["gates"] if g["name"] == STANDARD_GATE), None)
+    if delta is not None:
+        metrics["auc_delta_vs_standard"] = float(delta)
+    outputs = TaskOutputs(value=passed, metrics=metrics, html=report.read_text())
     cm = payload.get(keys.CLASSIFICATION_METRICS, {}).get(keys.EXTERNAL_POOLED)
     if cm:  # absent when the external set holds a single class (no ROC curve exists)
         outputs.roc = {k: cm["roc"][k] for k in ("fpr", "tpr", "thresholds")}
@@ -385,16 +419,21 @@ def promote_model(
     model_uri: str,
     evaluation: str | Path,
     out: str | Path,
+    baseline: str | Path | None = None,
 ) -> TaskOutputs:
     """Register with gate and lineage tags; ``champion`` moves only if every gate passes. Writes the
-    decision to ``out``; value: the registered model URI ("" when refused before registering)."""
+    decision to ``out``; value: the registered model URI ("" when refused before registering).
+
+    ``baseline``: the standard model's evaluation artifact of the same run (the do-no-harm gate is
+    checked again here, as every gate; required while that gate is enabled)."""
     from isnetflow.stages import retrain
 
     settings = Settings.model_validate_json(settings_json)
+    standard = _baseline(settings, baseline, candidate=True)
     validated, masks_dir = DataArtifact.read(data).validated, Path(masks) / MASKS_SUBDIR
     result = _promote(
         settings, model_uri, evaluation, tracking_uri, mask_model_version, validated, masks_dir,
-        recipe=retrain.recipe_digest(settings),
+        recipe=retrain.recipe_digest(settings), baseline=standard,
     )  # fmt: skip
     Path(out).write_text(json.dumps(result, indent=2, default=str))
     return TaskOutputs(value=str(result.get("model_uri", "")))

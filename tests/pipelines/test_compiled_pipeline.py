@@ -84,12 +84,14 @@ def test_tasks_conditions_and_caching(compiled: tuple[dict[str, Any], dict[str, 
     assert paths["distributed-training"]["triggerPolicy"]["condition"] == f"!({one_gpu})"
     promotion: dict[str, Any] = {}
     training: dict[str, Any] = {}
+    # ev1: the ISNet's evaluation, ev2: the standard model's, built first (the ISNet's do-no-harm gate
+    # takes its evaluation), so ev1 carries the "-2" / "-4" suffix
     for path, (trainer, ev1, ev2, prom) in {
-        "single-pod-training": ("train-model", "evaluate-model", "evaluate-model-2", "promote-model"),
+        "single-pod-training": ("train-model", "evaluate-model-2", "evaluate-model", "promote-model"),
         "distributed-training": (
             "train-model-distributed",
-            "evaluate-model-3",
             "evaluate-model-4",
+            "evaluate-model-3",
             "promote-model-2",
         ),
     }.items():
@@ -108,6 +110,17 @@ def test_tasks_conditions_and_caching(compiled: tuple[dict[str, Any], dict[str, 
             assert run == "{{$.pipeline_job_uuid}}", name
             assert dag[name]["retryPolicy"]["maxRetryCount"] == 1, name
         assert dag[ev1]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == trainer
+        assert (
+            dag[ev2]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == f"{trainer}-2"
+        )
+        # the ISNet's gate check gets the standard model's evaluation of this run (the do-no-harm gate);
+        # the standard model's own check gets none
+        assert dag[ev1]["inputs"]["artifacts"]["baseline"] == {
+            "taskOutputArtifact": {"outputArtifactKey": "evaluation", "producerTask": ev2}
+        }
+        assert "baseline" not in dag[ev2]["inputs"]["artifacts"]
+        assert dag[ev1]["inputs"]["parameters"]["candidate"]["runtimeValue"]["constant"] is True
+        assert dag[ev2]["inputs"]["parameters"]["candidate"]["runtimeValue"]["constant"] is False
         gates = dag[gates_name]
         assert gates["taskInfo"]["name"] == "gates-passed"
         # promotion waits on the ISNet evaluation's gate result
@@ -119,6 +132,9 @@ def test_tasks_conditions_and_caching(compiled: tuple[dict[str, Any], dict[str, 
         assert list(promote) == [prom]
         assert promote[prom]["inputs"]["artifacts"]["model"] == {
             "componentInputArtifact": f"pipelinechannel--{trainer}-model"
+        }
+        assert promote[prom]["inputs"]["artifacts"]["baseline"] == {
+            "componentInputArtifact": f"pipelinechannel--{ev2}-evaluation"
         }
         training |= dag
         promotion |= promote

@@ -62,6 +62,14 @@ def test_local_run_end_to_end(tmp_path: Path, gates: str) -> None:
         assert {"internal_auc", "external_auc", "background_relevance", "gates_passed"} <= set(m)
     assert result["promotion"]["decision"] == ("promoted" if gates == "lenient" else "rejected")
     assert result["models"]["isnet"]["gates_passed"] is (gates == "lenient")
+    # the do-no-harm gate: the ISNet against this run's standard model (wired through the pipeline), in one
+    # line of the summary; the standard model is not compared with itself
+    line = result["models"]["isnet"]["standard_comparison"]
+    assert "external AUC" in line and "the standard model's" in line and "of this run" in line, line
+    assert result["models"]["standard"]["standard_comparison"].endswith("the baseline itself")
+    if gates == "lenient":
+        assert result["models"]["isnet"]["gates"]["standard_auc_delta"] is True and line.endswith(": passed")
+    assert f"do no harm: {line}" in render_run_summary(result, width=300)
     assert result["wall_seconds"] > 0
     mlflow.set_tracking_uri(result["tracking_uri"])
     # both trainings shared train.checkpoint_dir: each wrote under <dir>/<pipeline run id>/<mode>

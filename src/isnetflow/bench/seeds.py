@@ -2,20 +2,26 @@
 
 One cohort is prepared once (the synthetic demo cohort, or a user DICOM folder): validation and lung
 masks through the production stages. Then, for every training seed (which sets the patient split, the
-initialization and the batch order), three models are trained with the production training loop and
-evaluated with the production evaluation and the default promotion gates:
+initialization and the batch order), each chosen *arm* (:data:`ARMS`) is trained with the production
+training loop and evaluated with the production evaluation and the default promotion gates:
 
 * ``isnet``: the ISNet recipe of the settings;
-* ``standard``: the same network and schedule, cross-entropy only;
+* ``standard``: the same network and schedule, cross-entropy only, raw images;
 * ``masked``: the lungs-only reference (segment-then-classify, as in the ISNet paper): the standard model
   trained *and evaluated* on lung-masked inputs. It shows what the lungs allow; it cannot be deployed
-  without a segmenter at inference, which is what the ISNet avoids.
+  without a segmenter at inference, which is what the ISNet avoids;
+* ``swap``: the ISNet's recipe without its relevance loss: the same warm-up inputs, the same
+  background-swapped batches and the same selection, cross-entropy only (``train.relevance_loss: false``).
+  The ISNet minus this arm is what the relevance loss adds over background swapping;
+* ``authors``: the authors' recipe as this project implements it (:data:`AUTHORS_RECIPE`): raw warm-up,
+  discarded (the ISNet restarts from the initial weights), raw ISNet batches, no gradient cap, C1/C2 from
+  the warm-up, GWRP d 0.9. The reference for every deviation of the project's recipe.
 
-Each seed reports, per model, ``internal_auc`` (internal test split), ``external_auc`` (pooled external
+Each seed reports, per arm, ``internal_auc`` (internal test split), ``external_auc`` (pooled external
 sites), ``min_site_auc``, ``background_share`` (zennit audit), ``flip_rate`` (counterfactual background
-swap) and ``gates_passed`` (every default gate; no champion), plus the ISNet's per-epoch diagnostics as
-lists. Everything is logged to MLflow as a parent run with one nested run per (seed, model), each with
-its learning curves.
+swap) and ``gates_passed`` (every default gate, the ISNet's do-no-harm gate against the same seed's
+standard model included; no champion), plus the per-epoch diagnostics as lists. Everything is logged to
+MLflow as a parent run with one nested run per (seed, arm), each with its learning curves.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import logging
 import math
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +44,67 @@ from isnetflow.evaluation import keys
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MODELS", "parse_seeds", "prepare_cohort", "seed_study", "seed_table", "summarize"]
+__all__ = [
+    "ARMS",
+    "AUTHORS_RECIPE",
+    "MODELS",
+    "Arm",
+    "parse_seeds",
+    "prepare_cohort",
+    "seed_study",
+    "seed_table",
+    "summarize",
+]
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One model of a seed study: how its training settings derive from the recipe, and how it is judged."""
+
+    name: str
+    description: str
+    train_update: Mapping[str, Any]
+    """``TrainConfig`` fields set over the settings' (nested ``heatmap`` fields as a dict)."""
+    masked_inputs: bool = False
+    """Train and evaluate on lung-masked images (no audit, no gates: not a deployable model)."""
+
+    def train_config(self, cfg: TrainConfig) -> TrainConfig:
+        """``cfg`` with this arm's changes (validated, so an impossible combination fails here)."""
+        data = cfg.model_dump()
+        for key, value in self.train_update.items():
+            if isinstance(value, Mapping):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return TrainConfig.model_validate(data)
+
+
+AUTHORS_RECIPE: Mapping[str, Any] = {
+    "mode": "isnet",
+    "warmup_inputs": "raw",
+    "warmup_restart": True,
+    "isnet_swap_fraction": 0.0,
+    "heatmap": {"grad_balance": None, "C1": None, "C2": None, "d": 0.9},
+}
+"""The authors' recipe in this project's terms: each entry undoes one documented deviation (README)."""
+
+ARMS: dict[str, Arm] = {
+    arm.name: arm
+    for arm in (
+        Arm("isnet", "the ISNet recipe of the settings", {"mode": "isnet"}),
+        Arm("standard", "the same network and schedule, cross-entropy only", {"mode": "standard"}),
+        Arm("masked", "lungs-only reference: the standard model on lung-masked inputs",
+            {"mode": "standard"}, masked_inputs=True),
+        Arm("swap", "the ISNet's background swapping and selection, no relevance loss",
+            {"mode": "isnet", "relevance_loss": False}),
+        Arm("authors", "the authors' recipe (raw warm-up discarded, no cap, warm-up C1/C2, d 0.9)",
+            AUTHORS_RECIPE),
+    )
+}  # fmt: skip
+"""Every arm ``bench seeds --models`` can train, in table order."""
 
 MODELS = ("isnet", "standard", "masked")
+"""The default arms (``--models``)."""
 METRICS = ("internal_auc", "external_auc", "min_site_auc", "background_share", "flip_rate")
 HISTORY_KEYS = (
     "train_ce",
@@ -131,59 +196,69 @@ def prepare_cohort(
     return cohort
 
 
-def _metrics(payload: dict[str, Any], gates: list[Any] | None) -> dict[str, Any]:
+def _metrics(payload: dict[str, Any]) -> dict[str, Any]:
     sites = [v for v in keys.external_site_aucs(payload).values() if v is not None]
-    out: dict[str, Any] = {
+    return {
         "internal_auc": keys.number(payload, keys.INTERNAL_TEST_AUC),
         "external_auc": keys.number(payload, keys.EXTERNAL_AUC),
         "min_site_auc": min(sites) if sites else None,
         "background_share": keys.number(payload, keys.BACKGROUND_SHARE),
         "flip_rate": keys.number(payload, keys.FLIP_RATE),
     }
-    if gates is not None:
-        out["gates_passed"] = all(g.passed for g in gates)
-        out["gates_failed"] = [g.name for g in gates if not g.passed]
-    return out
 
 
 def _one(
-    kind: str,
+    arm: Arm,
     cfg: TrainConfig,
     data: Any,
     settings: Settings,
     sites: Sequence[str],
     out: Path,
     progress: bool,
-) -> tuple[dict[str, Any], list[dict[str, float]], Path]:
-    """Train and evaluate one (seed, model); return its metrics, its history and its learning-curve PNG.
-
-    Pure computation (no tracking), so that it can run in a worker process.
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, float]], Path]:
+    """Train and evaluate one (seed, arm); return its metrics, its evaluation payload, its history and its
+    learning-curve PNG. Pure computation (no tracking), so that it can run in a worker process.
     """
     from isnetflow.evaluation.core import evaluate_model
-    from isnetflow.evaluation.gates import evaluate_gates
     from isnetflow.training.loop import train
     from isnetflow.viz.curves import learning_curves
 
-    if kind == "masked":
+    if arm.masked_inputs:
         data = dataclasses.replace(data, images=data.images * data.masks)
-    mode = "isnet" if kind == "isnet" else "standard"
-    tcfg = cfg.model_copy(update={"mode": mode})
+    tcfg = arm.train_config(cfg)
     t0 = time.perf_counter()
     result = train(tcfg, data, progress=progress)
     train_s = time.perf_counter() - t0
-    ev = evaluate_model(result.model, data, settings.evaluate, sites=sites, audit=kind != "masked")
-    gates = evaluate_gates(ev.payload, settings.promote, None) if kind != "masked" else None
-    m = _metrics(ev.payload, gates)
+    ev = evaluate_model(result.model, data, settings.evaluate, sites=sites, audit=not arm.masked_inputs)
+    m = _metrics(ev.payload)
     m["best_epoch"] = result.best_epoch
     m["train_seconds"] = round(train_s, 1)
-    if kind == "masked":
+    if arm.masked_inputs:
         m = {k: m[k] for k in ("internal_auc", "external_auc", "min_site_auc", "best_epoch", "train_seconds")}
     else:
         m["history"] = {k: [h.get(k) for h in result.history] for k in HISTORY_KEYS}
         m["history"]["heatmap_loss_on"] = [bool(h.get("heatmap_loss_on")) for h in result.history]
     out.mkdir(parents=True, exist_ok=True)
-    png = learning_curves(result.history, out / f"{kind}-curves.png", title=f"{kind}, seed {cfg.seed}")
-    return m, result.history, png
+    png = learning_curves(
+        result.history, out / f"{arm.name}-curves.png", title=f"{arm.name}, seed {cfg.seed}"
+    )
+    return m, ev.payload, result.history, png
+
+
+def _gates(
+    kind: str, payloads: Mapping[str, dict[str, Any]], settings: Settings
+) -> tuple[bool, list[str]] | None:
+    """The default gates of one deployable arm (no champion). Every arm but ``standard`` is judged against
+    the same seed's standard model (the do-no-harm gate) when the study trained one."""
+    from isnetflow.evaluation.gates import BaselineReference, evaluate_gates
+
+    if ARMS[kind].masked_inputs:
+        return None
+    baseline = None
+    if kind != "standard" and "standard" in payloads:
+        baseline = BaselineReference.from_payload(payloads["standard"], name="standard")
+    gates = evaluate_gates(payloads[kind], settings.promote, None, baseline=baseline)
+    return all(g.passed for g in gates), [g.name for g in gates if not g.passed]
 
 
 def _seed_row(
@@ -195,7 +270,7 @@ def _seed_row(
     progress: bool,
     num_threads: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, tuple[list[dict[str, float]], Path]]]:
-    """Every model of one seed: the row of the result and, per model, its history and curve PNG."""
+    """Every arm of one seed: the row of the result and, per arm, its history and curve PNG."""
     from isnetflow.training.inputs import load_train_data
 
     update: dict[str, Any] = {"seed": seed}
@@ -210,11 +285,18 @@ def _seed_row(
     )
     row: dict[str, Any] = {"seed": seed}
     extras: dict[str, tuple[list[dict[str, float]], Path]] = {}
+    payloads: dict[str, dict[str, Any]] = {}
     for kind in models:
         out = workdir / f"seed{seed}"
-        m, history, png = _one(kind, cfg, data, settings, cohort["external_sites"], out, progress)
+        m, payloads[kind], history, png = _one(
+            ARMS[kind], cfg, data, settings, cohort["external_sites"], out, progress
+        )
         row[kind] = m
         extras[kind] = (history, png)
+    for kind in models:
+        judged = _gates(kind, payloads, settings)
+        if judged is not None:
+            row[kind]["gates_passed"], row[kind]["gates_failed"] = judged
     return row, extras
 
 
@@ -264,9 +346,10 @@ def seed_study(
     from isnetflow.registry.lineage import code_version
     from isnetflow.registry.tracking import flatten, use_tracking
 
-    unknown = sorted(set(models) - set(MODELS))
+    unknown = sorted(set(models) - set(ARMS))
     if unknown:
-        raise ValueError(f"unknown models {unknown}; choose from {list(MODELS)}")
+        raise ValueError(f"unknown models {unknown}; choose from {list(ARMS)}")
+    models = [name for name in ARMS if name in models]  # table order; standard before the do-no-harm gate
     t0 = time.perf_counter()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -359,14 +442,14 @@ def seed_table(result: dict[str, Any]) -> Any:
             return "pass" if v else "refused"
         return f"{float(v):.3f}"
 
-    table = Table(title="bench seeds: ISNet vs standard vs lungs-only reference", title_justify="left")
+    table = Table(title="bench seeds: ISNet and its comparison arms", title_justify="left")
     for col in ("seed", "model", "internal AUC", "external AUC", "min site AUC", "bg share", "flip", "gates"):
         table.add_column(col, justify="left" if col in ("seed", "model", "gates") else "right")
     for row in result["seeds"]:
-        for kind in MODELS:
+        for kind in ARMS:
             if kind in row:
                 m = row[kind]
-                gates = fmt(m.get("gates_passed")) if kind != "masked" else "-"
+                gates = fmt(m.get("gates_passed")) if "gates_passed" in m else "-"
                 if m.get("gates_failed"):
                     gates += f" ({', '.join(m['gates_failed'])})"
                 table.add_row(str(row["seed"]), kind, *(fmt(m.get(k)) for k in METRICS), gates)

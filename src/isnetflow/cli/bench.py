@@ -130,7 +130,12 @@ def seeds(
     labels: LabelsOpt = None,
     external_sites: ExternalOpt = None,
     models: Annotated[
-        str, typer.Option("--models", help="Comma-separated subset of isnet,standard,masked.")
+        str,
+        typer.Option(
+            "--models",
+            help="Comma-separated arms: isnet, standard, masked (lungs-only), swap (the ISNet's background "
+            "swapping without the relevance loss), authors (the authors' recipe).",
+        ),
     ] = "isnet,standard,masked",
     workdir: Annotated[
         Path, typer.Option("--workdir", help="Cohort, per-seed outputs and bench_seeds.json.")
@@ -145,7 +150,7 @@ def seeds(
         ),
     ] = 1,
 ) -> None:
-    """Train and evaluate the ISNet, the standard model and the lungs-only reference for every seed."""
+    """Train and evaluate the ISNet and its comparison arms (standard, lungs-only, swap, authors) per seed."""
     from isnetflow.bench.seeds import parse_seeds, seed_study, seed_table
     from isnetflow.registry.tracking import default_tracking_uri
 

@@ -34,7 +34,10 @@ from isnetflow.config import Settings
 
 def synth(
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (required unless only --preview).")
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Output folder (required unless only --preview or --shortcut-gallery)."
+        ),
     ] = None,
     n: Annotated[int | None, typer.Option("--n", help="Number of images.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed (output is deterministic).")] = None,
@@ -45,9 +48,32 @@ def synth(
     strength: Annotated[
         float | None, typer.Option("--shortcut-strength", help="P(cue|positive) at internal sites.")
     ] = None,
+    shortcut: Annotated[
+        str | None,
+        typer.Option(
+            "--shortcut",
+            metavar="KIND",
+            help="The planted cue: tag (default), marker, text, border, device, laterality, band, exposure.",
+        ),
+    ] = None,
+    placement: Annotated[
+        str | None,
+        typer.Option(
+            "--shortcut-placement",
+            metavar="far|near",
+            help="far: image corners and edges (default); near: just outside the lungs.",
+        ),
+    ] = None,
     workers: WorkersOpt = None,
     preview: Annotated[
         Path | None, typer.Option("--preview", help="Also write a PNG grid of examples per site and class.")
+    ] = None,
+    gallery: Annotated[
+        Path | None,
+        typer.Option(
+            "--shortcut-gallery",
+            help="Also write a PNG grid of one positive image per shortcut kind and placement.",
+        ),
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -57,10 +83,19 @@ def synth(
     cfg = with_overrides(
         load_settings(config).synth, n=n, seed=seed, size=size, difficulty=difficulty, workers=workers
     )
-    if strength is not None:
-        cfg = cfg.model_copy(update={"shortcut": cfg.shortcut.model_copy(update={"strength": strength})})
-    if out is None and preview is None:
+    if strength is not None or shortcut is not None or placement is not None:
+        update = with_overrides(cfg.shortcut, strength=strength, kind=shortcut, placement=placement)
+        cfg = cfg.model_copy(update={"shortcut": update})
+    if out is None and preview is None and gallery is None:
         raise typer.BadParameter("give --out DIR (and optionally --preview PNG)")
+    if gallery is not None:
+        from isnetflow.synth import write_shortcut_gallery
+
+        console.print(
+            f"shortcut gallery: {write_shortcut_gallery(gallery, size=size or 192, seed=cfg.seed, base=cfg)}"
+        )
+        if out is None and preview is None:
+            return
     with tempfile.TemporaryDirectory() as tmp:
         target = out or Path(tmp)
         if out is None and n is None:
@@ -579,6 +614,14 @@ def promote(
         Path | None,
         typer.Option("--evaluation", help="evaluation.json (or its folder); default: latest evaluate run."),
     ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline-evaluation",
+            help="evaluation.json (or its folder) of the standard model trained beside the candidate: the "
+            "do-no-harm gate compares with it (without it that gate is not applicable).",
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Compute the gates; change nothing.")] = False,
     rollback: Annotated[
         bool, typer.Option("--rollback", help="Make previous-champion the champion again.")
@@ -626,6 +669,7 @@ def promote(
             policy,
             candidate,
             evaluation=evaluation,
+            baseline=baseline,
             tracking_uri=tracking_uri,
             dry_run=dry_run,
             mask_model_version=mask_model_version,

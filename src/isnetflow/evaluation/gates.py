@@ -12,10 +12,30 @@ HTML report's headline and the run summary table (:func:`summary_values`,
 its metric computed by the evaluation (:mod:`isnetflow.evaluation.core`, under a key of
 :mod:`isnetflow.evaluation.keys`) and a test.
 
-Two gates are more than a value and a threshold: ``min_site_auc`` takes the lowest AUC over the
-external sites with both classes (it fails, naming why, when there is none) and ``champion_auc_delta``
+Three gates are more than a value and a threshold: ``min_site_auc`` takes the lowest AUC over the
+external sites with both classes (it fails, naming why, when there is none); ``champion_auc_delta``
 compares the pooled external AUC with the current champion's on the same data (threshold ``-max drop``;
-no champion yet: passes).
+no champion yet: passes); ``standard_auc_delta``, the *do-no-harm* gate, compares it with the standard
+model trained beside the candidate in the same run (threshold ``-max_auc_drop_vs_standard``).
+
+The do-no-harm gate and its baseline (:class:`BaselineReference`, built from the standard model's
+evaluation with :meth:`BaselineReference.from_payload`):
+
+* baseline given: value = candidate pooled external AUC - the standard model's, refused below
+  ``-max_auc_drop_vs_standard``; its ``detail`` is the one line the reports print (:func:`standard_line`),
+  e.g. "ISNet external AUC 0.710 is 0.120 below the standard model's 0.830 of this run (allowed drop
+  0.050): refused";
+* baseline given but either AUC missing (e.g. a single-class external set), or the two evaluations were
+  made on different data (manifest hash or evaluated sites differ): *fails* closed, saying why;
+* the standard model's own gate check (its evaluation records ``model.mode`` "standard" and it gets no
+  baseline), or a baseline that is the candidate itself (same model URI or training run): not
+  applicable, passes -- it is never compared with itself;
+* no baseline (``isnetflow promote`` of a single model, which trained no standard model beside it): *not
+  applicable*, passes, with ``detail`` saying so -- as ``champion_auc_delta`` passes with no champion:
+  there is nothing of this run to compare with, and refusing every standalone promotion would only
+  teach people to switch the gate off. The pipeline always passes its standard model's evaluation
+  (:func:`isnetflow.tasks.evaluate_model` refuses to check an ISNet candidate without one while the gate
+  is enabled), so there the gate cannot pass for lack of a baseline.
 
 A gate whose threshold is ``None`` in the policy is *disabled* (recorded, counts as passed). A gate
 whose value is missing or not finite *fails* (fail closed) with a reason in ``detail``.
@@ -23,7 +43,7 @@ whose value is missing or not finite *fails* (fail closed) with a reason in ``de
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -33,12 +53,15 @@ from isnetflow.evaluation import keys
 __all__ = [
     "GATES",
     "GATE_NAMES",
+    "STANDARD_GATE",
+    "BaselineReference",
     "ChampionReference",
     "Gate",
     "GateResult",
     "all_passed",
     "evaluate_gates",
     "evaluation_tags",
+    "standard_line",
     "summary_values",
 ]
 
@@ -83,10 +106,45 @@ class ChampionReference:
     source: str  # e.g. "evaluated on <data>" or "recorded tags (same manifest)"
 
 
+@dataclass(frozen=True)
+class BaselineReference:
+    """The standard (baseline) model trained beside the candidate in the same run: its pooled external AUC
+    on the same data, and what identifies the model and the data (``""`` / ``None``: not recorded)."""
+
+    external_auc: float | None
+    name: str = "standard"
+    model_uri: str = ""
+    run_id: str = ""
+    manifest_sha256: str = ""
+    evaluated_sites: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_payload(cls, evaluation: Mapping[str, Any], *, name: str = "standard") -> BaselineReference:
+        """The baseline of an ``evaluation.json`` payload (the evaluate stage's, or
+        :func:`isnetflow.evaluation.core.evaluate_model`'s ``payload``, which records no model or data)."""
+        sites = evaluation.get(keys.EVALUATED_SITES)
+        return cls(
+            external_auc=keys.number(evaluation, keys.EXTERNAL_AUC),
+            name=name,
+            model_uri=str(keys.get(evaluation, keys.MODEL_URI) or ""),
+            run_id=str(keys.get(evaluation, keys.MODEL_RUN_ID) or ""),
+            manifest_sha256=str(keys.get(evaluation, keys.MANIFEST_SHA256) or ""),
+            evaluated_sites=tuple(str(x) for x in sites) if isinstance(sites, list) else None,
+        )
+
+
+@dataclass(frozen=True)
+class GateReferences:
+    """What a gate may compare the candidate with: the current champion and the run's standard model."""
+
+    champion: ChampionReference | None = None
+    baseline: BaselineReference | None = None
+
+
 #: ``read(evaluation) -> (value, detail)``: a gate's value and what explains it (or why it is missing).
 GateReader = Callable[[Mapping[str, Any]], tuple[float | None, str]]
-#: ``check(gate, evaluation, policy, champion)``: a gate that needs more than its value and threshold.
-GateCheck = Callable[["Gate", Mapping[str, Any], PromotionPolicy, ChampionReference | None], GateResult]
+#: ``check(gate, evaluation, policy, references)``: a gate that needs more than its value and threshold.
+GateCheck = Callable[["Gate", Mapping[str, Any], PromotionPolicy, GateReferences], GateResult]
 
 
 @dataclass(frozen=True)
@@ -95,7 +153,8 @@ class Gate:
 
     ``metric`` is the ``evaluation.json`` key (dotted, ``*`` = every site) the value comes from and its
     flat metric key; ``read`` computes the value when it is not simply the number at ``metric``;
-    ``check`` replaces the plain comparison of value and threshold (the champion gate). ``eval_tag``
+    ``check`` replaces the plain comparison of value and threshold (the champion and do-no-harm gates,
+    given the champion and the baseline as :class:`GateReferences`). ``eval_tag``
     names the ``eval.*`` model-version tag recording the value at promotion and ``summary`` the run
     summary's ``(key, table row label)`` showing it (``None``: not recorded there).
     """
@@ -126,10 +185,11 @@ class Gate:
         evaluation: Mapping[str, Any],
         policy: PromotionPolicy,
         champion: ChampionReference | None = None,
+        baseline: BaselineReference | None = None,
     ) -> GateResult:
         """This gate's outcome for one candidate evaluation."""
         if self.check is not None:
-            return self.check(self, evaluation, policy, champion)
+            return self.check(self, evaluation, policy, GateReferences(champion, baseline))
         value, detail = self.value(evaluation)
         return _compare(self.name, value, self.threshold(policy), self.comparison, detail)
 
@@ -172,9 +232,10 @@ def _champion_check(
     gate: Gate,
     evaluation: Mapping[str, Any],
     policy: PromotionPolicy,
-    champion: ChampionReference | None,
+    refs: GateReferences,
 ) -> GateResult:
     """Pooled external AUC minus the champion's on the same data, against ``-max drop``."""
+    champion = refs.champion
     max_drop = gate.threshold(policy)
     if max_drop is None:
         return _compare(gate.name, None, None, gate.comparison)
@@ -198,6 +259,78 @@ def _champion_check(
         f"candidate {external:.4f} vs champion v{champion.version} {champion.external_auc:.4f} "
         f"({champion.source})",
     )
+
+
+def _same_model(evaluation: Mapping[str, Any], baseline: BaselineReference) -> bool:
+    uri, run_id = keys.get(evaluation, keys.MODEL_URI), keys.get(evaluation, keys.MODEL_RUN_ID)
+    return bool(baseline.model_uri and baseline.model_uri == uri) or bool(
+        baseline.run_id and baseline.run_id == run_id
+    )
+
+
+def _other_data(evaluation: Mapping[str, Any], baseline: BaselineReference) -> str:
+    """Why the baseline was not evaluated on the candidate's data ("" when it was, as far as recorded)."""
+    want = keys.get(evaluation, keys.MANIFEST_SHA256)
+    if want and baseline.manifest_sha256 and want != baseline.manifest_sha256:
+        return f"manifest {str(baseline.manifest_sha256)[:12]} vs the candidate's {str(want)[:12]}"
+    sites = evaluation.get(keys.EVALUATED_SITES)
+    recorded = baseline.evaluated_sites
+    if isinstance(sites, list) and recorded is not None and tuple(str(x) for x in sites) != recorded:
+        return f"sites {list(recorded)} vs the candidate's {sites}"
+    return ""
+
+
+def _candidate_label(evaluation: Mapping[str, Any]) -> str:
+    mode = keys.get(evaluation, keys.path(keys.MODEL, "mode"))
+    return {"isnet": "ISNet", "standard": "standard model"}.get(str(mode), "candidate")
+
+
+def _standard_check(
+    gate: Gate,
+    evaluation: Mapping[str, Any],
+    policy: PromotionPolicy,
+    refs: GateReferences,
+) -> GateResult:
+    """Do no harm: pooled external AUC minus the run's standard model's, against ``-max drop``."""
+    baseline = refs.baseline
+    max_drop = gate.threshold(policy)
+    threshold = None if max_drop is None else -max_drop
+    op = "disabled" if threshold is None else gate.comparison
+
+    def result(value: float | None, passed: bool, detail: str) -> GateResult:
+        return GateResult(gate.name, value, threshold, op, passed, detail)
+
+    if baseline is None:
+        if threshold is None:
+            return result(None, True, "disabled by policy")
+        if keys.get(evaluation, keys.path(keys.MODEL, "mode")) == "standard":  # the baseline's own check
+            return result(None, True, "not applicable: this is the standard model, the baseline itself")
+        return result(None, True, "not applicable: no standard model was trained beside this candidate")
+    who = baseline.name
+    if _same_model(evaluation, baseline):
+        return result(None, True, f"not applicable: the candidate is the {who} model itself")
+    candidate = _candidate_label(evaluation)
+    other = _other_data(evaluation, baseline)
+    if other:
+        return result(None, max_drop is None, f"cannot compare with the {who} model: other data ({other})")
+    external = keys.number(evaluation, gate.metric)
+    if external is None or baseline.external_auc is None:
+        missing = " and ".join(
+            label
+            for label, v in ((f"{candidate}'s", external), (f"the {who} model's", baseline.external_auc))
+            if v is None
+        )
+        return result(
+            None, max_drop is None, f"cannot compare with the {who} model: {missing} external AUC missing"
+        )
+    delta = external - baseline.external_auc
+    side = "equals" if abs(delta) < 5e-4 else f"is {abs(delta):.3f} {'below' if delta < 0 else 'above'}"
+    line = f"{candidate} external AUC {external:.3f} {side} the {who} model's {baseline.external_auc:.3f}"
+    line += " of this run"
+    if threshold is None:
+        return result(delta, True, f"{line} (gate disabled)")
+    passed = delta >= threshold - 1e-9  # inclusive: a drop of exactly the margin passes (float noise aside)
+    return result(delta, passed, f"{line} (allowed drop {max_drop:.3f}): {'passed' if passed else 'refused'}")
 
 
 GATES: dict[str, Gate] = {
@@ -253,18 +386,47 @@ GATES: dict[str, Gate] = {
             "pooled external AUC minus the champion's, same data (threshold: -max drop)",
             check=_champion_check,
         ),
+        Gate(
+            "standard_auc_delta",
+            keys.EXTERNAL_AUC,
+            ">=",
+            "max_auc_drop_vs_standard",
+            "do no harm: pooled external AUC minus the same run's standard model's (threshold: -max drop)",
+            check=_standard_check,
+        ),
     )
 }
 """Registry of promotion gates by name, in the order they are checked and reported."""
 
 GATE_NAMES = tuple(GATES)
+#: the do-no-harm gate: the candidate against the standard model trained beside it
+STANDARD_GATE = "standard_auc_delta"
 
 
 def evaluate_gates(
-    evaluation: Mapping[str, Any], policy: PromotionPolicy, champion: ChampionReference | None = None
+    evaluation: Mapping[str, Any],
+    policy: PromotionPolicy,
+    champion: ChampionReference | None = None,
+    *,
+    baseline: BaselineReference | None = None,
 ) -> list[GateResult]:
-    """All gates of :data:`GATES`, in that order, for one candidate evaluation."""
-    return [gate.evaluate(evaluation, policy, champion) for gate in GATES.values()]
+    """All gates of :data:`GATES`, in that order, for one candidate evaluation.
+
+    ``champion``: the current champion on the same data (``None``: no champion yet); ``baseline``: the
+    standard model of the same run (``None``: none was trained beside the candidate, see the module
+    docstring).
+    """
+    return [gate.evaluate(evaluation, policy, champion, baseline) for gate in GATES.values()]
+
+
+def standard_line(results: Iterable[GateResult | Mapping[str, Any]]) -> str | None:
+    """The do-no-harm gate's one line (its ``detail``) among gate results (objects, or their
+    :meth:`GateResult.as_dict` as in ``gates.json``); ``None`` when that gate is not among them."""
+    for r in results:
+        name, detail = (r.name, r.detail) if isinstance(r, GateResult) else (r.get("name"), r.get("detail"))
+        if name == STANDARD_GATE:
+            return str(detail or "")
+    return None
 
 
 def all_passed(results: list[GateResult]) -> bool:

@@ -36,6 +36,8 @@ __all__ = [
     "INTERNAL_TEST_AUC",
     "INTERNAL_VAL",
     "MODEL",
+    "MODEL_RUN_ID",
+    "MODEL_URI",
     "ROLE",
     "SITES",
     "SITE_AUC",
@@ -96,6 +98,9 @@ FLIP_RATE = path(AUDIT, "counterfactual", "flip_rate")
 SITE_AUC = path(SITES, "*", AUC)
 THRESHOLD = path(THRESHOLD_SECTION, "value")
 MANIFEST_SHA256 = path(DATA, "manifest_sha256")
+# the evaluated model (the evaluate stage records it; the do-no-harm gate's baseline is identified by it)
+MODEL_URI = path(MODEL, "uri")
+MODEL_RUN_ID = path(MODEL, "run_id")
 
 
 def get(evaluation: Mapping[str, Any], key: str) -> Any:

@@ -9,10 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from isnetflow.evaluation import keys
-from isnetflow.evaluation.gates import GATES
+from isnetflow.evaluation.gates import GATES, standard_line
 from isnetflow.viz import figure_html
 
-__all__ = ["flat_metrics", "json_safe", "kfp_classification_metrics", "render_html"]
+__all__ = [
+    "flat_metrics",
+    "gates_html",
+    "json_safe",
+    "kfp_classification_metrics",
+    "render_html",
+    "with_gates",
+]
 
 
 def json_safe(obj: Any) -> Any:
@@ -195,3 +202,35 @@ def render_html(
     parts += [figure_html(caption, png) for caption, png in figures]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def gates_html(gates: Sequence[Mapping[str, Any]]) -> str:
+    """The promotion gates section: the do-no-harm line (ISNet against the standard model of the same
+    run, :func:`isnetflow.evaluation.gates.standard_line`) and one row per gate (``GateResult.as_dict``)."""
+    parts = ["<h3>Promotion gates</h3>"]
+    line = standard_line(gates)
+    if line:
+        parts.append(f"<p class='gate-line'><b>Do no harm:</b> {html.escape(line)}</p>")
+    rows = [
+        [
+            g.get("name"),
+            g.get("value"),
+            "disabled"
+            if g.get("comparison") == "disabled"
+            else f"{g.get('comparison')} {_fmt(g.get('threshold'))}",
+            "pass" if g.get("passed") else "FAIL",
+            g.get("detail") or "",
+        ]
+        for g in gates
+    ]
+    parts.append(_table(["gate", "value", "threshold", "result", "detail"], rows))
+    return "\n".join(parts)
+
+
+def with_gates(page: str, gates: Sequence[Mapping[str, Any]]) -> str:
+    """``page`` (a :func:`render_html` report) with :func:`gates_html` before its headline table."""
+    section = gates_html(gates)
+    for anchor in ("<h3>Headline</h3>", "</body>"):
+        if anchor in page:
+            return page.replace(anchor, f"{section}\n{anchor}", 1)
+    return page + section

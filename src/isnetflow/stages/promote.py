@@ -7,7 +7,10 @@
 2. evaluates the current ``champion`` (if any) on the same data -- the validated folder, masks and
    sites recorded in the candidate's evaluation, checked against its manifest hash -- falling back to
    the champion's recorded metrics only when that data is unreadable and the manifest hash matches;
-3. computes the gates (:mod:`isnetflow.evaluation.gates`) from the policy;
+3. computes the gates (:mod:`isnetflow.evaluation.gates`) from the policy; ``baseline`` (the pipeline's
+   standard model's ``evaluation.json`` of the same run) feeds the do-no-harm gate
+   ``standard_auc_delta``; without it (a single model promoted from the command line) that gate is
+   recorded as not applicable;
 4. unless ``dry_run``: packages the candidate as a pyfunc (:mod:`isnetflow.registry.packaging`),
    registers it, tags the version with the gate results, the lineage and the headline evaluation,
    and calls :func:`isnetflow.registry.promotion.promote_version` (lock, re-read aliases, re-check
@@ -24,12 +27,14 @@ import math
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from isnetflow.config import EvaluateConfig, PromotionPolicy, TrainConfig
 from isnetflow.evaluation import keys
 from isnetflow.evaluation.gates import (
+    BaselineReference,
     ChampionReference,
     GateResult,
     all_passed,
@@ -88,8 +93,10 @@ def lineage_tags(
     candidate_uri: str = "",
     data_fingerprint: str = "",
     recipe: str = "",
+    standard_model_uri: str = "",
 ) -> dict[str, str]:
-    """``lineage.*`` tags of a model version (data, validation, masks, training run, code, image).
+    """``lineage.*`` tags of a model version (data, validation, masks, training run, code, image, and the
+    standard model of the same run the do-no-harm gate compared it with: "" when none).
 
     ``lineage.data_fingerprint`` and ``lineage.recipe_sha256`` are what scheduled retraining compares
     (see :mod:`isnetflow.stages.retrain`). The fingerprint is ``data_fingerprint`` when given, else
@@ -108,6 +115,7 @@ def lineage_tags(
         "lineage.container_image": os.environ.get("ISNETFLOW_IMAGE", ""),
         "lineage.evaluation_run_id": str(evaluation.get("evaluation_run_id") or ""),
         "lineage.candidate_uri": candidate_uri,
+        "lineage.standard_model_uri": standard_model_uri,
     }
 
 
@@ -269,8 +277,12 @@ def run(
     evaluate_cfg: EvaluateConfig | None = None,
     train_fallback: TrainConfig | None = None,
     recipe: str = "",
+    baseline: str | Path | None = None,
 ) -> dict[str, Any]:
     """Gate ``candidate`` and (unless ``dry_run``) register it and move aliases; returns the decision.
+
+    ``baseline``: the ``evaluation.json`` (or its folder) of the standard model trained beside the
+    candidate in the same run, for the do-no-harm gate (``None``: none was, the gate is not applicable).
 
     ``recipe``: :func:`isnetflow.stages.retrain.recipe_digest` of the settings the candidate was trained
     with, recorded as ``lineage.recipe_sha256`` (the pipeline passes it; "" when unknown).
@@ -301,6 +313,7 @@ def run(
         training_run_id = loaded.facts.run_id
     try:
         ev = load_evaluation(evaluation) if evaluation is not None else _find_evaluation(training_run_id)
+        standard = None if baseline is None else BaselineReference.from_payload(load_evaluation(baseline))
     except EvaluateStageError as exc:
         raise PromoteStageError(str(exc)) from exc
 
@@ -309,11 +322,12 @@ def run(
 
     champion_seen = aliases(client, name).get(CHAMPION)
     ref = reference(champion_seen) if champion_seen is not None and champion_seen != version else None
-    gates = evaluate_gates(ev, policy, ref)
+    gates = evaluate_gates(ev, policy, ref, baseline=standard)
     result: dict[str, Any] = {
         "name": name,
         "candidate": candidate,
         "champion_before": champion_seen,
+        "baseline": None if standard is None else asdict(standard),
         "gates": [g.as_dict() for g in gates],
         "all_gates_passed": all_passed(gates),
     }
@@ -330,6 +344,7 @@ def run(
             candidate_uri=candidate,
             data_fingerprint=fingerprint,
             recipe=recipe,
+            standard_model_uri="" if standard is None else standard.model_uri,
         ),
         **_evaluation_tags(ev),
     }
@@ -342,7 +357,7 @@ def run(
 
     def recheck(new_champion: str) -> list[GateResult]:
         log.info("champion moved to v%s during promotion: re-checking v%s against it", new_champion, version)
-        return evaluate_gates(ev, policy, reference(new_champion))
+        return evaluate_gates(ev, policy, reference(new_champion), baseline=standard)
 
     try:
         decision = promote_version(

@@ -5,7 +5,7 @@ Public entry points: :func:`generate_cohort` (writes DICOM + labels + masks + tr
 """
 
 from .cohort import PlannedImage, generate_cohort, phi_coefficient, plan_cohort, render_item, site_code
-from .preview import display_array, write_preview
+from .preview import display_array, write_preview, write_shortcut_gallery
 
 __all__ = [
     "PlannedImage",
@@ -16,4 +16,5 @@ __all__ = [
     "render_item",
     "site_code",
     "write_preview",
+    "write_shortcut_gallery",
 ]

@@ -46,6 +46,7 @@ from .disease import paint
 
 __all__ = [
     "PlannedImage",
+    "cue_allowed",
     "generate_cohort",
     "phi_coefficient",
     "plan_cohort",
@@ -194,6 +195,11 @@ def plan_cohort(cfg: SynthConfig) -> list[PlannedImage]:
     return plan
 
 
+def cue_allowed(lung: np.ndarray) -> np.ndarray:
+    """Where background cues may draw: outside the lung mask dilated by ~2 % of the image height."""
+    return ~ndimage.binary_dilation(lung, iterations=max(2, lung.shape[0] // 50))
+
+
 @dataclass
 class RenderedItem:
     pixels: np.ndarray  # stored values (uint8/uint16), photometric applied
@@ -223,13 +229,14 @@ def render_item(item: PlannedImage, cfg: SynthConfig) -> RenderedItem:
     p = np.clip(p + site.noise_sigma * noise * (0.6 + 0.4 * (1.0 - p)), 0.0, 1.0).astype(np.float32)
 
     # Background cues may only touch pixels well outside the lungs.
-    margin = max(2, item.rows // 50)
-    allowed = ~ndimage.binary_dilation(lung, iterations=margin)
+    allowed = cue_allowed(lung)
     for name in site.cues:
         draw_cue(name, p, allowed, rng, site.text or site_code(site.name))
     footprint = np.zeros(p.shape, dtype=bool)
     if item.cue:
-        footprint = draw_shortcut(cfg.shortcut.kind, p, allowed, rng, cfg.shortcut.text)
+        footprint = draw_shortcut(
+            cfg.shortcut.kind, p, allowed, rng, cfg.shortcut.text, cfg.shortcut.placement
+        )
     p = np.clip(p, 0.0, 1.0)
 
     # Quantize into the detector's used range; MONOCHROME1 stores inverted values.

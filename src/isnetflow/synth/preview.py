@@ -19,9 +19,10 @@ import pydicom
 from PIL import Image
 from pydicom.pixels import apply_modality_lut
 
+from isnetflow.config import SynthConfig
 from isnetflow.viz.figures import save_figure
 
-__all__ = ["display_array", "write_preview"]
+__all__ = ["display_array", "write_preview", "write_shortcut_gallery"]
 
 
 def display_array(path: str | Path) -> np.ndarray:
@@ -75,6 +76,48 @@ def write_preview(cohort_dir: str | Path, png: str | Path, *, thumb: float = 1.6
     fig.suptitle(
         f"isnetflow synthetic cohort (seed {info['seed']})\nplanted shortcut: "
         f"'{info['shortcut']['text']}' {info['shortcut']['kind']}, label-correlated at internal sites only",
+        fontsize=8,
+    )
+    return save_figure(fig, png, dpi=110)
+
+
+def write_shortcut_gallery(
+    png: str | Path, *, size: int = 192, seed: int = 0, base: SynthConfig | None = None, thumb: float = 2.0
+) -> Path:
+    """Grid of one positive image with the planted cue per shortcut kind (columns) and placement (rows),
+    rendered in memory at the first internal site, with the lung-mask outline drawn."""
+    from dataclasses import replace
+
+    from .cohort import plan_cohort, render_item
+    from .cues import PLACEMENTS, SHORTCUTS
+
+    cfg = (base or SynthConfig()).model_copy(update={"n": 12, "size": size, "seed": seed})
+    site = next(i for i, s in enumerate(cfg.sites) if s.role == "internal")
+    item = next(it for it in plan_cohort(cfg) if it.site_index == site and it.positive)
+    item = replace(item, cue=True)
+    kinds = list(SHORTCUTS)
+    fig, axes = plt.subplots(
+        len(PLACEMENTS),
+        len(kinds),
+        figsize=(thumb * len(kinds), thumb * 1.15 * len(PLACEMENTS)),
+        squeeze=False,
+    )
+    for i, placement in enumerate(PLACEMENTS):
+        for j, kind in enumerate(kinds):
+            shortcut = cfg.shortcut.model_copy(update={"kind": kind, "placement": placement})
+            r = render_item(item, cfg.model_copy(update={"shortcut": shortcut}))
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.imshow(r.presentation, cmap="gray", vmin=0, vmax=1)
+            ax.contour(r.lung, levels=[0.5], colors=["#39ff14"], linewidths=0.5)
+            if i == 0:
+                ax.set_title(kind, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(placement, fontsize=8)
+    fig.suptitle(
+        f"isnetflow synth: shortcut kinds (synth.shortcut.kind) x placement (synth.shortcut.placement)\n"
+        f"one {cfg.classes[1]} image of {cfg.sites[site].name}, seed {seed}; green: lung mask",
         fontsize=8,
     )
     return save_figure(fig, png, dpi=110)

@@ -182,13 +182,15 @@ def isnet_step_gradients(
     balance: float | None,
     projection: bool = False,
     ctx: DistContext = SINGLE,
+    ramp: float = 1.0,
 ) -> dict[str, float]:
     """Set ``.grad`` of ``model``'s parameters for one ISNet step; return gradient diagnostics.
 
     The two parts of ``out.loss = (1 - P) CE + P heatmap`` are differentiated separately. Their sum is the
     gradient of ``out.loss``. With ``projection`` a heatmap part that opposes the cross-entropy part (negative
     dot product) first loses that component (PCGrad); with ``balance`` it is then scaled down so that its
-    norm is at most ``balance`` times the cross-entropy part's norm. Returns both norms (the heatmap norm
+    norm is at most ``balance`` times the cross-entropy part's norm, and finally multiplied by ``ramp`` (the
+    heatmap ramp of the first ISNet epochs). Returns both norms (the heatmap norm
     after projection), their cosine (before) and the scale. Under data parallelism (``ctx``) both parts are
     averaged over the ranks first (one all-reduce), so the projection and the cap see the global batch's
     gradients, as one process with the whole batch would.
@@ -215,6 +217,7 @@ def isnet_step_gradients(
     scale = 1.0
     if balance is not None and float(n_hm) > balance * float(n_ce):
         scale = balance * float(n_ce) / max(float(n_hm), 1e-30)
+    scale *= ramp
     for p, a, b in zip(params, g_ce, g_hm, strict=True):
         p.grad = a + b if scale == 1.0 else a + scale * b
     return {
@@ -249,10 +252,10 @@ SELECTION_PENALTY = 5.0
 """Validation AUC given up per unit of background share or swap change above its selection limit."""
 
 
-def _selection_score(cfg: TrainConfig, metrics: dict[str, float], heat_on: bool) -> float:
+def _selection_score(cfg: TrainConfig, metrics: dict[str, float], isnet_phase: bool) -> float:
     """Lower is better. Never prefers a worse validation AUC among epochs within the background limit."""
     auc = metrics["val_auc"]
-    if not heat_on:
+    if not isnet_phase:
         score = -auc
     elif cfg.selection == "objective":
         score = metrics["val_isnet_loss"]
@@ -301,6 +304,25 @@ def _validate(
         metrics["val_background"], metrics["val_foreground"] = terms["background"], terms["foreground"]
         metrics["val_isnet_loss"] = terms["loss"]
     return metrics
+
+
+def _end_warmup_on_plateau(cfg: TrainConfig, state: dict[str, Any], epoch: int, val_auc: float) -> None:
+    """After warm-up ``epoch``: set ``state["isnet_start"]`` once a ``cfg.warmup_patience`` warm-up ends.
+
+    It ends after ``cfg.warmup_epochs`` at the earliest, once validation AUC has not improved for
+    ``warmup_patience`` epochs, and after ``warmup_max_epochs`` (default half the schedule) at the latest.
+    """
+    if cfg.warmup_patience is None or state["isnet_start"] is not None:
+        return
+    if math.isfinite(val_auc) and val_auc > state["warmup_best_auc"]:
+        state["warmup_best_auc"], state["warmup_bad_epochs"] = val_auc, 0
+    else:
+        state["warmup_bad_epochs"] += 1
+    done = epoch + 1
+    longest = cfg.warmup_max_epochs if cfg.warmup_max_epochs is not None else max(1, cfg.epochs // 2)
+    if done >= cfg.warmup_epochs and (state["warmup_bad_epochs"] >= cfg.warmup_patience or done >= longest):
+        state["isnet_start"] = done
+        log.info("warm-up ends after epoch %d (best validation AUC %.3f)", epoch, state["warmup_best_auc"])
 
 
 def _lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
@@ -427,6 +449,10 @@ def _train(
         "c2": hm.C2,
         "stopped": False,
         "schedule_start": 0,  # global step where the LR schedule (re)starts: the warm-up restart
+        # first epoch of the ISNet phase; None while a warm-up with cfg.warmup_patience goes on
+        "isnet_start": cfg.warmup_epochs if cfg.warmup_patience is None else None,
+        "warmup_best_auc": -math.inf,
+        "warmup_bad_epochs": 0,
     }
     store = CheckpointStore(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
     if resume:
@@ -525,10 +551,15 @@ def _train(
     )
     while state["epoch"] < cfg.epochs and not state["stopped"]:
         epoch = state["epoch"]
-        heat_on = isnet and epoch >= cfg.warmup_epochs
+        # the ISNet phase follows the warm-up; its heatmap term is on unless cfg.relevance_loss is off (the
+        # 'swap' comparison arm: the same phases, inputs and selection with cross-entropy only)
+        isnet_start = state.get("isnet_start", cfg.warmup_epochs)  # checkpoints before the key: fixed
+        isnet_phase = isnet and isnet_start is not None and epoch >= isnet_start
+        heat_on = isnet_phase and cfg.relevance_loss
+        ramp = min(1.0, (epoch - isnet_start + 1) / hm.ramp_epochs) if heat_on and hm.ramp_epochs else 1.0
         if heat_on and (state["c1"] is None or state["c2"] is None):
             state["c1"], state["c2"] = fg_calibration()
-        restart = heat_on and cfg.warmup_restart and epoch == cfg.warmup_epochs > 0
+        restart = isnet_phase and cfg.warmup_restart and epoch == isnet_start > 0
         if restart and state["step_in_epoch"] == 0 and state["schedule_start"] == 0:
             # The warm-up network only measured C1/C2 (the authors discard theirs too): the ISNet starts
             # from the very initial weights, as if the warm-up had not happened, with a new optimizer and
@@ -557,20 +588,22 @@ def _train(
                 )
             opt.zero_grad(set_to_none=True)
             parts: dict[str, float]
+            if isnet_phase and cfg.isnet_swap_fraction > 0:
+                sgen = torch.Generator().manual_seed(_mix(cfg.seed, state["global_step"], 3, *rank_part))
+                n_swap = round(cfg.isnet_swap_fraction * x.shape[0])
+                sub = torch.randperm(x.shape[0], generator=sgen)[:n_swap].to(x.device)
+                x = x.clone()
+                x[sub] = shortcut_free_inputs(x[sub], m[sub], "background_swap", sgen)
             if heat_on:
-                if cfg.isnet_swap_fraction > 0:
-                    sgen = torch.Generator().manual_seed(_mix(cfg.seed, state["global_step"], 3, *rank_part))
-                    n_swap = round(cfg.isnet_swap_fraction * x.shape[0])
-                    sub = torch.randperm(x.shape[0], generator=sgen)[:n_swap].to(x.device)
-                    x = x.clone()
-                    x[sub] = shortcut_free_inputs(x[sub], m[sub], "background_swap", sgen)
                 gen = torch.Generator().manual_seed(_mix(cfg.seed, state["global_step"], 7, *rank_part))
                 lcfg = loss_config(state["c1"], state["c2"])
                 out = isnet_objective(model, x, y, m, lcfg, generator=gen, class_weight=class_weight)
                 loss = out.loss
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite ISNet loss at epoch {epoch} step {step}")
-                parts = isnet_step_gradients(model, out, hm.P, hm.grad_balance, hm.grad_projection, ctx)
+                parts = isnet_step_gradients(
+                    model, out, hm.P, hm.grad_balance, hm.grad_projection, ctx, ramp=ramp
+                )
                 assert out.heatmaps is not None
                 below, above = _range_shares(out.heatmaps, m, lcfg.C1, lcfg.C2)
                 parts |= {
@@ -581,7 +614,7 @@ def _train(
                     "share_above_c2": above,
                 }
             else:
-                if isnet:  # the ISNet's warm-up: inputs without a usable background shortcut
+                if isnet and not isnet_phase:  # the ISNet's warm-up: inputs without a background shortcut
                     wgen = torch.Generator().manual_seed(_mix(cfg.seed, state["global_step"], 5, *rank_part))
                     x = shortcut_free_inputs(x, m, cfg.warmup_inputs, wgen)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -621,8 +654,8 @@ def _train(
         # Selection: the standard model by validation AUC. The ISNet by validation AUC among the epochs
         # whose validation background share is within the limit (else by its share), or by its validation
         # objective (selection="objective"); warm-up epochs are never selected.
-        eligible = not isnet or heat_on
-        score = _selection_score(cfg, metrics, heat_on)
+        eligible = not isnet or isnet_phase
+        score = _selection_score(cfg, metrics, isnet_phase)
         if eligible and score < state["best_score"]:
             state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch, 0
             state["best_auc"] = metrics["val_auc"]
@@ -632,6 +665,8 @@ def _train(
             if cfg.patience is not None and state["bad_epochs"] >= cfg.patience:
                 state["stopped"] = True
                 log.info("early stopping after epoch %d (best %d)", epoch, state["best_epoch"])
+        if isnet and not isnet_phase:  # a warm-up with cfg.warmup_patience ends when its AUC stops rising
+            _end_warmup_on_plateau(cfg, state, epoch, metrics["val_auc"])
         state["epoch"] = epoch + 1
         state["step_in_epoch"] = 0
         save_checkpoint()

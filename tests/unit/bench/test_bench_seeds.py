@@ -109,3 +109,46 @@ def test_bench_seeds_jobs_match_serial(tmp_path: Path, shared: Path) -> None:
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/b.db")
     runs = client.search_runs([client.get_experiment_by_name("isnetflow-bench-seeds").experiment_id])
     assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == parallel["mlflow_run_id"]]) == 2
+
+
+def test_the_arms_derive_from_the_recipe() -> None:
+    """``swap``: the ISNet recipe without its relevance loss; ``authors`` undoes each deviation."""
+    from isnetflow.bench.seeds import ARMS, MODELS
+    from isnetflow.config import TrainConfig
+
+    recipe = TrainConfig(epochs=7, heatmap={"P": 0.6})
+    swap = ARMS["swap"].train_config(recipe)
+    assert swap.mode == "isnet" and not swap.relevance_loss
+    assert swap.model_dump(exclude={"relevance_loss"}) == recipe.model_dump(exclude={"relevance_loss"})
+    authors = ARMS["authors"].train_config(recipe)
+    assert (authors.warmup_inputs, authors.warmup_restart, authors.isnet_swap_fraction) == ("raw", True, 0.0)
+    hm = authors.heatmap
+    assert (hm.grad_balance, hm.C1, hm.C2, hm.d) == (None, None, None, 0.9)
+    assert hm.P == 0.6 and authors.epochs == 7  # everything else is the recipe's
+    assert ARMS["masked"].masked_inputs and ARMS["standard"].train_config(recipe).mode == "standard"
+    assert set(MODELS) <= set(ARMS)
+
+
+def test_swap_and_authors_arms_run_and_the_isnet_is_judged_against_the_standard_model(
+    tmp_path: Path, shared: Path
+) -> None:
+    from isnetflow.bench.seeds import seed_study
+    from isnetflow.config import Settings
+
+    settings = Settings.model_validate(TINY)
+    out = seed_study(
+        settings, [0], tmp_path / "w", tracking_uri=f"sqlite:///{tmp_path}/m.db", progress=False,
+        models=["authors", "swap", "standard"], cohort_dir=shared / "w" / "cohort",
+    )  # fmt: skip
+    row = out["seeds"][0]
+    assert list(out["summary"]) == ["standard", "swap", "authors"]  # table order, whatever was asked
+    for arm in ("swap", "authors"):
+        assert set(row[arm]) >= METRICS, arm
+    assert row["swap"]["history"]["heatmap_loss_on"] == [False, False]  # no relevance loss, ever
+    assert row["authors"]["history"]["heatmap_loss_on"] == [False, True]
+    # the do-no-harm gate: every arm but the standard model is compared with the same seed's standard model
+    drop = settings.promote.max_auc_drop_vs_standard
+    assert drop is not None
+    worse = row["swap"]["external_auc"] < row["standard"]["external_auc"] - drop
+    assert ("standard_auc_delta" in row["swap"]["gates_failed"]) == worse
+    assert "standard_auc_delta" not in row["standard"]["gates_failed"]

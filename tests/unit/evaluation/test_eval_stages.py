@@ -239,3 +239,52 @@ def test_promote_register_gate_rollback_sqlite(
     other = {**moved, "data": {**moved["data"], "manifest_sha256": "0" * 64}}
     ref = promote.champion_reference("1", "cxr-unit", other, FAST)
     assert ref.external_auc is None and "not readable" in ref.source
+
+
+def test_promote_compares_with_the_standard_model_of_the_same_run(
+    eval_trained: Any, evaluated: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """``baseline``: the standard model's evaluation of the same run feeds the do-no-harm gate; the
+    registry records its outcome and which standard model it was (without one: not applicable)."""
+    out, payload = evaluated
+    uri = eval_trained.tracking_uri
+    candidate = eval_trained.summary["model_uri"]
+    policy = lenient_policy(registered_model="cxr-unit-dnh", max_auc_drop_vs_standard=0.05)
+    standard = json.loads(json.dumps(payload))
+    standard["model"] |= {"uri": "runs:/standard-run/model", "run_id": "standard-run"}
+    standard["splits"]["external_pooled"]["auc"] = payload["splits"]["external_pooled"]["auc"] + 0.06
+    (tmp_path / "evaluation.json").write_text(json.dumps(standard))
+
+    alone = promote.run(policy, candidate, tracking_uri=uri, dry_run=True, evaluation=out)
+    gate = next(g for g in alone["gates"] if g["name"] == "standard_auc_delta")
+    assert gate["passed"] and gate["detail"].startswith("not applicable") and alone["baseline"] is None
+
+    with pytest.raises(promote.PromoteStageError, match="cannot read the evaluation"):
+        promote.run(
+            policy, candidate, tracking_uri=uri, dry_run=True, evaluation=out, baseline=tmp_path / "no"
+        )
+    refused = promote.run(policy, candidate, tracking_uri=uri, evaluation=out, baseline=tmp_path)
+    assert not refused["promoted"] and refused["baseline"]["model_uri"] == "runs:/standard-run/model"
+    assert [g["name"] for g in refused["gates"] if not g["passed"]] == ["standard_auc_delta"]
+    tags = mlflow.MlflowClient(uri).get_model_version("cxr-unit-dnh", refused["version"]).tags
+    assert tags["gate.standard_auc_delta.passed"] == "false"
+    assert tags["gate.standard_auc_delta.threshold"] == "-0.05"
+    assert float(tags["gate.standard_auc_delta.value"]) == pytest.approx(-0.06)
+    assert tags["gate.standard_auc_delta.detail"].endswith("of this run (allowed drop 0.050): refused")
+    assert tags["lineage.standard_model_uri"] == "runs:/standard-run/model"
+    assert tags["promotion.decision"] == "rejected"
+
+    # the same through the CLI: --baseline-evaluation
+    import yaml
+    from typer.testing import CliRunner
+
+    from isnetflow.cli import app
+
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump(policy.model_dump(mode="json")))
+    args = ["promote", "--candidate", candidate, "--policy", str(policy_file), "--evaluation", str(out),
+            "--tracking-uri", uri, "--dry-run"]  # fmt: skip
+    cli = CliRunner().invoke(app, [*args, "--baseline-evaluation", str(tmp_path)])
+    assert cli.exit_code == 1, cli.output
+    assert "FAIL standard_auc_delta" in cli.output and "runs:/standard-run/model" in cli.output
+    assert CliRunner().invoke(app, args).exit_code == 0  # without it the gate is not applicable

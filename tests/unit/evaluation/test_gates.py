@@ -17,6 +17,7 @@ POLICY = PromotionPolicy(
     max_flip_rate=0.10,
     min_site_auc=0.65,
     max_auc_drop_vs_champion=0.01,
+    max_auc_drop_vs_standard=0.05,
 )
 
 GOOD: dict[str, Any] = {

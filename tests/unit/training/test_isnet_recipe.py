@@ -147,11 +147,11 @@ def test_selection_never_prefers_an_inverted_classifier_and_weighs_the_limits() 
     good = {"val_auc": 0.95, "val_background_share": 0.25, "val_swap_change": 0.02, "val_isnet_loss": 2.0}
     inverted = {"val_auc": 0.10, "val_background_share": 0.05, "val_swap_change": 0.0, "val_isnet_loss": 0.5}
     leaky = {"val_auc": 0.99, "val_background_share": 0.60, "val_swap_change": 0.3, "val_isnet_loss": 3.0}
-    score = lambda m: _selection_score(cfg, m, heat_on=True)  # noqa: E731
+    score = lambda m: _selection_score(cfg, m, isnet_phase=True)  # noqa: E731
     assert score(good) < score(leaky) < score(inverted)
     # the old objective prefers the inverted classifier: that is why it is not the default
     old = cfg.model_copy(update={"selection": "objective"})
-    assert _selection_score(old, inverted, heat_on=True) < _selection_score(old, good, heat_on=True)
+    assert _selection_score(old, inverted, isnet_phase=True) < _selection_score(old, good, isnet_phase=True)
     # just over the swap limit with a far better AUC beats chance level inside the limits (measured case)
     near = {"val_auc": 0.94, "val_background_share": 0.11, "val_swap_change": 0.06}
     chance = {"val_auc": 0.50, "val_background_share": 0.24, "val_swap_change": 0.05}
@@ -275,3 +275,79 @@ def test_isnet_steps_see_background_swapped_images(monkeypatch: pytest.MonkeyPat
                 assert own[0] not in background  # another image's background
             else:
                 assert torch.equal(background, own)
+
+
+def test_the_swap_arm_trains_the_isnet_schedule_and_inputs_without_the_relevance_loss(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``relevance_loss: false`` (bench seeds' ``swap`` arm): the ISNet's warm-up inputs, swapped ISNet-phase
+    batches and selection, but never the heatmap objective."""
+    import isnetflow.training.loop as loop
+
+    objective_calls: list[bool] = []
+    swaps: list[str] = []
+    real_objective, real_swap = loop.isnet_objective, loop.shortcut_free_inputs
+    monkeypatch.setattr(
+        loop, "isnet_objective", lambda *a, **k: objective_calls.append(True) or real_objective(*a, **k)
+    )
+    monkeypatch.setattr(
+        loop, "shortcut_free_inputs", lambda x, m, how, g=None: swaps.append(how) or real_swap(x, m, how, g)
+    )
+    cfg = _cfg(relevance_loss=False, epochs=3, warmup_epochs=1, audit_samples=0)
+    result = train(cfg, _data(), progress=False)
+    assert not objective_calls  # no heatmap term, in training or validation
+    assert [h["heatmap_loss_on"] for h in result.history] == [0.0, 0.0, 0.0]
+    assert "train_background" not in result.history[-1]
+    assert swaps == ["background_swap"] * 3  # the warm-up's step and both ISNet-phase steps
+    assert result.best_epoch >= 1  # the ISNet's selection: warm-up epochs are never kept
+    with pytest.raises(ValueError, match="relevance_loss"):
+        TrainConfig(relevance_loss=False, selection="objective")
+
+
+def test_the_warmup_ends_when_validation_auc_stops_rising() -> None:
+    from isnetflow.training.loop import _end_warmup_on_plateau
+
+    cfg = _cfg(warmup_epochs=2, warmup_patience=2, epochs=20)
+    state: dict[str, object] = {"isnet_start": None, "warmup_best_auc": -math.inf, "warmup_bad_epochs": 0}
+    ends = []
+    for epoch, auc in enumerate([0.6, 0.7, 0.8, 0.79, 0.8, 0.75, 0.9]):
+        _end_warmup_on_plateau(cfg, state, epoch, auc)
+        ends.append(state["isnet_start"])
+    # 0.8 at epoch 2 is the best; epochs 3 and 4 do not beat it: the ISNet phase starts at epoch 5
+    assert ends == [None, None, None, None, 5, 5, 5]
+    # never before warmup_epochs, never after warmup_max_epochs (default half the schedule)
+    state = {"isnet_start": None, "warmup_best_auc": -math.inf, "warmup_bad_epochs": 0}
+    early = _cfg(warmup_epochs=3, warmup_patience=1, epochs=20)
+    for epoch in range(3):
+        _end_warmup_on_plateau(early, state, epoch, 0.5)
+    assert state["isnet_start"] == 3
+    state = {"isnet_start": None, "warmup_best_auc": -math.inf, "warmup_bad_epochs": 0}
+    for epoch in range(10):
+        _end_warmup_on_plateau(cfg.model_copy(update={"epochs": 8}), state, epoch, 0.5 + epoch / 100)
+    assert state["isnet_start"] == 4
+    # in the loop: a warm-up that keeps improving ends at warmup_max_epochs
+    capped = _cfg(epochs=3, warmup_epochs=1, warmup_patience=100, warmup_max_epochs=2, audit_samples=0)
+    result = train(capped, _data(), progress=False)
+    assert [h["heatmap_loss_on"] for h in result.history] == [0.0, 0.0, 1.0]
+    assert TrainConfig().warmup_patience is None  # the default: exactly warmup_epochs
+
+
+def test_the_heatmap_ramp_scales_the_heatmap_gradient_over_the_first_isnet_epochs() -> None:
+    data = _data()
+    x, m, y = data.images[:8], data.masks[:8], data.labels[:8]
+    lcfg = loss_config_from_settings(HeatmapLossConfig(), 0.5, 4.0)
+    torch.manual_seed(0)
+    model = build_model("cnn-small", num_classes=2, in_channels=1)
+    params = list(model.parameters())
+    out = isnet_objective(model, x, y, m, lcfg)
+    g_ce = torch.autograd.grad((1 - lcfg.P) * out.cross_entropy, params, retain_graph=True)
+    g_hm = torch.autograd.grad(lcfg.P * out.heatmap, params)
+    model.zero_grad(set_to_none=True)
+    info = isnet_step_gradients(model, isnet_objective(model, x, y, m, lcfg), lcfg.P, None, ramp=0.25)
+    assert info["heatmap_grad_scale"] == 0.25
+    for p, a, b in zip(params, g_ce, g_hm, strict=True):
+        torch.testing.assert_close(p.grad, a + 0.25 * b, rtol=1e-3, atol=2e-6)
+    cfg = _cfg(epochs=3, warmup_epochs=0, audit_samples=0, heatmap=HeatmapLossConfig(
+        C1=0.5, C2=4.0, grad_balance=None, ramp_epochs=2))  # fmt: skip
+    scales = [h["train_heatmap_grad_scale"] for h in train(cfg, data, progress=False).history]
+    assert scales == [0.5, 1.0, 1.0]
