@@ -35,6 +35,17 @@ FAST_EVALUATE = EvaluateConfig(n_boot=100, audit_per_site=2, counterfactual_max=
 
 
 #: the promotion policy's gate thresholds that every candidate passes (each gate enabled)
+GATE_POLICY = PromotionPolicy(
+    min_external_auc_ci_low=0.70,
+    max_auc_gap=0.10,
+    max_background_share=0.40,
+    max_flip_rate=0.10,
+    min_site_auc=0.65,
+    max_auc_drop_vs_champion=0.01,
+    max_auc_drop_vs_standard=0.05,
+)
+"""The thresholds the crafted-evaluation gate tests are written against (spelled out, not the defaults)."""
+
 LENIENT_GATES: dict[str, float] = {
     "min_external_auc_ci_low": 0.0,
     "max_auc_gap": 1.0,

@@ -7,18 +7,10 @@ from typing import Any
 
 import pytest
 
-from isnetflow.config import PromotionPolicy
+from _configs import GATE_POLICY
 from isnetflow.evaluation.gates import GATE_NAMES, ChampionReference, all_passed, evaluate_gates
 
-POLICY = PromotionPolicy(
-    min_external_auc_ci_low=0.70,
-    max_auc_gap=0.10,
-    max_background_share=0.40,
-    max_flip_rate=0.10,
-    min_site_auc=0.65,
-    max_auc_drop_vs_champion=0.01,
-    max_auc_drop_vs_standard=0.05,
-)
+POLICY = GATE_POLICY
 
 GOOD: dict[str, Any] = {
     "splits": {

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from _configs import GATE_POLICY
 from isnetflow.config import PromotionPolicy
 from isnetflow.evaluation.gates import (
     STANDARD_GATE,
@@ -21,15 +22,7 @@ from isnetflow.evaluation.gates import (
 from isnetflow.evaluation.report import render_html, with_gates
 from isnetflow.reporting import render_run_summary
 
-POLICY = PromotionPolicy(
-    min_external_auc_ci_low=0.70,
-    max_auc_gap=0.10,
-    max_background_share=0.40,
-    max_flip_rate=0.10,
-    min_site_auc=0.65,
-    max_auc_drop_vs_champion=0.01,
-    max_auc_drop_vs_standard=0.05,
-)
+POLICY = GATE_POLICY
 
 
 def _evaluation(mode: str, external_auc: float | None, **model: Any) -> dict[str, Any]:
