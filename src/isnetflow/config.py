@@ -748,7 +748,11 @@ class MaskConfig(StrictModel):
         0.3, ge=0, le=1, description="QC: smaller / larger lung area (real masks >= 0.62, phantoms >= 0.44)"
     )
     max_fragment_fraction: float = Field(
-        0.1, ge=0, le=1, description="QC: share of the predicted area outside the two kept components"
+        0.1,
+        ge=0,
+        le=1,
+        description="QC: share of the predicted area dropped by post-processing near the kept lungs (a lung "
+        "split in pieces); blobs farther than 5 % of the image side from their box do not count",
     )
     min_confidence: float = Field(
         0.8,

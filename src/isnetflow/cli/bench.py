@@ -104,6 +104,42 @@ def segment(
     _emit(result, as_json)
 
 
+def masks(
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source",
+            help="NAME=PATH of real radiographs with human lung masks, repeatable; known names: hannover "
+            "(default path ../shared/data/real-cxr-lungs), openist (a clone of pi-null-mezon/OpenIST).",
+        ),
+    ] = None,
+    perturb: Annotated[
+        bool, typer.Option("--perturb", help="Also judge every image under the robustness perturbations.")
+    ] = False,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Segmenter weights (default: shipped).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for mask_bench.csv and mask_bench_gallery.png.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="First n images of each source.")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Lung segmenter and mask QC against human masks on real radiographs: Dice per source, QC decisions."""
+    from isnetflow.bench.masks import bench_masks, parse_source
+
+    try:
+        sources = [parse_source(s) for s in (source or ["hannover"])]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--source") from exc
+    cfg = load_settings(config).masks
+    result = bench_masks(
+        sources, model=model, perturb=perturb, cfg=cfg, out=out, limit=limit, progress=not as_json
+    )
+    _emit(result, as_json)
+
+
 def amp(
     model: NetOpt = "densenet-small",
     batch: BatchOpt = 8,

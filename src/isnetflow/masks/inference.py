@@ -4,8 +4,8 @@
 image it normalizes and letterboxes to the network size, predicts lung probabilities, maps them back to
 the original pixel grid (:func:`~isnetflow.masks.transforms.from_model_space`), thresholds and
 post-processes (two largest components, holes filled). It also returns what quality control needs: the
-share of the thresholded area that post-processing dropped, and a confidence (mean probability margin
-``|2p - 1|`` around the predicted lungs).
+share of the thresholded area that post-processing dropped near the lungs (a lung split in pieces), and
+a confidence (mean probability margin ``|2p - 1|`` around the predicted lungs).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import nn
 from isnetflow.dicom.normalize import Letterbox
 
 from .network import load_network
-from .postprocess import fill_holes, keep_largest_components
+from .postprocess import fill_holes, fragment_fraction, keep_largest_components
 from .spec import SegmenterSpec
 from .transforms import from_model_space, to_model_space
 
@@ -37,7 +37,7 @@ class Prediction:
     mask: np.ndarray  # bool, original rows x columns, post-processed
     probability: np.ndarray  # float32, network space (letterboxed size x size)
     box: Letterbox  # how the original maps to network space
-    fragment_fraction: float  # share of the thresholded area removed by post-processing
+    fragment_fraction: float  # thresholded area dropped near the lungs (postprocess.fragment_fraction)
     confidence: float  # mean |2p - 1| in a band around the predicted lungs (1 = certain)
 
 
@@ -102,9 +102,8 @@ class LungSegmenter:
             full_prob = np.asarray(resized[0], dtype=np.float32)
         full = full_prob > self.threshold
         kept = keep_largest_components(full)
-        raw_area = int(full.sum())
-        fragment = 0.0 if raw_area == 0 else 1.0 - int(kept.sum()) / raw_area
-        mask = fill_holes(kept) if raw_area else kept
+        fragment = fragment_fraction(full, kept)
+        mask = fill_holes(kept) if full.any() else kept
         return Prediction(
             mask=mask,
             probability=prob.astype(np.float32),

@@ -8,8 +8,9 @@ Checks (thresholds in :class:`isnetflow.config.MaskConfig`):
 * ``sides``: the two components are side by side (left and right lung), not stacked (column ranges
   overlap by at most half the narrower one);
 * ``balance``: smaller lung area / larger lung area >= ``min_lung_balance``;
-* ``fragments``: share of the thresholded prediction dropped by post-processing <= ``max_fragment_fraction``
-  (a fragmented prediction means the network was lost);
+* ``fragments``: share of the thresholded prediction dropped by post-processing *near the kept lungs*
+  <= ``max_fragment_fraction`` (a lung predicted in pieces means the network was lost; blobs far from the
+  lungs are dropped harmlessly and not counted, :func:`~isnetflow.masks.postprocess.fragment_fraction`);
 * ``confidence``: mean probability margin around the lungs >= ``min_confidence`` (predictions only).
 """
 
@@ -100,7 +101,7 @@ def assess(
         failures.append(f"lung size balance {balance:.2f} < {cfg.min_lung_balance:.2f} (one lung missing?)")
     if fragment_fraction > cfg.max_fragment_fraction:
         failures.append(
-            f"fragmented: {fragment_fraction:.1%} of the predicted area outside the two lungs "
+            f"fragmented: {fragment_fraction:.1%} of the predicted area split off near the lungs "
             f"> {cfg.max_fragment_fraction:.0%}"
         )
     if confidence is not None and confidence < cfg.min_confidence:

@@ -16,9 +16,11 @@ training image size):
   modality, frontal where the header says so, usable pixels); the data-set checks (identifiers, site,
   PHI) do not. A file that fails an image check raises :class:`InputError` with the manifest's one-line
   reason and reason code, as the validation would quarantine it; a file that is not DICOM is refused.
-* **PNG / JPEG** (``.png``, ``.jpg``, ``.jpeg``): taken as an already normalized image (bright = dense,
-  the type's full range = 0..1), such as the validate stage's ``images/`` output: read like training
-  reads it, letterboxed to the validate size when it is not square, then resized.
+* **PNG / JPEG** (``.png``, ``.jpg``, ``.jpeg``): the same per-file step, as a picture input listed in
+  ``labels.csv`` (:func:`isnetflow.dicom.picture.analyze_picture`: decode, gray or ``colour_image``,
+  the percentile window, letterbox), so a public dataset's PNG gives the input training gave it. A model
+  that stores no normalization settings uses the validate defaults at its image size, and says so in
+  the input's warnings.
 
 Explanations
 ------------
@@ -120,15 +122,30 @@ def _resized(image: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(tensor.numpy()[0], dtype=np.float32)
 
 
-def _prepare_dicom(
-    path: Path, facts: ModelFacts, cfg: ValidateConfig, patient_id: str | None, site: str | None
+def _prepare_file(
+    path: Path,
+    facts: ModelFacts,
+    cfg: ValidateConfig,
+    patient_id: str | None,
+    site: str | None,
+    *,
+    picture: bool,
 ) -> ModelInput:
+    """The validate stage's per-file step (``explain`` checks) then the training loader's read and resize."""
     from isnetflow.training.data import load_array
     from isnetflow.validation.files import FileTask, process_file
 
     name = str(path)
     with tempfile.TemporaryDirectory(prefix="isnetflow-explain-") as tmp:
-        task = FileTask(index=0, uri=str(path.resolve()), relpath=path.name, patient_id=patient_id, site=site)
+        task = FileTask(
+            index=0,
+            uri=str(path.resolve()),
+            relpath=path.name,
+            patient_id=patient_id,
+            site=site,
+            claims_dicom=not picture,
+            listed=picture,
+        )
         row = process_file(task, cfg, tmp, checks="explain")
         if row["status"] != "valid":
             raise InputError(name, str(row["reason"]), str(row["reason_code"]))
@@ -140,29 +157,8 @@ def _prepare_dicom(
     }
     header["window"] = [row.get("window_low"), row.get("window_high")]
     warnings = [w for w in str(row.get("warnings") or "").split(" | ") if w]  # the manifest's separator
-    return ModelInput(name, "dicom", _resized(stored, facts.image_size), warnings, header)
-
-
-def _prepare_image(path: Path, facts: ModelFacts, cfg: ValidateConfig | None) -> ModelInput:
-    from PIL import UnidentifiedImageError
-
-    from isnetflow.dicom.normalize import letterbox
-    from isnetflow.training.data import load_array
-
-    try:
-        image = load_array(path)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise InputError(str(path), f"cannot read the image: {exc}", "unreadable") from exc
-    if image.ndim != 2 or min(image.shape) < 2:
-        raise InputError(str(path), f"expected a 2-D grayscale image, got shape {image.shape}", "unreadable")
-    if not np.isfinite(image).all() or float(image.min()) == float(image.max()):
-        raise InputError(str(path), "every pixel has the same value", "constant_image")
-    header: dict[str, Any] = {"rows": int(image.shape[0]), "columns": int(image.shape[1])}
-    if image.shape[0] != image.shape[1]:
-        size = cfg.image_size if cfg is not None else max(image.shape)
-        image, _ = letterbox(np.clip(image, 0.0, 1.0), size)
-        header["letterboxed_to"] = size
-    return ModelInput(str(path), "image", _resized(image, facts.image_size), [], header)
+    kind = "image" if picture else "dicom"
+    return ModelInput(name, kind, _resized(stored, facts.image_size), warnings, header)
 
 
 def prepare_file(
@@ -178,10 +174,15 @@ def prepare_file(
     p = Path(path)
     if not p.is_file():
         raise InputError(str(p), "file not found", "missing_file")
-    if p.suffix.lower() in IMAGE_SUFFIXES:
-        cfg = normalization_config(facts) if facts.normalization else None
-        return _prepare_image(p, facts, cfg)
-    return _prepare_dicom(p, facts, normalization_config(facts), patient_id, site)
+    if p.suffix.lower() not in IMAGE_SUFFIXES:
+        return _prepare_file(p, facts, normalization_config(facts), patient_id, site, picture=False)
+    if facts.normalization:
+        return _prepare_file(p, facts, normalization_config(facts), patient_id, site, picture=True)
+    item = _prepare_file(
+        p, facts, ValidateConfig(image_size=facts.image_size), patient_id, site, picture=True
+    )
+    item.warnings.append("the model stores no normalization settings: the validate defaults were used")
+    return item
 
 
 def list_inputs(paths: Sequence[str | Path]) -> list[Path]:
@@ -302,9 +303,7 @@ def explain_files(
                 "file": f"{stem}.heatmap.npy",
             },
             "overlay": f"{stem}.overlay.png",
-            "normalization": normalization
-            if item.kind == "dicom"
-            else {"model_input_size": facts.image_size},
+            "normalization": normalization,
             "warnings": item.warnings,
             "header": item.header,
         }

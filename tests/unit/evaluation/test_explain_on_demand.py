@@ -150,6 +150,41 @@ def test_a_dicom_becomes_exactly_the_training_input(eval_trained: Trained, loade
         assert first.kind == "dicom" and first.image.shape == (48, 48)
 
 
+def test_a_png_or_jpeg_becomes_what_training_makes_of_it(loaded: LoadedClassifier, tmp_path: Path) -> None:
+    """A public dataset's picture is windowed and letterboxed by the validate stage's picture path, as a
+    PNG/JPEG listed in labels.csv is for training; an annotated colour picture is refused as training
+    would quarantine it."""
+    from isnetflow.stages import validate
+    from isnetflow.training.data import load_array, resize_pair
+
+    rng = np.random.default_rng(0)
+    gray = (100 + 50 * rng.random((60, 80))).astype(np.uint8)  # a narrow, non-square 8-bit picture
+    Image.fromarray(gray).save(tmp_path / "narrow.png")
+    other = (100 + 50 * rng.random((70, 50))).astype(np.uint8)  # another picture: not a duplicate
+    Image.fromarray(other).convert("RGB").save(tmp_path / "rgb-gray.jpg", quality=95)
+    arrows = np.repeat(gray[..., None], 3, axis=-1)
+    arrows[10:30, 10:40] = (255, 0, 0)
+    Image.fromarray(arrows).save(tmp_path / "arrows.png")
+    (tmp_path / "labels.csv").write_text(
+        "path,label,patient_id,site\n"
+        + "".join(f"{n},covid,p{i},S\n" for i, n in enumerate(("narrow.png", "rgb-gray.jpg", "arrows.png")))
+    )
+    cfg = ValidateConfig.model_validate(loaded.facts.normalization)
+    result = validate.run(cfg, tmp_path, tmp_path / "validated", labels=tmp_path / "labels.csv")
+    manifest = result.manifest.set_index("path")
+    for name in ("narrow.png", "rgb-gray.jpg"):
+        item = prepare_file(tmp_path / name, loaded.facts)
+        stored = load_array(tmp_path / "validated" / manifest.loc[name, "image"])
+        expected, _ = resize_pair(stored, np.zeros(stored.shape, dtype=np.float32), loaded.facts.image_size)
+        np.testing.assert_array_equal(item.image, expected.numpy()[0])
+        low, high = item.header["window"]  # the picture's own range is stretched to 0..1, as in training
+        assert item.kind == "image" and 90 <= low < high <= 160  # JPEG widens it a little
+    assert manifest.loc["arrows.png", "reason_code"] == "colour_image"
+    with pytest.raises(InputError) as err:
+        prepare_file(tmp_path / "arrows.png", loaded.facts)
+    assert err.value.code == "colour_image"
+
+
 def test_quarantine_reasons_are_the_validate_stages(
     eval_trained: Trained, loaded: LoadedClassifier, store: str, tmp_path: Path
 ) -> None:
@@ -244,9 +279,12 @@ def test_explain_cli_writes_an_overlay_and_scores_per_image(
         "image_size": 96,
         "image_format": "npy",
     }
-    # the PNG written from a prepared DICOM gives the same scores as the DICOM itself (uint16 round trip)
-    direct = mlflow.pyfunc.load_model(packaged).predict(png[None, None])
+    # a PNG goes the training's picture path (window, letterbox) and its record says which settings
     c = json.loads((tmp_path / "out" / "c.json").read_text())
+    assert c["kind"] == "image" and c["normalization"] == a["normalization"]
+    direct = mlflow.pyfunc.load_model(packaged).predict(
+        prepare_file(folder / "c.png", loaded.facts).image[None, None]
+    )
     assert c["scores"]["covid"] == pytest.approx(float(direct["covid"].iloc[0]), abs=1e-4)
     assert len(out.strip().splitlines()) == 3
 
