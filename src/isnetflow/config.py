@@ -575,6 +575,15 @@ class TrainConfig(StrictModel):
         "so it stops pulling towards the shortcut while the heatmap loss pulls relevance into the lungs; 0 = "
         "the authors' ISNet. A deviation from their recipe; 0.5 still left the tag learnable (README)",
     )
+    background_fade_epochs: int = Field(
+        0,
+        ge=0,
+        description="curriculum of the background-swapped inputs (warm-up and ISNet batches): the donor "
+        "background is scaled by min(1, epoch / N), from the lungs alone at epoch 0 to the full composite at "
+        "epoch N, so the network learns the disease on uncluttered lungs first (the lungs-only reference "
+        "learns the subtle disease fast) and meets real backgrounds while the relevance loss is on. 0 "
+        "(default): off. A candidate of issue 25, measured on the tuning cohorts (README)",
+    )
     relevance_loss: bool = Field(
         True,
         description="False trains an ISNet's schedule, inputs (warm-up inputs, background-swapped batches) "

@@ -135,7 +135,12 @@ class Augmenter:
 
 
 def shortcut_free_inputs(
-    images: torch.Tensor, masks: torch.Tensor, how: str, generator: torch.Generator | None = None
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    how: str,
+    generator: torch.Generator | None = None,
+    *,
+    background_scale: float = 1.0,
 ) -> torch.Tensor:
     """Inputs whose background carries no label information, for the ISNet's standard warm-up.
 
@@ -144,6 +149,8 @@ def shortcut_free_inputs(
     construction of the counterfactual test (:func:`isnetflow.audit.counterfactual.swap_background`):
     the recipient's pixels inside the union of both lung masks, the donor's outside, so none of the
     donor's lungs survive. ``"masked"``: the lungs only (background zero). ``"raw"``: unchanged.
+    ``background_scale`` (swap only) scales the donor's pixels: 0 leaves the union of the lungs on black,
+    1 (default) is the full composite (``train.background_fade_epochs``).
     """
     if how == "raw":
         return images
@@ -158,7 +165,8 @@ def shortcut_free_inputs(
     donor = torch.empty_like(order)
     donor[order] = order.roll(-1)  # cyclic shift of a random permutation: nobody is their own donor
     region = (masks > 0.5) | (masks[donor] > 0.5)
-    return torch.where(region, images, images[donor])
+    background = images[donor] if background_scale == 1.0 else background_scale * images[donor]
+    return torch.where(region, images, background)
 
 
 def _mix(*parts: int) -> int:

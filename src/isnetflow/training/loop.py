@@ -557,6 +557,7 @@ def _train(
         isnet_phase = isnet and isnet_start is not None and epoch >= isnet_start
         heat_on = isnet_phase and cfg.relevance_loss
         ramp = min(1.0, (epoch - isnet_start + 1) / hm.ramp_epochs) if heat_on and hm.ramp_epochs else 1.0
+        fade = min(1.0, epoch / cfg.background_fade_epochs) if cfg.background_fade_epochs else 1.0
         if heat_on and (state["c1"] is None or state["c2"] is None):
             state["c1"], state["c2"] = fg_calibration()
         restart = isnet_phase and cfg.warmup_restart and epoch == isnet_start > 0
@@ -593,7 +594,7 @@ def _train(
                 n_swap = round(cfg.isnet_swap_fraction * x.shape[0])
                 sub = torch.randperm(x.shape[0], generator=sgen)[:n_swap].to(x.device)
                 x = x.clone()
-                x[sub] = shortcut_free_inputs(x[sub], m[sub], "background_swap", sgen)
+                x[sub] = shortcut_free_inputs(x[sub], m[sub], "background_swap", sgen, background_scale=fade)
             if heat_on:
                 gen = torch.Generator().manual_seed(_mix(cfg.seed, state["global_step"], 7, *rank_part))
                 lcfg = loss_config(state["c1"], state["c2"])
@@ -616,7 +617,7 @@ def _train(
             else:
                 if isnet and not isnet_phase:  # the ISNet's warm-up: inputs without a background shortcut
                     wgen = torch.Generator().manual_seed(_mix(cfg.seed, state["global_step"], 5, *rank_part))
-                    x = shortcut_free_inputs(x, m, cfg.warmup_inputs, wgen)
+                    x = shortcut_free_inputs(x, m, cfg.warmup_inputs, wgen, background_scale=fade)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, weight=class_weight)

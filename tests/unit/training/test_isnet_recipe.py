@@ -128,6 +128,27 @@ def test_background_swap_keeps_the_lungs_and_takes_another_images_background() -
         shortcut_free_inputs(x, m, "noise")
 
 
+def test_background_fade_scales_only_the_donor_background() -> None:
+    """``train.background_fade_epochs``: scale 0 is the union of the lungs on black, 1 the full composite."""
+    data = _data(n=6)
+    x, m = data.images, data.masks
+    full = shortcut_free_inputs(x, m, "background_swap", torch.Generator().manual_seed(3))
+    same = shortcut_free_inputs(
+        x, m, "background_swap", torch.Generator().manual_seed(3), background_scale=1.0
+    )
+    half = shortcut_free_inputs(
+        x, m, "background_swap", torch.Generator().manual_seed(3), background_scale=0.5
+    )
+    dark = shortcut_free_inputs(
+        x, m, "background_swap", torch.Generator().manual_seed(3), background_scale=0.0
+    )
+    assert torch.equal(same, full)
+    kept = dark != 0
+    assert torch.equal(dark[kept], full[kept]) and torch.equal(half[kept], full[kept])  # the lungs' union
+    torch.testing.assert_close(half[~kept], 0.5 * full[~kept])
+    assert (dark[~kept] == 0).all() and (full[~kept] != 0).any()
+
+
 def test_background_swap_uses_the_union_of_both_masks() -> None:
     """No pixel of the donor's lungs survives in the composite (the counterfactual construction)."""
     x = torch.stack([torch.full((1, 8, 8), 0.2), torch.full((1, 8, 8), 0.9)])
@@ -291,7 +312,9 @@ def test_the_swap_arm_trains_the_isnet_schedule_and_inputs_without_the_relevance
         loop, "isnet_objective", lambda *a, **k: objective_calls.append(True) or real_objective(*a, **k)
     )
     monkeypatch.setattr(
-        loop, "shortcut_free_inputs", lambda x, m, how, g=None: swaps.append(how) or real_swap(x, m, how, g)
+        loop,
+        "shortcut_free_inputs",
+        lambda x, m, how, g=None, **k: swaps.append(how) or real_swap(x, m, how, g, **k),
     )
     cfg = _cfg(relevance_loss=False, epochs=3, warmup_epochs=1, audit_samples=0)
     result = train(cfg, _data(), progress=False)
