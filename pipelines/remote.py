@@ -28,6 +28,7 @@ from kfp import compiler
 from components.image import IMAGE
 from isnetflow.config import Settings
 from isnetflow.cron import validate_cron
+from isnetflow.names import EXPERIMENT
 from pipelines.training import PIPELINE_NAME, training_pipeline
 
 __all__ = [
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 HEALTHZ = "/apis/v2beta1/healthz"
-DEFAULT_EXPERIMENT = "isnetflow"
+DEFAULT_EXPERIMENT = EXPERIMENT
 DEFAULT_JOB_NAME = "isnetflow-retraining"
 
 

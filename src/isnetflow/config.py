@@ -22,6 +22,8 @@ from typing import Any, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from isnetflow.names import REGISTERED_MODEL, SEGMENTER_MODEL
+
 
 class StrictModel(BaseModel):
     """Base for all config objects: unknown keys are rejected, assignments are validated."""
@@ -729,7 +731,7 @@ class SegmenterTrainConfig(StrictModel):
         None,
         description="MLflow tracking URI; None: $MLFLOW_TRACKING_URI, else sqlite:///<out>/mlflow.db",
     )
-    experiment: str = Field("lung-segmenter", description="MLflow experiment name")
+    experiment: str = Field(SEGMENTER_MODEL, description="MLflow experiment name")
     registered_model: str | None = Field(
         None, description="also register the trained model under this name (e.g. 'lung-segmenter')"
     )
@@ -835,7 +837,7 @@ class EvaluateConfig(StrictModel):
 class PromotionPolicy(StrictModel):
     """Gates a candidate must pass to become ``champion`` (a threshold of ``None`` disables that gate)."""
 
-    registered_model: str = Field("cxr-isnet", description="MLflow registered model name")
+    registered_model: str = Field(REGISTERED_MODEL, description="MLflow registered model name")
     min_external_auc_ci_low: float | None = Field(
         0.70, ge=0.0, le=1.0, description="lower 95% bound of the pooled external AUC must reach this"
     )

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from isnetflow.cli.common import JsonOpt, TrackingUriOpt
+from isnetflow.names import NAMESPACE, REGISTERED_MODEL
 
 
 def show(
@@ -45,8 +46,8 @@ def kserve(
     model: Annotated[
         str, typer.Option("--model", "-m", help="models:/<name>@<alias> or models:/<name>/<version>.")
     ] = "models:/cxr-isnet@champion",
-    name: Annotated[str, typer.Option("--name", help="InferenceService name.")] = "cxr-isnet",
-    namespace: Annotated[str, typer.Option("--namespace")] = "isnetflow",
+    name: Annotated[str, typer.Option("--name", help="InferenceService name.")] = REGISTERED_MODEL,
+    namespace: Annotated[str, typer.Option("--namespace")] = NAMESPACE,
     artifacts_destination: Annotated[
         str | None,
         typer.Option(

@@ -17,6 +17,7 @@ from isnetflow.cli.common import (
     split_sites,
 )
 from isnetflow.config import Settings
+from isnetflow.names import EXPERIMENT
 
 HostOpt = Annotated[
     str,
@@ -121,7 +122,7 @@ def _remote_call(remote: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
 def submit(
     host: HostOpt,
     namespace: NamespaceOpt = None,
-    experiment: ExperimentOpt = "isnetflow",
+    experiment: ExperimentOpt = EXPERIMENT,
     run_name: Annotated[
         str | None, typer.Option("--run-name", help="Run name (default: pipeline name + time).")
     ] = None,
@@ -172,7 +173,7 @@ def schedule(
         ),
     ],
     namespace: NamespaceOpt = None,
-    experiment: ExperimentOpt = "isnetflow",
+    experiment: ExperimentOpt = EXPERIMENT,
     job_name: Annotated[str, typer.Option("--job-name", help="Recurring run name.")] = "isnetflow-retraining",
     input_uri: InputOpt = None,
     labels: LabelsOpt = None,

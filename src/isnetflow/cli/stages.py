@@ -30,6 +30,7 @@ from isnetflow.cli.common import (
     with_overrides,
 )
 from isnetflow.config import Settings
+from isnetflow.names import EXPERIMENT
 
 
 def synth(
@@ -199,7 +200,7 @@ def train(
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint.")] = False,
     tracking_uri: TrainTrackingUriOpt = None,
-    experiment: MlflowExperimentOpt = "isnetflow",
+    experiment: MlflowExperimentOpt = EXPERIMENT,
     config: ConfigOpt = None,
     nproc: Annotated[
         int,
@@ -557,7 +558,7 @@ def evaluate(
         bool, typer.Option("--no-audit", help="Skip the zennit audit and the counterfactual test.")
     ] = False,
     tracking_uri: EvaluateTrackingUriOpt = None,
-    experiment: MlflowExperimentOpt = "isnetflow",
+    experiment: MlflowExperimentOpt = EXPERIMENT,
     config: ConfigOpt = None,
 ) -> None:
     """Metrics on the internal test split and each external site, shortcut audit, report (+ MLflow)."""

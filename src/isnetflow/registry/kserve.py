@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from isnetflow.names import NAMESPACE, PART_OF, REGISTERED_MODEL
+
 __all__ = [
     "PREDICTOR_LABELS",
     "RUNTIME",
@@ -107,8 +109,8 @@ def inference_service(
     location: ModelLocation,
     storage: str,
     *,
-    name: str = "cxr-isnet",
-    namespace: str = "isnetflow",
+    name: str = REGISTERED_MODEL,
+    namespace: str = NAMESPACE,
     min_replicas: int = 1,
     max_replicas: int = 2,
     cpu: str = "2",
@@ -135,7 +137,7 @@ def inference_service(
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {"app.kubernetes.io/part-of": "isnetflow", "app.kubernetes.io/name": name},
+            "labels": {"app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/name": name},
             "annotations": annotations,
         },
         "spec": {

@@ -39,6 +39,7 @@ from isnetflow.evaluation.core import EvaluationError, EvaluationResult, evaluat
 from isnetflow.evaluation.io import EVALUATION_FILE, EvaluateStageError, load_evaluation_data
 from isnetflow.evaluation.plots import counterfactual_figure, reliability_figure, roc_figure
 from isnetflow.evaluation.report import flat_metrics, json_safe, render_html
+from isnetflow.names import EXPERIMENT
 from isnetflow.registry.lineage import log_manifest_input
 from isnetflow.registry.packaging import ModelLoadError, load_classifier
 from isnetflow.registry.tracking import is_mlflow_uri, use_tracking
@@ -136,7 +137,7 @@ def run(
     *,
     sites: Sequence[str] = (),
     tracking_uri: str | None = None,
-    experiment: str = "isnetflow",
+    experiment: str = EXPERIMENT,
     train_fallback: TrainConfig | None = None,
     audit: bool = True,
     progress: bool = True,

@@ -41,6 +41,7 @@ from isnetflow.evaluation.gates import (
     evaluate_gates,
     evaluation_tags,
 )
+from isnetflow.names import EXPERIMENT
 from isnetflow.registry.lineage import code_version
 from isnetflow.registry.packaging import LoadedClassifier, ModelLoadError, load_classifier, log_pyfunc
 from isnetflow.registry.promotion import (
@@ -269,7 +270,7 @@ def run(
     *,
     evaluation: str | Path | None = None,
     tracking_uri: str | None = None,
-    experiment: str = "isnetflow",
+    experiment: str = EXPERIMENT,
     dry_run: bool = False,
     mask_model_version: str = "",
     data: str | Path | None = None,

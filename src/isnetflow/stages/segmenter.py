@@ -40,6 +40,7 @@ from isnetflow.masks.evaluate import EvalItem, evaluate, synthetic_items
 from isnetflow.masks.gallery import GalleryTile, overlay, write_gallery
 from isnetflow.masks.metrics import dice
 from isnetflow.masks.network import resolve_spec_path
+from isnetflow.names import SEGMENTER_MODEL
 from isnetflow.registry.tracking import (
     default_tracking_uri,
     get_or_create_experiment,
@@ -58,8 +59,8 @@ __all__ = [
 ]
 
 #: Registered-model name of the lung segmenter in the MLflow model registry.
-REGISTERED_MODEL = "lung-segmenter"
-_EXPERIMENT = "lung-segmenter"
+REGISTERED_MODEL = SEGMENTER_MODEL
+_EXPERIMENT = SEGMENTER_MODEL
 
 
 # --------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import torch
 
 from isnetflow import __version__
 from isnetflow.config import TrainConfig
+from isnetflow.names import EXPERIMENT
 from isnetflow.registry.lineage import log_manifest_input
 from isnetflow.registry.tracking import EpochMetrics, flatten, use_tracking
 from isnetflow.training.checkpoint import CheckpointStore, scoped_location
@@ -297,7 +298,7 @@ def train_local(
     out: str | Path,
     *,
     tracking_uri: str | None = None,
-    experiment: str = "isnetflow",
+    experiment: str = EXPERIMENT,
     run_name: str | None = None,
     resume: bool = False,
     tags: dict[str, str] | None = None,
@@ -395,7 +396,7 @@ def run_trainjob(
     pipeline_run: str,
     namespace: str | None = None,
     tracking_uri: str | None = None,
-    experiment: str = "isnetflow",
+    experiment: str = EXPERIMENT,
     env: dict[str, str] | None = None,
     env_from_secrets: dict[str, tuple[str, str]] | None = None,
     pod_labels: dict[str, str] | None = None,

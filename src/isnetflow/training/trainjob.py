@@ -63,6 +63,8 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from isnetflow.names import PART_OF
+
 __all__ = [
     "API_VERSION",
     "COMMAND",
@@ -103,7 +105,7 @@ CONDITION_FAILED = "Failed"
 #: running ``python -m isnetflow.cli train`` in each of its worker processes; ``args`` are train's options
 COMMAND = ("torchrun", "--module", "isnetflow.cli", "train")
 #: what every TrainJob of the project carries; ``part-of`` cannot be overridden
-DEFAULT_LABELS = {"app.kubernetes.io/part-of": "isnetflow", "app.kubernetes.io/component": "training"}
+DEFAULT_LABELS = {"app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/component": "training"}
 GPU_RESOURCE = "nvidia.com/gpu"
 #: torchrun's variables, set by the Torch plugin; the Trainer's webhook refuses a TrainJob that sets them
 RESERVED_ENV = frozenset(

@@ -1,0 +1,17 @@
+"""Every name the project gives to things outside it: MLflow experiments and registered models, the
+Kubeflow experiment, Kubernetes namespace and labels. One home, so a rename is one edit."""
+
+from __future__ import annotations
+
+__all__ = ["EXPERIMENT", "NAMESPACE", "PART_OF", "REGISTERED_MODEL", "SEGMENTER_MODEL"]
+
+#: MLflow experiment of the pipeline's runs (train, evaluate, promote); also the KFP experiment name.
+EXPERIMENT = "isnetflow"
+#: The classifier's registered model in the MLflow registry, and the default InferenceService name.
+REGISTERED_MODEL = "cxr-isnet"
+#: The lung segmenter's registered model and its training experiment.
+SEGMENTER_MODEL = "lung-segmenter"
+#: Default Kubernetes namespace of the InferenceService and the training jobs.
+NAMESPACE = "isnetflow"
+#: ``app.kubernetes.io/part-of`` of every Kubernetes object the project creates.
+PART_OF = "isnetflow"
