@@ -468,7 +468,7 @@ class HeatmapLossConfig(StrictModel):
         description="GWRP decay (0 = max, 1 = mean) for background relevance. 0.999 weighs the largest ~1000 "
         "of the ~12,000 background positions of a 128 px map (the authors use 0.9 for small maps and 0.996 "
         "in another module): measured on the tuning cohorts, 0.9 / 0.996 / 0.999 gave background share 0.36 "
-        "/ 0.27 / 0.25 and internal AUC 0.90 / 0.94 / 0.95 (README)",
+        "/ 0.27 / 0.25 and internal AUC 0.90 / 0.94 / 0.95 (docs/robustness.md)",
     )
     E: float = Field(1.0, gt=0.0, description="background saturation constant: -log(1 - b/(b+E))")
     epsilon: float = Field(0.01, gt=0.0, description="LRP-epsilon stabilizer")
@@ -479,7 +479,7 @@ class HeatmapLossConfig(StrictModel):
         description="lower bound of the in-lung absolute relevance S (in the explained log-odds' units); "
         "None = from the warm-up's heatmaps as the authors do. A fixed wide range [1, 1000] only stops "
         "relevance from collapsing; the warm-up's narrow range ([12.8, 26.7] on a tuning cohort) also "
-        "capped the margin: internal AUC 0.92 vs 0.95, final training CE 0.38 vs 0.30 (README)",
+        "capped the margin: internal AUC 0.92 vs 0.95, final training CE 0.38 vs 0.30 (docs/robustness.md)",
     )
     C2: float | None = Field(
         1000.0, gt=0.0, description="upper bound of the in-lung absolute relevance S; None = from the warm-up"
@@ -490,7 +490,7 @@ class HeatmapLossConfig(StrictModel):
         description="cap the norm of the heatmap-term gradient P·∇(A·L_bg + B·L_fg) at this multiple of the "
         "cross-entropy gradient's norm (1-P)·∇CE, per step; None = plain sum (the authors). The heatmap "
         "gradient starts at 10-50x the CE gradient: uncapped, training CE rose back to 0.7-1.0 and the ISNet "
-        "forgot the disease (README, How the ISNet is trained)",
+        "forgot the disease (docs/training.md)",
     )
     ramp_epochs: int = Field(
         0,
@@ -575,7 +575,8 @@ class TrainConfig(StrictModel):
         description="share of each ISNet-phase batch shown with another image's background (the warm-up's "
         "background swap). 1 (default): the cross-entropy never sees a background that predicts the label, "
         "so it stops pulling towards the shortcut while the heatmap loss pulls relevance into the lungs; 0 = "
-        "the authors' ISNet. A deviation from their recipe; 0.5 still left the tag learnable (README)",
+        "the authors' ISNet. A deviation from their recipe; 0.5 still left the tag learnable "
+        "(docs/robustness.md)",
     )
     background_fade_epochs: int = Field(
         0,
@@ -584,7 +585,7 @@ class TrainConfig(StrictModel):
         "background is scaled by min(1, epoch / N), from the lungs alone at epoch 0 to the full composite at "
         "epoch N, so the network learns the disease on uncluttered lungs first (the lungs-only reference "
         "learns the subtle disease fast) and meets real backgrounds while the relevance loss is on. 0 "
-        "(default): off. A candidate of issue 25, measured on the tuning cohorts (README)",
+        "(default): off. A candidate of issue 25, measured on the tuning cohorts (docs/robustness.md)",
     )
     relevance_loss: bool = Field(
         True,
@@ -620,7 +621,7 @@ class TrainConfig(StrictModel):
         ge=1,
         description="early stopping after this many epochs without a better selection score; None (default) "
         "trains the whole schedule, as the authors do: validation AUC swings by 0.1-0.2 between ISNet "
-        "epochs, and a patience of 8 stopped runs whose cross-entropy was still falling (README)",
+        "epochs, and a patience of 8 stopped runs whose cross-entropy was still falling (docs/robustness.md)",
     )
     selection: Literal["auc_within_background", "objective"] = Field(
         "auc_within_background",

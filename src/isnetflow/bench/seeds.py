@@ -86,7 +86,8 @@ AUTHORS_RECIPE: Mapping[str, Any] = {
     "isnet_swap_fraction": 0.0,
     "heatmap": {"grad_balance": None, "C1": None, "C2": None, "d": 0.9},
 }
-"""The authors' recipe in this project's terms: each entry undoes one documented deviation (README)."""
+"""The authors' recipe in this project's terms: each entry undoes one documented deviation
+(docs/training.md)."""
 
 ARMS: dict[str, Arm] = {
     arm.name: arm

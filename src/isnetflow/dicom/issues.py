@@ -138,10 +138,10 @@ def in_profile(issues: Iterable[Issue], profile: CheckProfile) -> list[Issue]:
 
 
 def reasons_markdown() -> str:
-    """The catalogue as the README's table: code, what the file becomes, meaning.
+    """The catalogue as the table of docs/usage.md: code, what the file becomes, meaning.
 
-    The README holds this output between ``<!-- reason-codes -->`` markers and a test compares the two,
-    so a code added here without the README (or the other way round) fails the suite.
+    docs/usage.md holds this output between ``<!-- reason-codes -->`` markers and a test compares the two,
+    so a code added here without that table (or the other way round) fails the suite.
     """
     lines = ["| `reason_code` | the file is | meaning |", "|---|---|---|"]
     for code, meaning in REASON_CODES.items():

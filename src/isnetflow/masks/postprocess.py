@@ -52,7 +52,7 @@ def fragment_fraction(raw: np.ndarray, kept: np.ndarray, margin: float = FRAGMEN
     just outside it: the mask then misses lung, and QC should say so. Blobs farther away (a dark corner,
     the air beside an arm, a marker box) are dropped without harm to the mask and are not counted: on the
     OpenIST radiographs they made the old measure (every dropped pixel) quarantine good masks (isnetflow
-    ``bench masks``, README). ``margin`` is a share of the image's rows and columns.
+    ``bench masks``, docs/segmenter.md). ``margin`` is a share of the image's rows and columns.
     """
     area = int(raw.sum())
     if area == 0 or not kept.any():

@@ -40,8 +40,8 @@ SERVICE_ACCOUNT = "cxr-predictor"
 #: labels of the predictor pods: the NetworkPolicy of ``k8s/serving`` admits inference clients to pods
 #: with the first; the second lets the storage initializer through MinIO's NetworkPolicy (dev overlay)
 PREDICTOR_LABELS = {"isnetflow.io/serving": "champion", "isnetflow.io/s3-client": "true"}
-#: the image is the runtime's, pinned to the release tag (as every isnetflow workload: README "Deploy on
-#: Kubernetes"); the reason checkov's digest check is waived, as on the other workloads of k8s/
+#: the image is the runtime's, pinned to the release tag (as every isnetflow workload: docs/deploy.md);
+#: the reason checkov's digest check is waived, as on the other workloads of k8s/
 DIGEST_SKIP = (
     "CKV_K8S_43=The image is the isnetflow-mlserver runtime's, pinned to the release tag; a digest exists "
     "only once you build and push the image: pin it with kustomize edit set image in k8s/serving"
@@ -100,7 +100,7 @@ def storage_uri(artifact_uri: str, artifacts_destination: str | None = None) -> 
     if scheme not in STORAGE_SCHEMES:
         raise ValueError(
             f"{artifact_uri}: a {scheme or 'local'} location, which a cluster cannot read; register the "
-            "model with an MLflow server whose artifacts are in S3 (k8s/, README 'Deploy on Kubernetes')"
+            "model with an MLflow server whose artifacts are in S3 (k8s/, docs/deploy.md)"
         )
     return artifact_uri
 

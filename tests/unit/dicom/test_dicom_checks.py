@@ -397,11 +397,11 @@ def test_the_readme_lists_every_reason_code_as_the_catalogue_says() -> None:
 
     from isnetflow.dicom.issues import REASON_CODES, reasons_markdown
 
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[3] / "docs" / "usage.md").read_text()
     found = re.search(r"<!-- reason-codes:start -->\n(.*?)\n<!-- reason-codes:end -->", readme, re.S)
-    assert found, "README.md lost its reason-codes markers"
+    assert found, "docs/usage.md lost its reason-codes markers"
     assert found.group(1) == reasons_markdown(), (
-        "README.md's reason table is stale: paste the output of "
+        "docs/usage.md's reason table is stale: paste the output of "
         "python -c 'from isnetflow.dicom.issues import reasons_markdown; print(reasons_markdown())'"
     )
     assert len(found.group(1).splitlines()) == len(REASON_CODES) + 2
