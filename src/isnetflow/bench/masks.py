@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import ast
 import csv
-import math
 import platform
 import time
 from collections import Counter
@@ -44,6 +43,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from isnetflow.config import MaskConfig
+from isnetflow.masks.metrics import summarize
 
 __all__ = [
     "BAD_DICE",
@@ -197,18 +197,6 @@ def convention_ignore(lung: np.ndarray, ignore: np.ndarray, convention: str) -> 
     raise ValueError(f"unknown mask convention {convention!r}; known: {sorted(CONVENTIONS)}")
 
 
-def _summary(values: Sequence[float]) -> dict[str, float | int]:
-    arr = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
-    if arr.size == 0:
-        return {"mean": math.nan, "median": math.nan, "min": math.nan, "n": 0}
-    return {
-        "mean": float(arr.mean()),
-        "median": float(np.median(arr)),
-        "min": float(arr.min()),
-        "n": int(arr.size),
-    }
-
-
 _REASON_KEYS = (
     ("lung components stacked", "sides"),
     ("lung area", "area"),
@@ -236,8 +224,8 @@ def _decisions(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             reasons[_reason_key(reason)] += 1
     return {
         "n": len(rows),
-        "dice": _summary([r["dice"] for r in rows]),
-        "dice_raw": _summary([r["dice_raw"] for r in rows]),
+        "dice": summarize([r["dice"] for r in rows]),
+        "dice_raw": summarize([r["dice_raw"] for r in rows]),
         "n_bad": len(bad),
         "good_quarantined": {"count": len(good_q), "of": len(good), "share": len(good_q) / max(1, len(good))},
         "bad_caught": {
@@ -367,7 +355,7 @@ def bench_masks(
         if perturb:
             block["perturbed"] = _decisions(perturbed)
             block["perturbed_per_kind"] = {
-                p: {"dice_mean": _summary([r["dice"] for r in perturbed if r["variant"] == p])["mean"]}
+                p: {"dice_mean": summarize([r["dice"] for r in perturbed if r["variant"] == p])["mean"]}
                 for p in PERTURBATIONS
             }
         judged = block["perturbed"] if perturb else block["clean"]
