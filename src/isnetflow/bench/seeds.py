@@ -236,9 +236,9 @@ def _one(
     m["train_seconds"] = round(train_s, 1)
     if arm.masked_inputs:
         m = {k: m[k] for k in ("internal_auc", "external_auc", "min_site_auc", "best_epoch", "train_seconds")}
-    else:
-        m["history"] = {k: [h.get(k) for h in result.history] for k in HISTORY_KEYS}
-        m["history"]["heatmap_loss_on"] = [bool(h.get("heatmap_loss_on")) for h in result.history]
+    # every arm's curves, the lungs-only reference's too: how fast it learns is the yardstick of the others
+    m["history"] = {k: [h.get(k) for h in result.history] for k in HISTORY_KEYS}
+    m["history"]["heatmap_loss_on"] = [bool(h.get("heatmap_loss_on")) for h in result.history]
     out.mkdir(parents=True, exist_ok=True)
     png = learning_curves(
         result.history, out / f"{arm.name}-curves.png", title=f"{arm.name}, seed {cfg.seed}"

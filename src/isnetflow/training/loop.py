@@ -272,6 +272,26 @@ def _selection_score(cfg: TrainConfig, metrics: dict[str, float], isnet_phase: b
     return math.inf if math.isnan(score) else score
 
 
+def _update_front(state: dict[str, Any], epoch: int, auc: float, score: float, model: nn.Module) -> None:
+    """Add ``epoch`` to ``state["front"]``, the epochs no other epoch beats on both validation AUC and
+    selection score (higher AUC, lower score); drop the ones it beats. Only these can be chosen by
+    :func:`_choose_from_front`, so only their weights are kept."""
+    front: list[dict[str, Any]] = state.setdefault("front", [])
+    if any(f["auc"] >= auc and f["score"] <= score for f in front):
+        return
+    front[:] = [f for f in front if not (auc >= f["auc"] and score <= f["score"])]
+    weights = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    front.append({"epoch": epoch, "auc": auc, "score": score, "state": weights})
+
+
+def _choose_from_front(front: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
+    """The epoch with the best selection score among those whose validation AUC is within ``tolerance`` of
+    the best validation AUC (the best AUC is always on the front); ties go to the earlier epoch."""
+    top = max(f["auc"] for f in front)
+    near = [f for f in front if f["auc"] >= top - tolerance]
+    return min(near, key=lambda f: (f["score"], f["epoch"]))
+
+
 def _validate(
     cfg: TrainConfig,
     data: TrainData,
@@ -657,6 +677,8 @@ def _train(
         # objective (selection="objective"); warm-up epochs are never selected.
         eligible = not isnet or isnet_phase
         score = _selection_score(cfg, metrics, isnet_phase)
+        if eligible and cfg.selection_auc_tolerance is not None and math.isfinite(metrics["val_auc"]):
+            _update_front(state, epoch, metrics["val_auc"], score, model)
         if eligible and score < state["best_score"]:
             state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch, 0
             state["best_auc"] = metrics["val_auc"]
@@ -675,6 +697,10 @@ def _train(
             on_epoch(epoch, metrics, model)
     bar.close()
 
+    if cfg.selection_auc_tolerance is not None and state.get("front"):
+        chosen = _choose_from_front(state["front"], cfg.selection_auc_tolerance)
+        state["best_epoch"], state["best_auc"] = chosen["epoch"], chosen["auc"]
+        state["best_state"] = chosen["state"]
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     model.eval()

@@ -56,6 +56,8 @@ def test_bench_seeds_json_shape_and_mlflow(tmp_path: Path, shared: Path) -> None
             assert isinstance(row[model]["gates_passed"], bool)
             assert 0.0 <= row[model]["internal_auc"] <= 1.0 and 0.0 <= row[model]["flip_rate"] <= 1.0
         assert {"internal_auc", "external_auc"} <= set(row["masked"])
+        assert len(row["masked"]["history"]["train_ce"]) == 2  # the lungs-only curves: the yardstick
+        assert "background_share" not in row["masked"]  # no audit of a model that needs masks
         history = row["isnet"]["history"]
         assert len(history["val_auc"]) == 2 and history["heatmap_loss_on"] == [False, True]
         assert history["train_grad_cosine"][0] is None and -1 <= history["train_grad_cosine"][1] <= 1

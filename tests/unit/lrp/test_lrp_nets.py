@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registry_contents():
-    assert set(NETS) == {"densenet121", "densenet-small", "cnn-small"}
+    assert set(NETS) == {"densenet121", "densenet-small", "densenet-medium", "cnn-small"}
     assert isinstance(build_model("densenet121", 2), DenseNet121)
     small = build_model("densenet-small", 2)
     assert sum(p.numel() for p in small.parameters()) < 200_000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -15,7 +16,13 @@ from isnetflow.config import HeatmapLossConfig, TrainConfig
 from isnetflow.isnet import isnet_loss, isnet_objective, loss_config_from_settings
 from isnetflow.nets import build_model
 from isnetflow.training.data import TrainData, shortcut_free_inputs
-from isnetflow.training.loop import _selection_score, isnet_step_gradients, train
+from isnetflow.training.loop import (
+    _choose_from_front,
+    _selection_score,
+    _update_front,
+    isnet_step_gradients,
+    train,
+)
 
 
 def _data(n: int = 24, size: int = 32, seed: int = 0) -> TrainData:
@@ -181,6 +188,38 @@ def test_selection_never_prefers_an_inverted_classifier_and_weighs_the_limits() 
     assert score(good) < score({**good, "val_swap_change": 0.2})
     assert score({"val_auc": 0.9}) == pytest.approx(-0.9)
     assert math.isinf(score({"val_auc": float("nan"), "val_background_share": 0.1}))
+
+
+def test_auc_tolerance_selection_keeps_the_front_and_never_a_far_worse_auc() -> None:
+    """selection_auc_tolerance: the best score among epochs within the tolerance of the best AUC, chosen at
+    the end from the epochs no other epoch beats on both (the swap arm's case: every epoch over the
+    background limit, so the plain score kept a chance-level early epoch)."""
+    model = torch.nn.Linear(2, 2)
+    state: dict[str, Any] = {}
+    # (epoch, val AUC, selection score): lower score is better
+    epochs = [(4, 0.58, 1.2), (5, 0.70, 1.5), (10, 0.89, 2.0), (20, 0.95, 2.6), (21, 0.93, 2.7)]
+    for epoch, auc, score in epochs:
+        with torch.no_grad():
+            model.bias.fill_(epoch)
+        _update_front(state, epoch, auc, score, model)
+    front = state["front"]
+    assert [f["epoch"] for f in front] == [4, 5, 10, 20]  # epoch 21 is beaten by 20 on both
+    assert _choose_from_front(front, 0.05)["epoch"] == 20  # 0.89 is more than 0.05 below 0.95
+    assert _choose_from_front(front, 0.06)["epoch"] == 10
+    chosen = _choose_from_front(front, 1.0)
+    assert chosen["epoch"] == 4 and float(chosen["state"]["bias"][0]) == 4.0  # the weights of that epoch
+    # a later epoch that beats everything on both replaces the whole front
+    _update_front(state, 30, 0.97, 0.5, model)
+    assert [f["epoch"] for f in state["front"]] == [30]
+
+
+def test_auc_tolerance_selection_in_training() -> None:
+    cfg = _cfg(mode="isnet", epochs=4, warmup_epochs=1, selection_auc_tolerance=0.05)
+    result = train(cfg, _data(), progress=False)
+    isnet_epochs = [h for h in result.history if h["heatmap_loss_on"]]
+    best = max(h["val_auc"] for h in isnet_epochs)
+    assert result.best_epoch >= 1 and result.best_val_auc >= best - 0.05
+    assert result.best_val_auc == result.history[result.best_epoch]["val_auc"]
 
 
 def test_diagnostics_are_in_the_history_and_logged(
