@@ -96,6 +96,13 @@ def _assert_same_state(a: dict, b: dict) -> None:
             assert torch.equal(v, ob["state"][i][name]), (i, name)
     sa, sb = dict(a["state"]), dict(b["state"])
     best_a, best_b = sa.pop("best_state"), sb.pop("best_state")
+    # the selection's front (train.selection_auc_tolerance): the same epochs, AUCs, scores and weights
+    front_a, front_b = sa.pop("front", []), sb.pop("front", [])
+    assert [(f["epoch"], f["auc"], f["score"]) for f in front_a] == [
+        (f["epoch"], f["auc"], f["score"]) for f in front_b
+    ]
+    for fa, fb in zip(front_a, front_b, strict=True):
+        assert all(torch.equal(fa["state"][k], fb["state"][k]) for k in fa["state"])
     assert sa == sb  # step counters, history, selection score, C1/C2, schedule start, the epoch's sums
     assert best_a.keys() == best_b.keys() and all(torch.equal(best_a[k], best_b[k]) for k in best_a)
 
