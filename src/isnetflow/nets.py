@@ -11,12 +11,12 @@ Registered names (see :data:`NETS`):
 ``"densenet-small"``
     MONAI ``DenseNet`` with ``init_features=16, growth_rate=8, block_config=(2, 2, 2, 2), bn_size=4``:
     same layer types and topology as DenseNet121 (pre-activation BN, concatenation, max-pool stem,
-    average-pool transitions, adaptive average pool head), about 60k parameters; fast enough for 128 px
+    average-pool transitions, adaptive average pool head), about 27k parameters; fast enough for 128 px
     images on a CPU.
 ``"densenet-medium"``
     The same with ``init_features=32, growth_rate=16`` (about 104k parameters, about twice the training time
-    of ``densenet-small`` on a CPU). On a subtle-disease tuning cohort it learned what the small one could not
-    on one seed and collapsed like it on another (docs/robustness.md); not the default.
+    of ``densenet-small`` on a CPU). On subtle-disease tuning cohorts it learned what the small one could not
+    on two runs and failed to learn at all on a third (docs/robustness.md); not the default.
 ``"cnn-small"``
     A plain ``Conv-BN-ReLU-MaxPool`` stack (16/32/64 channels) with an adaptive average pool and a linear
     head; the cheapest option, useful for smoke tests.
@@ -36,28 +36,25 @@ def _densenet121(num_classes: int, in_channels: int) -> nn.Module:
     return DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=num_classes)
 
 
-def _densenet_small(num_classes: int, in_channels: int) -> nn.Module:
+def _densenet(num_classes: int, in_channels: int, init_features: int, growth_rate: int) -> nn.Module:
+    """MONAI 2-D DenseNet with four 2-layer dense blocks (the small CPU variants)."""
     return DenseNet(
         spatial_dims=2,
         in_channels=in_channels,
         out_channels=num_classes,
-        init_features=16,
-        growth_rate=8,
+        init_features=init_features,
+        growth_rate=growth_rate,
         block_config=(2, 2, 2, 2),
         bn_size=4,
     )
+
+
+def _densenet_small(num_classes: int, in_channels: int) -> nn.Module:
+    return _densenet(num_classes, in_channels, init_features=16, growth_rate=8)
 
 
 def _densenet_medium(num_classes: int, in_channels: int) -> nn.Module:
-    return DenseNet(
-        spatial_dims=2,
-        in_channels=in_channels,
-        out_channels=num_classes,
-        init_features=32,
-        growth_rate=16,
-        block_config=(2, 2, 2, 2),
-        bn_size=4,
-    )
+    return _densenet(num_classes, in_channels, init_features=32, growth_rate=16)
 
 
 def _cnn_small(num_classes: int, in_channels: int) -> nn.Module:

@@ -272,6 +272,11 @@ def _selection_score(cfg: TrainConfig, metrics: dict[str, float], isnet_phase: b
     return math.inf if math.isnan(score) else score
 
 
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of ``model``'s weights and buffers (a selection candidate)."""
+    return copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+
+
 def _update_front(state: dict[str, Any], epoch: int, auc: float, score: float, model: nn.Module) -> None:
     """Add ``epoch`` to ``state["front"]``, the epochs no other epoch beats on both validation AUC and
     selection score (higher AUC, lower score); drop the ones it beats. Only these can be chosen by
@@ -280,8 +285,7 @@ def _update_front(state: dict[str, Any], epoch: int, auc: float, score: float, m
     if any(f["auc"] >= auc and f["score"] <= score for f in front):
         return
     front[:] = [f for f in front if not (auc >= f["auc"] and score <= f["score"])]
-    weights = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-    front.append({"epoch": epoch, "auc": auc, "score": score, "state": weights})
+    front.append({"epoch": epoch, "auc": auc, "score": score, "state": _weights(model)})
 
 
 def _choose_from_front(front: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
@@ -682,7 +686,7 @@ def _train(
         if eligible and score < state["best_score"]:
             state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch, 0
             state["best_auc"] = metrics["val_auc"]
-            state["best_state"] = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            state["best_state"] = _weights(model)
         elif eligible:
             state["bad_epochs"] += 1
             if cfg.patience is not None and state["bad_epochs"] >= cfg.patience:
