@@ -451,7 +451,13 @@ class ValidateConfig(StrictModel):
 
 
 class HeatmapLossConfig(StrictModel):
-    """The ISNet objective: (1 - P)·CE + P·(A·L_bg + B·L_fg) on LRP heatmaps (see isnetflow.isnet)."""
+    """The ISNet objective: (1 - P)·CE + P·(A·L_bg + B·L_fg) on LRP heatmaps (see isnetflow.isnet).
+
+    The one set of the objective's settings and defaults: :class:`isnetflow.isnet.ISNetLossConfig` is
+    these settings with the foreground range resolved. The variant name is checked against the variant
+    registry when the objective is built (:func:`isnetflow.isnet.loss_config_from_settings`): at the start
+    of a training, before its first step (as the network's name is).
+    """
 
     variant: str = Field(
         "selective",
@@ -465,21 +471,35 @@ class HeatmapLossConfig(StrictModel):
         0.999,
         ge=0.0,
         le=1.0,
-        description="GWRP decay (0 = max, 1 = mean) for background relevance. 0.999 weighs the largest ~1000 "
-        "of the ~12,000 background positions of a 128 px map (the authors use 0.9 for small maps and 0.996 "
-        "in another module): measured on the tuning cohorts, 0.9 / 0.996 / 0.999 gave background share 0.36 "
-        "/ 0.27 / 0.25 and internal AUC 0.90 / 0.94 / 0.95 (docs/robustness.md)",
+        description="GWRP decay (0 = max, 1 = mean) of the background relevance; 0.999 weighs the largest "
+        "~1000 of the ~12,000 background positions of a 128 px map (the authors use 0.9 for small maps; the "
+        "choice is measured in docs/robustness.md)",
     )
     E: float = Field(1.0, gt=0.0, description="background saturation constant: -log(1 - b/(b+E))")
     epsilon: float = Field(0.01, gt=0.0, description="LRP-epsilon stabilizer")
-    first_layer: Literal["zbox", "epsilon"] = "zbox"
+    first_layer: Literal["zbox", "epsilon"] = Field("zbox", description="LRP rule of the first layer")
+    low: float = Field(0.0, description="lowest input value, the z^B rule's lower bound")
+    high: float = Field(1.0, description="highest input value, the z^B rule's upper bound")
+    selective_eps: float = Field(
+        0.01, ge=0.0, description="selective variant: stabilizer of log(p + eps) - log(1 - p + eps)"
+    )
+    stochastic_anchor: Literal["label", "highest"] = Field(
+        "label", description="stochastic variant: the anchor class, the label or the arg-max logit"
+    )
+    stochastic_anchor_prob: float = Field(
+        0.5, ge=0.0, le=1.0, description="stochastic variant: probability of explaining the anchor class"
+    )
+    bn_stats_grad: bool = Field(
+        False,
+        description="let the gradient flow through the batch variance of the batch-norm LRP rule (exact "
+        "total derivative); off: a constant, as the authors do (cheaper)",
+    )
     C1: float | None = Field(
         1.0,
         gt=0.0,
         description="lower bound of the in-lung absolute relevance S (in the explained log-odds' units); "
-        "None = from the warm-up's heatmaps as the authors do. A fixed wide range [1, 1000] only stops "
-        "relevance from collapsing; the warm-up's narrow range ([12.8, 26.7] on a tuning cohort) also "
-        "capped the margin: internal AUC 0.92 vs 0.95, final training CE 0.38 vs 0.30 (docs/robustness.md)",
+        "None = from the warm-up's heatmaps as the authors do. The default wide range [1, 1000] only stops "
+        "relevance from collapsing (docs/robustness.md compares it with the warm-up's range)",
     )
     C2: float | None = Field(
         1000.0, gt=0.0, description="upper bound of the in-lung absolute relevance S; None = from the warm-up"
@@ -488,9 +508,9 @@ class HeatmapLossConfig(StrictModel):
         1.0,
         gt=0.0,
         description="cap the norm of the heatmap-term gradient P·∇(A·L_bg + B·L_fg) at this multiple of the "
-        "cross-entropy gradient's norm (1-P)·∇CE, per step; None = plain sum (the authors). The heatmap "
-        "gradient starts at 10-50x the CE gradient: uncapped, training CE rose back to 0.7-1.0 and the ISNet "
-        "forgot the disease (docs/training.md)",
+        "cross-entropy gradient's norm (1-P)·∇CE, per step; None = plain sum (the authors). Uncapped, the "
+        "heatmap gradient (10-50x the CE gradient at first) makes the ISNet forget the disease "
+        "(docs/training.md)",
     )
     ramp_epochs: int = Field(
         0,
@@ -513,21 +533,16 @@ class HeatmapLossConfig(StrictModel):
     fg_region: Literal["image", "mask"] = Field(
         "image",
         description="warm-up statistics behind automatic C1/C2: relevance mass over the whole image (the "
-        "authors' code) or inside the lung mask only (S itself: lower C1/C2; on the demo cohort flip rate "
-        "0.03-0.10 but zennit background share 0.43-0.67 over 3 seeds)",
+        "authors' code) or inside the lung mask only (S itself: lower C1/C2)",
     )
 
-    @field_validator("variant")
-    @classmethod
-    def _known_variant(cls, value: str) -> str:
-        from isnetflow.isnet.variants import VARIANTS  # lazy: isnet imports this module
-
-        allowed = sorted(name for name, v in VARIANTS.items() if v.build is not None)
-        if value not in allowed:
-            raise ValueError(
-                f"unknown heatmap variant {value!r}; choose one of {allowed} (or train.mode standard)"
-            )
-        return value
+    @model_validator(mode="after")
+    def _bounds(self) -> Self:
+        if self.low >= self.high:
+            raise ValueError(f"heatmap.low ({self.low}) must be below heatmap.high ({self.high})")
+        if self.C1 is not None and self.C2 is not None and self.C1 > self.C2:
+            raise ValueError(f"heatmap.C1 ({self.C1}) must not exceed heatmap.C2 ({self.C2})")
+        return self
 
 
 class AugmentConfig(StrictModel):

@@ -2,8 +2,8 @@
 
 The same timed steps run under torchrun with 1 and with ``N`` processes (``python -m
 isnetflow.bench.distributed`` is the worker): each rank trains on its own synthetic batch of ``batch``
-images with the training loop's own step (cross-entropy, or :func:`isnetflow.isnet.isnet_objective` with
-:func:`isnetflow.training.loop.isnet_step_gradients`), the gradients averaged over the ranks by
+images with the training loop's own step (cross-entropy, or the ISNet objective's
+:func:`isnetflow.isnet.isnet_step`), the gradients averaged over the ranks by
 :class:`isnetflow.training.distributed.DistContext`, then the optimizer step. A step's time is the slowest
 rank's. Reported per mode: images/s of 1 and of ``N`` processes (``N * batch`` images per step) and the
 scaling efficiency ``images/s(N) / (N * images/s(1))``: 1.0 is perfect scaling.
@@ -35,10 +35,10 @@ def _worker(
     import torch.nn.functional as F
 
     from isnetflow.bench.lrp import synthetic_batch
-    from isnetflow.isnet import ISNetLossConfig, isnet_objective
+    from isnetflow.isnet import ISNetLossConfig, isnet_step
     from isnetflow.nets import build_model
     from isnetflow.training.distributed import distributed_env, process_group
-    from isnetflow.training.loop import isnet_step_gradients, resolve_device
+    from isnetflow.training.loop import resolve_device
 
     env = distributed_env()
     dev = resolve_device(device, env.local_rank if env.distributed else None)
@@ -54,8 +54,9 @@ def _worker(
         def step() -> None:
             opt.zero_grad(set_to_none=True)
             if mode == "isnet":
-                out = isnet_objective(model, x, y, masks, cfg)
-                isnet_step_gradients(model, out, cfg.P, 1.0, False, ctx)
+                isnet_step(
+                    model, x, y, masks, cfg, all_reduce_mean=ctx.all_reduce_mean if ctx.distributed else None
+                )
             else:
                 F.cross_entropy(model(x), y).backward()
                 ctx.average_gradients(model)

@@ -1,10 +1,13 @@
-"""The ISNet training objective: heatmap variants, background/foreground loss terms, C1/C2 estimation.
+"""The ISNet training objective: heatmap variants, loss terms, the objective and its training step.
+
+* :mod:`isnetflow.isnet.variants`: the registry of heatmap variants and the instrumented forward pass;
+* :mod:`isnetflow.isnet.loss`: the background and foreground terms and the C1/C2 estimator;
+* :mod:`isnetflow.isnet.objective`: the configuration, the objective's named parts and one step.
 
 Typical training step::
 
-    out = isnet_objective(model, images, labels, masks, config)
     optimizer.zero_grad()
-    out.loss.backward()
+    out, diagnostics = isnet_step(model, images, labels, masks, config)  # sets .grad of every part
     optimizer.step()
 """
 
@@ -12,32 +15,38 @@ from __future__ import annotations
 
 from isnetflow.isnet.loss import (
     ForegroundRangeEstimator,
-    ISNetLossConfig,
-    ISNetLossTerms,
     background_loss,
     foreground_loss,
     global_weighted_rank_pooling,
+)
+from isnetflow.isnet.objective import (
+    CLASSIFIER_PARTS,
+    ISNetLossConfig,
+    ISNetOutput,
+    StepDiagnostics,
     heatmap_loss,
     isnet_loss,
+    isnet_objective,
+    isnet_step,
     loss_config_from_settings,
+    step_gradients,
 )
 from isnetflow.isnet.variants import (
     VARIANTS,
     HeatmapVariant,
-    ISNetOutput,
     explain_batch,
-    isnet_objective,
     selective_seed,
     stochastic_classes,
 )
 
 __all__ = [
+    "CLASSIFIER_PARTS",
     "VARIANTS",
     "ForegroundRangeEstimator",
     "HeatmapVariant",
     "ISNetLossConfig",
-    "ISNetLossTerms",
     "ISNetOutput",
+    "StepDiagnostics",
     "background_loss",
     "explain_batch",
     "foreground_loss",
@@ -45,7 +54,9 @@ __all__ = [
     "heatmap_loss",
     "isnet_loss",
     "isnet_objective",
+    "isnet_step",
     "loss_config_from_settings",
     "selective_seed",
+    "step_gradients",
     "stochastic_classes",
 ]

@@ -1,12 +1,9 @@
-"""The ISNet heatmap loss (Bassi et al., Nature Communications 2024) and its pieces.
+"""The terms of the ISNet heatmap loss (Bassi et al., Nature Communications 2024).
 
-Total loss::
-
-    L = (1 - P) * CE + P * (A * L_bg + B * L_fg)
-
-computed per heatmap and averaged over the heatmaps of a sample (one map per sample for the
-"selective" and "stochastic" variants, one per class for "all") and over the batch, following the
-authors' ``LRPLossCEValleysGWRP``:
+The objective that combines them, ``(1 - P) * CE + P * (A * L_bg + B * L_fg)``, is
+:mod:`isnetflow.isnet.objective`. The terms are computed per heatmap and averaged over the heatmaps of
+a sample (one map per sample for the "selective" and "stochastic" variants, one per class for "all") and
+over the batch, following the authors' ``LRPLossCEValleysGWRP``:
 
 * ``|R|`` is normalised per map by its mean inside the lung mask (``sum(|R| m) / (sum(m) + 1e-10)``,
   plus ``1e-10``).
@@ -26,121 +23,22 @@ as the authors do (Welford statistics of the per-sample total absolute relevance
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-
-from isnetflow.config import HeatmapLossConfig
-
-_DEFAULTS = HeatmapLossConfig.model_construct()
-"""``ISNetLossConfig``'s defaults are the settings' defaults (one set of defaults; not validated here, so
-that importing this module does not import the variant registry that validation consults)."""
 
 __all__ = [
     "ForegroundRangeEstimator",
-    "ISNetLossConfig",
-    "ISNetLossTerms",
     "background_loss",
     "foreground_loss",
     "global_weighted_rank_pooling",
-    "heatmap_loss",
-    "isnet_loss",
-    "loss_config_from_settings",
 ]
 
 NORM_EPS = 1e-10
 """Added to the mask pixel count and to the in-mask mean in the per-map normalisation."""
 BG_CLAMP = 1e-7
 """``b / (b + E)`` is clamped to ``1 - BG_CLAMP`` before the logarithm."""
-
-
-@dataclass(frozen=True)
-class ISNetLossConfig:
-    """Hyper-parameters of the ISNet objective (defaults from the ISNet paper / authors' code).
-
-    Attributes
-    ----------
-    P
-        Weight of the heatmap loss, ``0 <= P <= 1``; ``(1 - P)`` weights the cross-entropy.
-    A, B
-        Weights of the background and foreground terms.
-    E
-        Background activation constant in ``b / (b + E)``.
-    d
-        GWRP decay in ``[0, 1]`` (0: maximum, 1: mean).
-    C1, C2
-        Target range ``0 < C1 <= C2`` of the in-mask absolute relevance (see
-        :class:`ForegroundRangeEstimator`).
-    variant
-        How heatmaps are produced, a key of :data:`isnetflow.isnet.VARIANTS`: ``"selective"``
-        (default of the authors' Faster ISNet runs), ``"stochastic"``, ``"all"`` or ``"standard"``
-        (no heatmaps, plain cross-entropy training).
-    epsilon, first_layer, low, high
-        LRP settings passed to :func:`isnetflow.lrp.lrp_forward`.
-    selective_eps
-        Stabiliser of the selective quantity ``log(p + eps) - log(1 - p + eps)``.
-    stochastic_anchor, stochastic_anchor_prob
-        Stochastic variant: with probability ``stochastic_anchor_prob`` explain the anchor class
-        (``"label"``: the ground truth, ``"highest"``: the arg-max logit as in the authors' LRP-Flex),
-        otherwise a uniformly drawn other class.
-    bn_stats_grad
-        Let the training gradient flow through the batch variance used by the batch-norm LRP rule
-        (exact total derivative). Default ``False``: treated as a constant, as the authors do (cheaper).
-    """
-
-    P: float = _DEFAULTS.P
-    A: float = _DEFAULTS.A
-    B: float = _DEFAULTS.B
-    E: float = _DEFAULTS.E
-    d: float = _DEFAULTS.d
-    C1: float = 1.0
-    C2: float = 25.0
-    variant: str = _DEFAULTS.variant
-    epsilon: float = _DEFAULTS.epsilon
-    first_layer: Literal["zbox", "epsilon"] = _DEFAULTS.first_layer
-    low: float = 0.0
-    high: float = 1.0
-    selective_eps: float = 0.01
-    stochastic_anchor: Literal["label", "highest"] = "label"
-    stochastic_anchor_prob: float = 0.5
-    bn_stats_grad: bool = False
-    norm: str = _DEFAULTS.norm
-
-    def __post_init__(self) -> None:
-        checks = [
-            (0.0 <= self.P <= 1.0, "P must be in [0, 1]"),
-            (self.A >= 0 and self.B >= 0, "A and B must be >= 0"),
-            (self.E > 0, "E must be > 0"),
-            (0.0 <= self.d <= 1.0, "d must be in [0, 1]"),
-            (0 < self.C1 <= self.C2, "need 0 < C1 <= C2"),
-            (self.epsilon > 0, "epsilon must be > 0"),
-            (self.first_layer in ("zbox", "epsilon"), "first_layer must be 'zbox' or 'epsilon'"),
-            (self.low < self.high, "low must be < high"),
-            (self.selective_eps >= 0, "selective_eps must be >= 0"),
-            (self.stochastic_anchor in ("label", "highest"), "stochastic_anchor must be 'label'/'highest'"),
-            (0.0 <= self.stochastic_anchor_prob <= 1.0, "stochastic_anchor_prob must be in [0, 1]"),
-            (self.norm in ("abs", "signed"), "norm must be 'abs' or 'signed'"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-        if not all(math.isfinite(v) for v in (self.P, self.A, self.B, self.E, self.C1, self.C2)):
-            raise ValueError("loss weights and ranges must be finite")
-
-
-@dataclass(frozen=True)
-class ISNetLossTerms:
-    """Scalar loss terms of one batch (all tensors; ``background``/``foreground`` are batch means)."""
-
-    loss: Tensor
-    cross_entropy: Tensor
-    background: Tensor
-    foreground: Tensor
-    heatmap: Tensor
-    """``A * L_bg + B * L_fg``, not weighted by ``P``: ``loss = (1 - P) * cross_entropy + P * heatmap``."""
 
 
 def global_weighted_rank_pooling(x: Tensor, d: float, dim: int = -1) -> Tensor:
@@ -195,9 +93,7 @@ def _as_maps(heatmaps: Tensor, masks: Tensor | None) -> tuple[Tensor, Tensor | N
     return maps, m.to(maps.dtype)
 
 
-def background_loss(
-    heatmaps: Tensor, masks: Tensor, *, d: float = 0.9, E: float = 1.0, norm: str = "abs"
-) -> Tensor:
+def background_loss(heatmaps: Tensor, masks: Tensor, *, d: float, E: float, norm: str = "abs") -> Tensor:
     """Per-sample ISNet background loss ``-log(1 - b / (b + E))`` (mean over maps and channels).
 
     Parameters
@@ -238,7 +134,7 @@ def background_loss(
     return (-torch.log1p(-activation)).mean(dim=(1, 2))
 
 
-def foreground_loss(heatmaps: Tensor, masks: Tensor, *, C1: float = 1.0, C2: float = 25.0) -> Tensor:
+def foreground_loss(heatmaps: Tensor, masks: Tensor, *, C1: float, C2: float) -> Tensor:
     """Per-sample ISNet foreground loss ``((min(S,C1)-C1)^2 + (max(S,C2)-C2)^2) / C1^2``, mean over maps.
 
     ``S`` is the sum of the absolute relevance inside the mask of each map (not normalised).
@@ -250,53 +146,6 @@ def foreground_loss(heatmaps: Tensor, masks: Tensor, *, C1: float = 1.0, C2: flo
     low = torch.clamp(s, max=C1) - C1
     high = torch.clamp(s, min=C2) - C2
     return ((low * low + high * high) / (C1 * C1)).mean(dim=1)
-
-
-def heatmap_loss(heatmaps: Tensor, masks: Tensor, config: ISNetLossConfig) -> tuple[Tensor, Tensor]:
-    """Batch-mean background and foreground terms ``(L_bg, L_fg)`` for ``config``."""
-    bg = background_loss(heatmaps, masks, d=config.d, E=config.E, norm=config.norm).mean()
-    fg = foreground_loss(heatmaps, masks, C1=config.C1, C2=config.C2).mean()
-    return bg, fg
-
-
-def isnet_loss(
-    logits: Tensor,
-    labels: Tensor,
-    heatmaps: Tensor | None,
-    masks: Tensor | None,
-    config: ISNetLossConfig,
-    *,
-    class_weight: Tensor | None = None,
-) -> ISNetLossTerms:
-    """Combine cross-entropy and heatmap terms: ``(1 - P) CE + P (A L_bg + B L_fg)``.
-
-    The single definition of the ISNet objective: the training loop and validation call it. ``class_weight``
-    is passed to :func:`torch.nn.functional.cross_entropy` (inverse class frequencies in training). With
-    ``heatmaps is None`` (standard training) the loss is the plain cross-entropy and the heatmap terms are
-    reported as zero.
-    """
-    ce = F.cross_entropy(logits, labels, weight=class_weight)
-    if heatmaps is None:
-        zero = ce.new_zeros(())
-        return ISNetLossTerms(loss=ce, cross_entropy=ce, background=zero, foreground=zero, heatmap=zero)
-    if masks is None:
-        raise ValueError("masks are required when heatmaps are given")
-    bg, fg = heatmap_loss(heatmaps, masks, config)
-    heat = config.A * bg + config.B * fg
-    loss = (1 - config.P) * ce + config.P * heat
-    return ISNetLossTerms(loss=loss, cross_entropy=ce, background=bg, foreground=fg, heatmap=heat)
-
-
-def loss_config_from_settings(settings: HeatmapLossConfig, c1: float, c2: float) -> ISNetLossConfig:
-    """The :class:`ISNetLossConfig` of the ``train.heatmap`` settings with the foreground range ``c1, c2``.
-
-    The one place where settings become a loss configuration (training, validation, benchmarks).
-    """
-    return ISNetLossConfig(
-        P=settings.P, A=settings.A, B=settings.B, E=settings.E, d=settings.d, C1=c1, C2=c2,
-        variant=settings.variant, epsilon=settings.epsilon, first_layer=settings.first_layer,
-        norm=settings.norm,
-    )  # fmt: skip
 
 
 class ForegroundRangeEstimator:

@@ -1,4 +1,4 @@
-"""Heatmap variants of the ISNet family and the one-forward-pass training objective.
+"""Heatmap variants of the ISNet family: how the heatmaps of one forward pass are produced.
 
 Variants (registry :data:`VARIANTS`, selected by ``ISNetLossConfig.variant``):
 
@@ -30,27 +30,28 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from isnetflow.isnet.loss import ISNetLossConfig, isnet_loss
 from isnetflow.lrp.core import LRPTrace, lrp_forward
+
+if TYPE_CHECKING:
+    from isnetflow.isnet.objective import ISNetLossConfig
 
 __all__ = [
     "VARIANTS",
     "HeatmapVariant",
-    "ISNetOutput",
     "explain_batch",
-    "isnet_objective",
     "selective_seed",
     "stochastic_classes",
 ]
 
 _HALF = (torch.float16, torch.bfloat16)
 
-HeatmapBuilder = Callable[[LRPTrace, Tensor, ISNetLossConfig, torch.Generator | None, bool], Tensor]
+HeatmapBuilder = Callable[[LRPTrace, Tensor, "ISNetLossConfig", torch.Generator | None, bool], Tensor]
 
 
 @dataclass(frozen=True)
@@ -64,19 +65,6 @@ class HeatmapVariant:
     name: str
     build: HeatmapBuilder | None
     maps_per_sample: str
-
-
-@dataclass(frozen=True)
-class ISNetOutput:
-    """Result of :func:`isnet_objective` (tensors; ``heatmaps`` is ``None`` for standard training)."""
-
-    loss: Tensor
-    cross_entropy: Tensor
-    background: Tensor
-    foreground: Tensor
-    heatmap: Tensor  # A * L_bg + B * L_fg, before the weight P
-    logits: Tensor
-    heatmaps: Tensor | None
 
 
 def selective_seed(logits: Tensor, classes: Tensor, eps: float) -> Tensor:
@@ -171,9 +159,10 @@ def explain_batch(
 ) -> tuple[Tensor, Tensor]:
     """One instrumented forward pass; return the logits and the variant's heatmaps ``(B, K, C, H, W)``.
 
-    Used by :func:`isnet_objective` (``create_graph=True``) and for collecting relevance statistics
-    (:class:`~isnetflow.isnet.loss.ForegroundRangeEstimator`) or explanations (``create_graph=False``:
-    detached maps). The forward pass is a normal one (in training mode it updates BN running statistics).
+    Used by :func:`isnetflow.isnet.isnet_objective` (``create_graph=True``) and for collecting relevance
+    statistics (:class:`~isnetflow.isnet.loss.ForegroundRangeEstimator`) or explanations
+    (``create_graph=False``: detached maps). The forward pass is a normal one (in training mode it updates
+    BN running statistics).
 
     The pass runs in float32 with autocast disabled even inside an enclosing ``torch.autocast`` region:
     under bf16 autocast the heatmaps of a DenseNet differ from float32 by about 35 % and the ISNet
@@ -200,62 +189,3 @@ def explain_batch(
         )
         maps = variant.build(trace, labels, config, generator, create_graph)
     return trace.logits, maps if create_graph else maps.detach()
-
-
-def isnet_objective(
-    model: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    masks: Tensor,
-    config: ISNetLossConfig,
-    *,
-    generator: torch.Generator | None = None,
-    allow_autocast: bool = False,
-    class_weight: Tensor | None = None,
-) -> ISNetOutput:
-    """Loss of one ISNet training step: ``(1 - P) CE + P (A L_bg + B L_fg)`` from a single forward pass.
-
-    For ``config.variant == "standard"`` or ``config.P == 0`` no heatmap is computed and the loss is the
-    cross-entropy of an ordinary forward pass. Call ``.loss.backward()`` on the result.
-
-    Parameters
-    ----------
-    model
-        Classifier (see :func:`isnetflow.lrp.lrp_forward` for supported layers).
-    images, labels, masks
-        ``(B, C, H, W)`` images, ``(B,)`` class indices, binary lung masks ``(B, [1,] H, W)``.
-    config
-        Loss and LRP hyper-parameters.
-    generator
-        Random generator for the stochastic variant (reproducibility).
-    allow_autocast
-        Let an enclosing ``torch.autocast`` region apply to the LRP pass (off: always float32; see
-        :func:`explain_batch`).
-    class_weight
-        Per-class cross-entropy weights (see :func:`~isnetflow.isnet.loss.isnet_loss`).
-    """
-    if config.variant == "standard" or config.P == 0:
-        _variant(config.variant)
-        logits = model(images)
-        terms = isnet_loss(logits, labels, None, None, config, class_weight=class_weight)
-        heatmaps = None
-    else:
-        logits, heatmaps = explain_batch(
-            model,
-            images,
-            labels,
-            config,
-            create_graph=torch.is_grad_enabled(),
-            generator=generator,
-            allow_autocast=allow_autocast,
-        )
-        terms = isnet_loss(logits, labels, heatmaps, masks, config, class_weight=class_weight)
-    return ISNetOutput(
-        loss=terms.loss,
-        cross_entropy=terms.cross_entropy,
-        background=terms.background,
-        foreground=terms.foreground,
-        heatmap=terms.heatmap,
-        logits=logits,
-        heatmaps=heatmaps,
-    )

@@ -60,7 +60,7 @@ def save_heatmaps(
 ) -> Path:
     """LRP heatmaps (for the label class) of ``indices`` with lung outlines and predictions."""
     from isnetflow.lrp import relevance
-    from isnetflow.training.loop import predict_proba
+    from isnetflow.training.validation import predict_proba
 
     idx = indices[:8]
     x, m, y = data.images[idx], data.masks[idx], data.labels[idx]

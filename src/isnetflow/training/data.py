@@ -19,6 +19,7 @@ from PIL import Image
 
 from isnetflow.config import AugmentConfig, SynthConfig
 from isnetflow.training.splits import assign_splits
+from isnetflow.training.streams import mix_seed
 
 __all__ = ["Augmenter", "TrainData", "from_synthetic", "load_array", "resize_pair", "shortcut_free_inputs"]
 
@@ -97,7 +98,7 @@ class Augmenter:
 
     def params(self, index: int, epoch: int) -> dict[str, float]:
         c = self.cfg
-        rng = np.random.default_rng(_mix(self.seed, epoch, int(index)))
+        rng = np.random.default_rng(mix_seed(self.seed, epoch, int(index)))
         on = rng.random(3) < c.prob
         u = rng.uniform(-1.0, 1.0, size=4)
         return {
@@ -167,13 +168,6 @@ def shortcut_free_inputs(
     region = (masks > 0.5) | (masks[donor] > 0.5)
     background = images[donor] if background_scale == 1.0 else background_scale * images[donor]
     return torch.where(region, images, background)
-
-
-def _mix(*parts: int) -> int:
-    h = 1469598103934665603
-    for p in parts:
-        h = ((h ^ (p & 0xFFFFFFFFFFFF)) * 1099511628211) % 2**64
-    return h % 2**32
 
 
 def from_synthetic(

@@ -93,11 +93,11 @@ def test_signed_normalization_hand_computation_and_cancellation():
     checker = base.clone()
     checker[0, 0, :2] += 3.0 * torch.tensor([[1.0, -1.0, 1.0, -1.0], [-1.0, 1.0, -1.0, 1.0]], dtype=DT)
     for norm, lower in (("abs", True), ("signed", False)):
-        before = float(background_loss(base, mask, norm=norm)[0])
-        after = float(background_loss(checker, mask, norm=norm)[0])
+        before = float(background_loss(base, mask, d=0.9, E=1.0, norm=norm)[0])
+        after = float(background_loss(checker, mask, d=0.9, E=1.0, norm=norm)[0])
         assert (after < before) is lower, norm
     with pytest.raises(ValueError, match="norm"):
-        background_loss(R_MAP, MASK, norm="max")
+        background_loss(R_MAP, MASK, d=0.9, E=1.0, norm="max")
 
 
 def test_foreground_loss_hand_computation():
@@ -118,7 +118,7 @@ def test_several_maps_and_mask_layouts():
     expected_bg = (math.log(1 + b1) + math.log(1 + b2)) / 2  # -log(1 - b/(b+1)) = log(1 + b)
     expected_fg = ((3 - 2) ** 2 / 4 + (1 - 2) ** 2 / 4) / 2  # C1 = C2 = 2: (S - 2)^2 / 4, mean of maps
     for mask in (MASK, MASK[:, None], MASK[:, None].bool()):
-        assert float(background_loss(maps, mask)[0]) == pytest.approx(expected_bg, rel=1e-9)
+        assert float(background_loss(maps, mask, d=0.9, E=1.0)[0]) == pytest.approx(expected_bg, rel=1e-9)
         assert float(foreground_loss(maps, mask, C1=2.0, C2=2.0)[0]) == pytest.approx(expected_fg, rel=1e-12)
 
 
@@ -168,25 +168,27 @@ def test_gradients_stay_finite(case):
 
 def test_shape_validation():
     with pytest.raises(ValueError, match="heatmaps"):
-        background_loss(torch.zeros(2, 8, 8), torch.ones(2, 8, 8))
+        background_loss(torch.zeros(2, 8, 8), torch.ones(2, 8, 8), d=0.9, E=1.0)
     with pytest.raises(ValueError, match="do not fit"):
-        background_loss(torch.zeros(2, 1, 8, 8), torch.ones(2, 4, 4))
+        background_loss(torch.zeros(2, 1, 8, 8), torch.ones(2, 4, 4), d=0.9, E=1.0)
     with pytest.raises(ValueError, match="do not fit"):
-        foreground_loss(torch.zeros(2, 1, 8, 8), torch.ones(3, 8, 8))
+        foreground_loss(torch.zeros(2, 1, 8, 8), torch.ones(3, 8, 8), C1=1.0, C2=2.0)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"P": 1.5}, "P must"),
-        ({"E": 0.0}, "E must"),
-        ({"d": -0.1}, "d must"),
-        ({"C1": 3.0, "C2": 2.0}, "C1 <= C2"),
-        ({"C1": 0.0}, "C1 <= C2"),
+        ({"P": 1.5}, r"(?s)\bP\b.*less than or equal to 1"),
+        ({"E": 0.0}, r"(?s)\bE\b.*greater than 0"),
+        ({"d": -0.1}, r"(?s)\bd\b.*greater than or equal to 0"),
+        ({"C1": 3.0, "C2": 2.0}, r"C1 \(3.0\) must not exceed heatmap.C2"),
+        ({"C1": 0.0}, r"(?s)\bC1\b.*greater than 0"),
         ({"epsilon": 0.0}, "epsilon"),
         ({"low": 1.0, "high": 0.0}, "low"),
-        ({"A": -1.0}, "A and B"),
+        ({"A": -1.0}, r"(?s)\bA\b.*greater than or equal to 0"),
         ({"stochastic_anchor_prob": 2.0}, "stochastic_anchor_prob"),
+        ({"variant": "lasso"}, "unknown ISNet variant 'lasso'"),
+        ({"gamma": 1.0}, "gamma"),  # not a setting of the objective
     ],
 )
 def test_config_validation(kwargs, message):
@@ -206,7 +208,11 @@ def test_config_defaults_and_immutability():
         settings.d,
         settings.norm,
     )
-    with pytest.raises(AttributeError):
+    for name in HeatmapLossConfig.model_fields:  # every setting, with the settings' default
+        if name not in ("C1", "C2"):  # resolved to numbers here; the settings' C1/C2 may be None (warm-up)
+            assert getattr(cfg, name) == getattr(settings, name), name
+    assert (cfg.C1, cfg.C2) == (settings.C1, settings.C2)
+    with pytest.raises(ValueError, match="frozen"):
         cfg.P = 0.5  # type: ignore[misc]
 
 

@@ -13,16 +13,25 @@ import torch
 import torch.nn.functional as F
 
 from isnetflow.config import HeatmapLossConfig, TrainConfig
-from isnetflow.isnet import isnet_loss, isnet_objective, loss_config_from_settings
+from isnetflow.isnet import (
+    ISNetLossConfig,
+    ISNetOutput,
+    isnet_loss,
+    isnet_objective,
+    loss_config_from_settings,
+    step_gradients,
+)
 from isnetflow.nets import build_model
 from isnetflow.training.data import TrainData, shortcut_free_inputs
-from isnetflow.training.loop import (
-    _choose_from_front,
-    _selection_score,
-    _update_front,
-    isnet_step_gradients,
-    train,
-)
+from isnetflow.training.loop import train
+from isnetflow.training.selection import choose_from_front, selection_score, update_front
+from isnetflow.training.streams import RandomStreams
+
+
+def _uncapped(
+    lcfg: ISNetLossConfig, balance: float | None = None, projection: bool = False
+) -> ISNetLossConfig:
+    return lcfg.model_copy(update={"grad_balance": balance, "grad_projection": projection})
 
 
 def _data(n: int = 24, size: int = 32, seed: int = 0) -> TrainData:
@@ -59,15 +68,14 @@ def test_the_loop_optimizes_isnet_loss_exactly() -> None:
     # rebuild the first (only) step: same initial weights, same batch order, no augmentation
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, num_classes=2, in_channels=1).train()
-    from isnetflow.training.data import _mix
-
+    streams = RandomStreams(cfg.seed)
     train_idx = data.indices("train")
-    perm = torch.randperm(train_idx.size, generator=torch.Generator().manual_seed(_mix(cfg.seed, 0)))
+    perm = torch.randperm(train_idx.size, generator=streams.epoch_order(0))
     idx = train_idx[perm[:16].numpy()]
     x, m, y = data.images[idx], data.masks[idx], data.labels[idx]
     weight = counts.sum() / (2 * counts)
     lcfg = loss_config_from_settings(cfg.heatmap, 0.5, 4.0)
-    gen = torch.Generator().manual_seed(_mix(cfg.seed, 0, 7))
+    gen = streams.generator("heatmap_classes", 0)
     out = isnet_objective(model, x, y, m, lcfg, generator=gen, class_weight=weight)
     assert out.heatmaps is not None
     direct = isnet_loss(out.logits, y, out.heatmaps, m, lcfg, class_weight=weight)
@@ -92,7 +100,7 @@ def test_step_gradients_sum_to_the_loss_gradient_and_balance_caps_the_heatmap_pa
     def grads(balance: float | None) -> tuple[list[torch.Tensor], dict[str, float]]:
         model.zero_grad(set_to_none=True)
         out = isnet_objective(model, x, y, m, lcfg)
-        info = isnet_step_gradients(model, out, lcfg.P, balance)
+        info = step_gradients(model, out, _uncapped(lcfg, balance)).as_dict()
         return [p.grad.clone() for p in model.parameters()], info
 
     model.zero_grad(set_to_none=True)
@@ -175,11 +183,11 @@ def test_selection_never_prefers_an_inverted_classifier_and_weighs_the_limits() 
     good = {"val_auc": 0.95, "val_background_share": 0.25, "val_swap_change": 0.02, "val_isnet_loss": 2.0}
     inverted = {"val_auc": 0.10, "val_background_share": 0.05, "val_swap_change": 0.0, "val_isnet_loss": 0.5}
     leaky = {"val_auc": 0.99, "val_background_share": 0.60, "val_swap_change": 0.3, "val_isnet_loss": 3.0}
-    score = lambda m: _selection_score(cfg, m, isnet_phase=True)  # noqa: E731
+    score = lambda m: selection_score(cfg, m, isnet_phase=True)  # noqa: E731
     assert score(good) < score(leaky) < score(inverted)
     # the old objective prefers the inverted classifier: that is why it is not the default
     old = cfg.model_copy(update={"selection": "objective"})
-    assert _selection_score(old, inverted, isnet_phase=True) < _selection_score(old, good, isnet_phase=True)
+    assert selection_score(old, inverted, isnet_phase=True) < selection_score(old, good, isnet_phase=True)
     # just over the swap limit with a far better AUC beats chance level inside the limits (measured case)
     near = {"val_auc": 0.94, "val_background_share": 0.11, "val_swap_change": 0.06}
     chance = {"val_auc": 0.50, "val_background_share": 0.24, "val_swap_change": 0.05}
@@ -195,22 +203,21 @@ def test_auc_tolerance_selection_keeps_the_front_and_never_a_far_worse_auc() -> 
     the end from the epochs no other epoch beats on both (the swap arm's case: every epoch over the
     background limit, so the plain score kept a chance-level early epoch)."""
     model = torch.nn.Linear(2, 2)
-    state: dict[str, Any] = {}
+    front: list[dict[str, Any]] = []
     # (epoch, val AUC, selection score): lower score is better
     epochs = [(4, 0.58, 1.2), (5, 0.70, 1.5), (10, 0.89, 2.0), (20, 0.95, 2.6), (21, 0.93, 2.7)]
     for epoch, auc, score in epochs:
         with torch.no_grad():
             model.bias.fill_(epoch)
-        _update_front(state, epoch, auc, score, model)
-    front = state["front"]
+        update_front(front, epoch, auc, score, model)
     assert [f["epoch"] for f in front] == [4, 5, 10, 20]  # epoch 21 is beaten by 20 on both
-    assert _choose_from_front(front, 0.05)["epoch"] == 20  # 0.89 is more than 0.05 below 0.95
-    assert _choose_from_front(front, 0.06)["epoch"] == 10
-    chosen = _choose_from_front(front, 1.0)
+    assert choose_from_front(front, 0.05)["epoch"] == 20  # 0.89 is more than 0.05 below 0.95
+    assert choose_from_front(front, 0.06)["epoch"] == 10
+    chosen = choose_from_front(front, 1.0)
     assert chosen["epoch"] == 4 and float(chosen["state"]["bias"][0]) == 4.0  # the weights of that epoch
     # a later epoch that beats everything on both replaces the whole front
-    _update_front(state, 30, 0.97, 0.5, model)
-    assert [f["epoch"] for f in state["front"]] == [30]
+    update_front(front, 30, 0.97, 0.5, model)
+    assert [f["epoch"] for f in front] == [30]
 
 
 def test_auc_tolerance_selection_in_training() -> None:
@@ -261,14 +268,10 @@ def test_projection_removes_the_part_of_the_heatmap_gradient_that_opposes_cross_
     # make the two parts conflict for sure: flip the heatmap part's sign when needed
     sign = -1.0 if float(flat_ce @ torch.cat([g.flatten() for g in g_hm]).double()) > 0 else 1.0
 
-    class Flipped:
-        cross_entropy = out.cross_entropy
-        heatmap = sign * out.heatmap
-
     model.zero_grad(set_to_none=True)
     out = isnet_objective(model, x, y, m, lcfg)
-    Flipped.cross_entropy, Flipped.heatmap = out.cross_entropy, sign * out.heatmap
-    info = isnet_step_gradients(model, Flipped, lcfg.P, None, projection=True)
+    flipped = ISNetOutput(parts={**out.parts, "heatmap": sign * out.parts["heatmap"]}, terms=out.terms)
+    info = step_gradients(model, flipped, _uncapped(lcfg, projection=True)).as_dict()
     assert info["grad_cosine"] < 0
     total = torch.cat([p.grad.flatten() for p in params]).double()
     hm_part = total - flat_ce
@@ -307,17 +310,16 @@ def test_no_early_stopping_by_default_and_patience_stops() -> None:
 def test_isnet_steps_see_background_swapped_images(monkeypatch: pytest.MonkeyPatch, fraction: float) -> None:
     """``isnet_swap_fraction: 1`` (the default recipe): every image of every ISNet step keeps its own lungs on
     another image's background, so the cross-entropy never sees a background that predicts its label."""
-    import isnetflow.training.loop as loop
+    import isnetflow.isnet.objective as objective
 
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    real = loop.isnet_objective
+    real = objective.isnet_objective
 
     def spy(model, x, y, m, config, **kw):  # type: ignore[no-untyped-def]
-        if torch.is_grad_enabled():  # a training step (validation calls the objective under no_grad)
-            seen.append((x.detach().clone(), m.detach().clone()))
+        seen.append((x.detach().clone(), m.detach().clone()))
         return real(model, x, y, m, config, **kw)
 
-    monkeypatch.setattr(loop, "isnet_objective", spy)
+    monkeypatch.setattr(objective, "isnet_objective", spy)  # the training step's objective
     data = _data()
     # one value per image
     data.images[:, :, :, :] = torch.arange(24, dtype=torch.float32).view(24, 1, 1, 1) / 24
@@ -342,16 +344,19 @@ def test_the_swap_arm_trains_the_isnet_schedule_and_inputs_without_the_relevance
 ) -> None:
     """``relevance_loss: false`` (bench seeds' ``swap`` arm): the ISNet's warm-up inputs, swapped ISNet-phase
     batches and selection, but never the heatmap objective."""
-    import isnetflow.training.loop as loop
+    import isnetflow.isnet.objective as objective
+    import isnetflow.training.steps as steps
+    import isnetflow.training.validation as validation
 
     objective_calls: list[bool] = []
     swaps: list[str] = []
-    real_objective, real_swap = loop.isnet_objective, loop.shortcut_free_inputs
+    real_objective, real_swap = objective.isnet_objective, steps.shortcut_free_inputs
+    for module in (objective, validation):  # the training step's and the validation's objective
+        monkeypatch.setattr(
+            module, "isnet_objective", lambda *a, **k: objective_calls.append(True) or real_objective(*a, **k)
+        )
     monkeypatch.setattr(
-        loop, "isnet_objective", lambda *a, **k: objective_calls.append(True) or real_objective(*a, **k)
-    )
-    monkeypatch.setattr(
-        loop,
+        steps,
         "shortcut_free_inputs",
         lambda x, m, how, g=None, **k: swaps.append(how) or real_swap(x, m, how, g, **k),
     )
@@ -367,26 +372,28 @@ def test_the_swap_arm_trains_the_isnet_schedule_and_inputs_without_the_relevance
 
 
 def test_the_warmup_ends_when_validation_auc_stops_rising() -> None:
-    from isnetflow.training.loop import _end_warmup_on_plateau
+    from isnetflow.training.phases import end_warmup_on_plateau
+    from isnetflow.training.state import TrainState
 
     cfg = _cfg(warmup_epochs=2, warmup_patience=2, epochs=20)
-    state: dict[str, object] = {"isnet_start": None, "warmup_best_auc": -math.inf, "warmup_bad_epochs": 0}
+    state = TrainState.start(cfg)
+    assert state.isnet_start is None  # a warm-up with patience has no fixed end
     ends = []
     for epoch, auc in enumerate([0.6, 0.7, 0.8, 0.79, 0.8, 0.75, 0.9]):
-        _end_warmup_on_plateau(cfg, state, epoch, auc)
-        ends.append(state["isnet_start"])
+        end_warmup_on_plateau(cfg, state, epoch, auc)
+        ends.append(state.isnet_start)
     # 0.8 at epoch 2 is the best; epochs 3 and 4 do not beat it: the ISNet phase starts at epoch 5
     assert ends == [None, None, None, None, 5, 5, 5]
     # never before warmup_epochs, never after warmup_max_epochs (default half the schedule)
-    state = {"isnet_start": None, "warmup_best_auc": -math.inf, "warmup_bad_epochs": 0}
     early = _cfg(warmup_epochs=3, warmup_patience=1, epochs=20)
+    state = TrainState.start(early)
     for epoch in range(3):
-        _end_warmup_on_plateau(early, state, epoch, 0.5)
-    assert state["isnet_start"] == 3
-    state = {"isnet_start": None, "warmup_best_auc": -math.inf, "warmup_bad_epochs": 0}
+        end_warmup_on_plateau(early, state, epoch, 0.5)
+    assert state.isnet_start == 3
+    state = TrainState.start(cfg)
     for epoch in range(10):
-        _end_warmup_on_plateau(cfg.model_copy(update={"epochs": 8}), state, epoch, 0.5 + epoch / 100)
-    assert state["isnet_start"] == 4
+        end_warmup_on_plateau(cfg.model_copy(update={"epochs": 8}), state, epoch, 0.5 + epoch / 100)
+    assert state.isnet_start == 4
     # in the loop: a warm-up that keeps improving ends at warmup_max_epochs
     capped = _cfg(epochs=3, warmup_epochs=1, warmup_patience=100, warmup_max_epochs=2, audit_samples=0)
     result = train(capped, _data(), progress=False)
@@ -405,7 +412,7 @@ def test_the_heatmap_ramp_scales_the_heatmap_gradient_over_the_first_isnet_epoch
     g_ce = torch.autograd.grad((1 - lcfg.P) * out.cross_entropy, params, retain_graph=True)
     g_hm = torch.autograd.grad(lcfg.P * out.heatmap, params)
     model.zero_grad(set_to_none=True)
-    info = isnet_step_gradients(model, isnet_objective(model, x, y, m, lcfg), lcfg.P, None, ramp=0.25)
+    info = step_gradients(model, isnet_objective(model, x, y, m, lcfg), _uncapped(lcfg), ramp=0.25).as_dict()
     assert info["heatmap_grad_scale"] == 0.25
     for p, a, b in zip(params, g_ce, g_hm, strict=True):
         torch.testing.assert_close(p.grad, a + 0.25 * b, rtol=1e-3, atol=2e-6)

@@ -1,0 +1,129 @@
+"""One optimizer step per phase: warm-up, ISNet and standard training.
+
+A step takes a batch (images, masks, labels) and the global step, prepares its inputs, sets ``.grad`` of
+the model's parameters and returns the step's values for the epoch's means (``loss``, ``ce``, and for an
+ISNet step its terms and gradient diagnostics). The loop zeroes the gradients before, and clips and steps
+the optimizer after.
+
+* :class:`StandardStep`: cross-entropy on the images as they are (the standard model).
+* :class:`WarmupStep`: the ISNet's warm-up: cross-entropy on shortcut-free inputs (``train.warmup_inputs``:
+  background-swapped composites by default, raw images in the authors' recipe, or lungs only).
+* :class:`ISNetStep`: ``train.isnet_swap_fraction`` of the batch background-swapped, then one step of the
+  ISNet objective (:func:`isnetflow.isnet.isnet_step`), or cross-entropy only for the ``swap`` arm
+  (``train.relevance_loss: false``).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from isnetflow.config import TrainConfig
+from isnetflow.isnet import ISNetLossConfig, isnet_step
+from isnetflow.training.data import shortcut_free_inputs
+from isnetflow.training.distributed import DistContext
+from isnetflow.training.streams import RandomStreams
+
+__all__ = ["ISNetStep", "StandardStep", "TrainStep", "WarmupStep"]
+
+
+class TrainStep(Protocol):
+    """Sets the gradients of one optimizer step; returns the step's values by name."""
+
+    def __call__(self, x: Tensor, m: Tensor, y: Tensor, global_step: int) -> dict[str, float]: ...
+
+
+def _range_shares(heatmaps: Tensor, masks: Tensor, c1: float, c2: float) -> tuple[float, float]:
+    """Share of maps whose in-mask absolute relevance ``S`` is below ``C1`` and above ``C2``."""
+    m = masks[:, None].to(heatmaps.dtype) if masks.dim() == 4 else masks[:, None, None].to(heatmaps.dtype)
+    s = (heatmaps.detach().abs() * m).flatten(2).sum(2)
+    return float((s < c1).float().mean()), float((s > c2).float().mean())
+
+
+class StandardStep:
+    """Cross-entropy on the batch (class-weighted when set); bf16 autocast on CUDA when ``amp``; the
+    gradients averaged over the data-parallel ranks."""
+
+    def __init__(
+        self, model: nn.Module, ctx: DistContext, class_weight: Tensor | None, amp: bool, device: torch.device
+    ) -> None:
+        self.model, self.ctx, self.class_weight, self.amp, self.device = model, ctx, class_weight, amp, device
+
+    def __call__(self, x: Tensor, m: Tensor, y: Tensor, global_step: int) -> dict[str, float]:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), y, weight=self.class_weight)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {float(loss)}")
+        loss.backward()
+        self.ctx.average_gradients(self.model)
+        value = float(loss.detach())
+        return {"loss": value, "ce": value}
+
+
+class WarmupStep:
+    """The ISNet's warm-up: the standard step on ``cfg.warmup_inputs`` built from each batch (stream
+    ``warmup_inputs``), their background dimmed by ``fade`` (``train.background_fade_epochs``)."""
+
+    def __init__(self, standard: StandardStep, cfg: TrainConfig, streams: RandomStreams, fade: float) -> None:
+        self.standard, self.cfg, self.streams, self.fade = standard, cfg, streams, fade
+
+    def __call__(self, x: Tensor, m: Tensor, y: Tensor, global_step: int) -> dict[str, float]:
+        gen = self.streams.generator("warmup_inputs", global_step)
+        x = shortcut_free_inputs(x, m, self.cfg.warmup_inputs, gen, background_scale=self.fade)
+        return self.standard(x, m, y, global_step)
+
+
+class ISNetStep:
+    """An ISNet-phase step: ``cfg.isnet_swap_fraction`` of the batch background-swapped (stream ``swap``),
+    then the ISNet objective's step with the heatmap gradient scaled by ``ramp``, or, without the
+    relevance loss, the standard step.
+
+    ``objective`` is the ISNet objective of the epoch (``None``: the swap arm).
+    """
+
+    def __init__(
+        self,
+        standard: StandardStep,
+        cfg: TrainConfig,
+        streams: RandomStreams,
+        objective: ISNetLossConfig | None,
+        *,
+        ramp: float,
+        fade: float,
+    ) -> None:
+        self.standard, self.cfg, self.streams = standard, cfg, streams
+        self.objective, self.ramp, self.fade = objective, ramp, fade
+
+    def __call__(self, x: Tensor, m: Tensor, y: Tensor, global_step: int) -> dict[str, float]:
+        if self.cfg.isnet_swap_fraction > 0:
+            gen = self.streams.generator("swap", global_step)
+            n_swap = round(self.cfg.isnet_swap_fraction * x.shape[0])
+            sub = torch.randperm(x.shape[0], generator=gen)[:n_swap].to(x.device)
+            x = x.clone()
+            x[sub] = shortcut_free_inputs(x[sub], m[sub], "background_swap", gen, background_scale=self.fade)
+        config = self.objective
+        if config is None:  # the swap arm: the same inputs, cross-entropy only
+            return self.standard(x, m, y, global_step)
+        ctx = self.standard.ctx
+        out, diagnostics = isnet_step(
+            self.standard.model, x, y, m, config,
+            generator=self.streams.generator("heatmap_classes", global_step),
+            class_weight=self.standard.class_weight,
+            ramp=self.ramp,
+            all_reduce_mean=ctx.all_reduce_mean if ctx.distributed else None,
+        )  # fmt: skip
+        assert out.heatmaps is not None
+        below, above = _range_shares(out.heatmaps, m, config.C1, config.C2)
+        return {
+            "loss": float(out.loss.detach()),
+            **diagnostics.as_dict(),
+            "ce": float(out.cross_entropy.detach()),
+            "background": float(out.background.detach()),
+            "foreground": float(out.foreground.detach()),
+            "share_below_c1": below,
+            "share_above_c2": above,
+        }

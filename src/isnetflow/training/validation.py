@@ -1,0 +1,159 @@
+"""What the training measures on its validation split after every epoch (rank 0 only).
+
+Validation AUC and cross-entropy; the counterfactual swap change; the evaluation audit's background share
+on ``train.audit_samples`` images (the gate's own yardstick); and, while the heatmap loss is on, the ISNet
+objective's terms. The selection (:mod:`isnetflow.training.selection`) scores epochs on these.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from isnetflow.config import TrainConfig
+from isnetflow.isnet import ISNetLossConfig, isnet_objective
+from isnetflow.training.data import TrainData
+from isnetflow.training.streams import RandomStreams
+
+__all__ = [
+    "auc",
+    "audit_background_share",
+    "predict_proba",
+    "val_heatmap_terms",
+    "val_swap_change",
+    "validate_epoch",
+]
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """Softmax probabilities ``(N, classes)`` in eval mode, batched."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = [
+        torch.softmax(model(images[i : i + batch_size].to(device)).float(), dim=1).cpu()
+        for i in range(0, images.shape[0], batch_size)
+    ]
+    return torch.cat(out).numpy()
+
+
+def audit_background_share(
+    model: nn.Module, images: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor, composite: str
+) -> float:
+    """Mean share of positive relevance outside the lungs with the evaluation audit's zennit ``composite``.
+
+    The measurement of the background-share promotion gate (:func:`isnetflow.audit.explain.explain`,
+    label logit), on validation images: the selection limit is judged with the gate's own yardstick.
+    """
+    from isnetflow.audit.explain import background_share as share_of
+    from isnetflow.audit.explain import explain  # lazy: zennit is only needed here
+
+    model.eval()
+    rel = explain(model, images, targets, composite=composite)  # type: ignore[arg-type]
+    shares = share_of(rel, masks.numpy())
+    return float(np.nanmean(shares)) if np.isfinite(shares).any() else math.nan
+
+
+def val_heatmap_terms(
+    model: nn.Module,
+    data: TrainData,
+    indices: np.ndarray,
+    config: ISNetLossConfig,
+    batch_size: int,
+    seed: int,
+    class_weight: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Mean ISNet terms over ``indices`` (eval mode, no graph): loss, ce, background and foreground.
+
+    Computed by :func:`isnetflow.isnet.isnet_objective`, the same objective the training steps use.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    sums = {"loss": 0.0, "ce": 0.0, "background": 0.0, "foreground": 0.0}
+    for i in range(0, indices.size, batch_size):
+        idx = indices[i : i + batch_size]
+        x, m, y = data.images[idx].to(device), data.masks[idx].to(device), data.labels[idx].to(device)
+        gen = RandomStreams(seed).generator("validation", i)
+        with torch.no_grad():
+            out = isnet_objective(model, x, y, m, config, generator=gen, class_weight=class_weight)
+        for k, v in (("loss", out.loss), ("ce", out.cross_entropy), ("background", out.background),
+                     ("foreground", out.foreground)):  # fmt: skip
+            sums[k] += float(v) * idx.size
+    n = max(1, indices.size)
+    return {k: v / n for k, v in sums.items()}
+
+
+def val_swap_change(
+    model: nn.Module, data: TrainData, indices: np.ndarray, proba: np.ndarray, seed: int
+) -> float:
+    """Mean ``|score(composite) - score(original)|`` over ``indices`` for the counterfactual background swap.
+
+    Each validation image keeps its lungs on the background of a validation image with the other label
+    (another site when there is one): :func:`isnetflow.audit.counterfactual.choose_donors` and the
+    union-of-masks composite. ``proba`` are the originals' probabilities. A network that reads only the
+    lungs scores near 0; a threshold-free twin of the evaluation's flip rate, on internal data only.
+    """
+    from isnetflow.audit.counterfactual import choose_donors
+
+    if indices.size < 2:
+        return float("nan")
+    labels = (data.labels.numpy() > 0).astype(int)
+    donors = choose_donors(data.sites, labels.tolist(), indices.tolist(), indices.tolist(), seed=seed)
+    pairs = [(k, d) for k, d in enumerate(donors) if d is not None]
+    if not pairs:
+        return float("nan")
+    rec = torch.as_tensor(indices[[k for k, _ in pairs]])
+    don = torch.as_tensor(np.asarray([d for _, d in pairs], dtype=np.int64))
+    region = (data.masks[rec] > 0.5) | (data.masks[don] > 0.5)
+    composite = torch.where(region, data.images[rec], data.images[don])
+    swapped = predict_proba(model, composite)
+    original = proba[[k for k, _ in pairs]]
+    return float(np.abs(1.0 - swapped[:, 0] - (1.0 - original[:, 0])).mean())
+
+
+def auc(labels: np.ndarray, proba: np.ndarray) -> float:
+    """ROC AUC of ``proba`` ``(N, classes)``: the positive class's for two classes, macro one-vs-rest
+    otherwise; NaN when ``labels`` hold one class."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    if proba.shape[1] == 2:
+        return float(roc_auc_score(labels, proba[:, 1]))
+    return float(roc_auc_score(labels, proba, multi_class="ovr", average="macro"))
+
+
+def validate_epoch(
+    cfg: TrainConfig,
+    data: TrainData,
+    model: nn.Module,
+    val_idx: np.ndarray,
+    loss_config: ISNetLossConfig | None,
+    class_weight: torch.Tensor | None,
+) -> dict[str, float]:
+    """The end-of-epoch validation metrics: AUC, CE, swap change, audit background share, and the ISNet
+    terms of ``loss_config`` when the heatmap loss is on."""
+    metrics: dict[str, float] = {}
+    proba = predict_proba(model, data.images[val_idx])
+    val_labels = data.labels[val_idx].numpy()
+    metrics["val_auc"] = auc(val_labels, proba)
+    metrics["val_ce"] = float(
+        F.nll_loss(torch.log(torch.from_numpy(proba).clamp_min(1e-12)), torch.from_numpy(val_labels))
+    )
+    metrics["val_swap_change"] = val_swap_change(model, data, val_idx, proba, cfg.seed)
+    if cfg.audit_samples:
+        a_idx = val_idx[: cfg.audit_samples]
+        metrics["val_background_share"] = audit_background_share(
+            model, data.images[a_idx], data.masks[a_idx], data.labels[a_idx], cfg.audit_composite
+        )
+    if loss_config is not None:
+        terms = val_heatmap_terms(
+            model, data, val_idx, loss_config, cfg.batch_size, cfg.seed, class_weight=class_weight
+        )
+        metrics["val_background"], metrics["val_foreground"] = terms["background"], terms["foreground"]
+        metrics["val_isnet_loss"] = terms["loss"]
+    return metrics
