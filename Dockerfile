@@ -36,9 +36,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/home/isnetflow
 RUN groupadd --system --gid 10001 isnetflow \
  && useradd --system --uid 10001 --gid isnetflow --create-home --home-dir /home/isnetflow isnetflow
+# The kfp layer is installed in /opt/venv as isnetflow_kfp.components / isnetflow_kfp.pipelines; no copy of
+# components/ or pipelines/ goes into the working directory, where `python -m` (the kfp executor) would
+# find them as top-level packages named plain `components` and `pipelines`.
 COPY --from=build /opt/venv /opt/venv
-COPY --chown=isnetflow:isnetflow components /app/components
-COPY --chown=isnetflow:isnetflow pipelines /app/pipelines
 WORKDIR /app
 USER 10001:10001
 HEALTHCHECK NONE

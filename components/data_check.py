@@ -6,7 +6,7 @@ Scheduled retraining's early exit; see :mod:`isnetflow.stages.retrain`.
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Output
 
-from components.image import IMAGE
+from isnetflow_kfp.components.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

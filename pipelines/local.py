@@ -33,7 +33,7 @@ from isnetflow.evaluation import keys
 from isnetflow.evaluation.gates import standard_line, summary_values
 from isnetflow.registry.tracking import default_tracking_uri
 from isnetflow.tasks import GATES_FILE, INGEST_FILE, DataArtifact, read_json
-from pipelines.training import training_pipeline
+from isnetflow_kfp.pipelines.training import training_pipeline
 
 #: kfp.local task names -> what the progress lines call them (tasks keep their component's name; the
 #: second of two tasks of one component gets "-2": the pipeline trains the ISNet before the standard

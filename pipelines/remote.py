@@ -25,11 +25,11 @@ from typing import Any
 import yaml
 from kfp import compiler
 
-from components.image import IMAGE
 from isnetflow.config import Settings
 from isnetflow.cron import validate_cron
 from isnetflow.names import EXPERIMENT
-from pipelines.training import PIPELINE_NAME, training_pipeline
+from isnetflow_kfp.components.image import IMAGE
+from isnetflow_kfp.pipelines.training import PIPELINE_NAME, training_pipeline
 
 __all__ = [
     "RemoteError",

@@ -31,15 +31,15 @@ from typing import Any
 from kfp import dsl, kubernetes
 from kfp.dsl import PipelineTask
 
-from components.data_check import data_changed
-from components.evaluate import evaluate_model
-from components.image import IMAGE
-from components.ingest import ingest
-from components.masks import lung_masks
-from components.promote import promote_model
-from components.train import train_model
-from components.train_distributed import train_model_distributed
 from isnetflow.config import Settings
+from isnetflow_kfp.components.data_check import data_changed
+from isnetflow_kfp.components.evaluate import evaluate_model
+from isnetflow_kfp.components.image import IMAGE
+from isnetflow_kfp.components.ingest import ingest
+from isnetflow_kfp.components.masks import lung_masks
+from isnetflow_kfp.components.promote import promote_model
+from isnetflow_kfp.components.train import train_model
+from isnetflow_kfp.components.train_distributed import train_model_distributed
 
 PIPELINE_NAME = "isnetflow-training"
 DEFAULT_SETTINGS_JSON = Settings().model_dump_json()

@@ -1,6 +1,7 @@
 """isnetflow: chest-X-ray classifiers that ignore background shortcuts (ISNet), as a kfp + MLflow pipeline.
 
-The domain package never imports kfp; the kfp wrappers live in ``components/`` and ``pipelines/``.
+The domain package never imports kfp; the kfp wrappers live in ``components/`` and ``pipelines/``,
+installed as ``isnetflow_kfp.components`` and ``isnetflow_kfp.pipelines``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The end-of-run table of ``isnetflow run``: ISNet vs standard, the gates, the promotion, where to look.
 
-:func:`run_summary_renderable` turns the run summary (``pipelines.local.collect_summary``: keys
-``models.{isnet,standard}.*``, ``promotion.*``, ``data.*``, ``data_check``, ``tracking_uri``) into a rich
-renderable; :func:`render_run_summary` gives the same as plain text. Under the table, the ISNet's
+:func:`run_summary_renderable` turns the run summary (``isnetflow_kfp.pipelines.local.collect_summary``:
+keys ``models.{isnet,standard}.*``, ``promotion.*``, ``data.*``, ``data_check``, ``tracking_uri``) into a
+rich renderable; :func:`render_run_summary` gives the same as plain text. Under the table, the ISNet's
 do-no-harm gate (``models.isnet.standard_comparison``) is one line: its external AUC against the standard
 model's of the same run, and whether that refused it. ``data.confound`` (the site/label
 confound of the validation, :mod:`isnetflow.validation.balance`) is one line under the data line.

@@ -119,7 +119,7 @@ def test_project_image_matches_components() -> None:
     """The deployment runs the tag the pipeline components are compiled with (components/image.py)."""
     if "ISNETFLOW_IMAGE" in os.environ:
         pytest.skip("ISNETFLOW_IMAGE overrides the component image in this environment")
-    from components.image import IMAGE
+    from isnetflow_kfp.components.image import IMAGE
 
     assert IMAGE == PROJECT_IMAGE
     kustomizations = [yaml.safe_load(p.read_text()) for p in K8S.rglob("kustomization.yaml")]
@@ -462,7 +462,7 @@ def test_network_policy_evaluator_without_policies_allows() -> None:
 
 def test_pipeline_uses_the_deployment_names(rendered: dict[str, list[Manifest]]) -> None:
     """pipelines/training.py reads the Secrets, ConfigMap and GPU names that k8s/ and the README give."""
-    from pipelines import training
+    from isnetflow_kfp.pipelines import training
 
     template = secret_template()
     for secret, keys in [

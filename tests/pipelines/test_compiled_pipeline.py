@@ -9,8 +9,8 @@ import pytest
 import yaml
 from kfp import compiler
 
-from components.image import IMAGE
-from pipelines.training import training_pipeline
+from isnetflow_kfp.components.image import IMAGE
+from isnetflow_kfp.pipelines.training import training_pipeline
 
 S3 = {
     "secretName": "isnetflow-s3-credentials",

@@ -18,7 +18,7 @@ from isnetflow.stages import ingest
 from isnetflow.stages.retrain import FINGERPRINT_TAG, RECIPE_TAG, RETRAIN_EXPERIMENT
 from isnetflow.synth import generate_cohort
 from isnetflow.validation import read_manifest
-from pipelines.local import LOG_FILE, PipelineFailed, run_local
+from isnetflow_kfp.pipelines.local import LOG_FILE, PipelineFailed, run_local
 
 
 def _small() -> Settings:

@@ -21,10 +21,10 @@ import yaml
 from typer.testing import CliRunner
 
 from _ports import JSONHandler, serve_http
-from components.image import IMAGE
 from isnetflow.cli import app
 from isnetflow.config import Settings
-from pipelines.training import PIPELINE_NAME
+from isnetflow_kfp.components.image import IMAGE
+from isnetflow_kfp.pipelines.training import PIPELINE_NAME
 
 API = "/apis/v2beta1"
 TOKEN = "test-token-123"

@@ -1,37 +1,161 @@
 """Package-level rules: the domain package never imports kfp; the layers import downwards only (no stage
-imports a sibling stage); the CLI exposes --help everywhere."""
+imports a sibling stage); the kfp layer is installed under the project's name; the CLI exposes --help
+everywhere."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
+from setuptools import find_namespace_packages
+from setuptools.config.pyprojecttoml import read_configuration
+from setuptools.discovery import find_package_path
 from typer.testing import CliRunner
 
 from isnetflow.cli import app
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "isnetflow"
+REPO = Path(__file__).resolve().parents[2]
+SRC = REPO / "src" / "isnetflow"
+
+#: The kfp layer as installed (components/ and pipelines/ of the repository), kfp itself, and the layer's
+#: former top-level names, which must not come back.
+KFP_LAYER = "isnetflow_kfp"
+KFP_NAMES = {"kfp", KFP_LAYER, "components", "pipelines"}
+#: Functions that import a module named by a string.
+DYNAMIC_IMPORTS = {"import_module", "__import__"}
+
+
+class _KfpImports(ast.NodeVisitor):
+    """What one module of src/isnetflow imports of kfp or the kfp layer, as ``(line, name, offence)``.
+
+    An import statement naming kfp or the kfp layer is an offence wherever it is, inside a function too.
+    The one sanctioned way in is a lazy ``importlib.import_module("isnetflow_kfp....")`` inside a function
+    of ``isnetflow.cli``; the same call at module level or outside cli/, one naming kfp or the old
+    top-level packages, and one whose name is not a string literal (which this check cannot read) are
+    offences."""
+
+    def __init__(self, in_cli: bool) -> None:
+        self.in_cli = in_cli
+        self.depth = 0
+        self.found: list[tuple[int, str, str | None]] = []
+
+    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> None:
+        self.depth += 1
+        self.generic_visit(node)
+        self.depth -= 1
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _function
+
+    def _statement(self, node: ast.stmt, names: list[str]) -> None:
+        for name in names:
+            if name.split(".")[0] in KFP_NAMES:
+                self.found.append((node.lineno, name, "import statement"))
+        self.generic_visit(node)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        self._statement(node, [a.name for a in node.names])
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        self._statement(node, [node.module] if node.module and not node.level else [])
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        called = (
+            func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        )
+        if called in DYNAMIC_IMPORTS:
+            arg = node.args[0] if node.args else None
+            if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+                self.found.append((node.lineno, f"{called}(<computed name>)", "computed module name"))
+            elif arg.value.split(".")[0] in KFP_NAMES:
+                name, offence = arg.value, None
+                if arg.value.split(".")[0] != KFP_LAYER:
+                    offence = f"{called} of kfp or an old top-level name"
+                elif not self.in_cli:
+                    offence = f"{called} outside isnetflow.cli"
+                elif self.depth == 0:
+                    offence = f"{called} at module level"
+                self.found.append((node.lineno, name, offence))
+        self.generic_visit(node)
+
+
+def _kfp_imports(source: str, in_cli: bool) -> list[tuple[int, str, str | None]]:
+    visitor = _KfpImports(in_cli)
+    visitor.visit(ast.parse(source))
+    return visitor.found
+
+
+def _src_kfp_imports() -> list[tuple[str, int, str, str | None]]:
+    return [
+        (str(py.relative_to(SRC)), line, name, offence)
+        for py in sorted(SRC.rglob("*.py"))
+        for line, name, offence in _kfp_imports(py.read_text(), py.relative_to(SRC).parts[0] == "cli")
+    ]
 
 
 def test_domain_package_never_imports_kfp() -> None:
-    offenders = []
-    for py in SRC.rglob("*.py"):
-        tree = ast.parse(py.read_text(), filename=str(py))
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            offenders += [
-                f"{py.relative_to(SRC)}: {n}"
-                for n in names
-                if n.split(".")[0] in {"kfp", "pipelines", "components"}
-            ]
+    """No import statement of kfp or the kfp layer anywhere in src/isnetflow; the CLI loads the layer
+    lazily, by name, inside its functions only."""
+    offenders = [found for found in _src_kfp_imports() if found[3] is not None]
     assert offenders == []
+
+
+def test_the_cli_loads_the_kfp_layer_by_its_installed_names() -> None:
+    lazy = {name for _, _, name, offence in _src_kfp_imports() if offence is None}
+    assert lazy == {f"{KFP_LAYER}.pipelines.local", f"{KFP_LAYER}.pipelines.remote"}
+    for name in lazy:
+        assert importlib.util.find_spec(name) is not None, name
+
+
+@pytest.mark.parametrize(
+    ("source", "in_cli", "offence"),
+    [
+        ("import kfp", True, "import statement"),
+        ("def f():\n    from isnetflow_kfp.pipelines import local", True, "import statement"),
+        ("def f():\n    import pipelines.local", True, "import statement"),
+        ("import importlib\nimportlib.import_module('isnetflow_kfp.pipelines.local')", True, "module level"),
+        (
+            "from importlib import import_module\nimport_module('isnetflow_kfp.components')",
+            True,
+            "module level",
+        ),
+        ("def f():\n    return importlib.import_module('pipelines.local')", True, "old top-level name"),
+        ("def f():\n    return importlib.import_module('kfp.dsl')", True, "old top-level name"),
+        ("def f():\n    return __import__('isnetflow_kfp.pipelines.remote')", False, "outside isnetflow.cli"),
+        ("def f(n):\n    return importlib.import_module(n)", True, "computed module name"),
+        ("def f():\n    return importlib.import_module('isnetflow_kfp.pipelines.local')", True, None),
+    ],
+)
+def test_the_kfp_check_sees_string_and_function_local_imports(
+    source: str, in_cli: bool, offence: str | None
+) -> None:
+    (found,) = _kfp_imports(textwrap.dedent(source), in_cli)
+    if offence is None:
+        assert found[2] is None
+    else:
+        assert found[2] is not None and offence in found[2]
+
+
+def test_the_kfp_layer_is_installed_under_the_project_name() -> None:
+    """pyproject.toml's package list, as setuptools reads it: isnetflow (every package setuptools finds in
+    src/) and the kfp layer as isnetflow_kfp.components / .pipelines, mapped onto the repository's
+    components/ and pipelines/; nothing installs as a top-level ``components`` or ``pipelines``."""
+    config = read_configuration(REPO / "pyproject.toml")["tool"]["setuptools"]
+    packages, package_dir = config["packages"], config["package-dir"]
+    assert {p.split(".")[0] for p in packages} == {"isnetflow", KFP_LAYER}
+    found = find_namespace_packages(str(REPO / "src"), include=["isnetflow", "isnetflow.*"])
+    assert sorted(p for p in packages if p.split(".")[0] == "isnetflow") == sorted(found)
+    kfp_layer = {p: find_package_path(p, package_dir, str(REPO)) for p in packages if p.startswith(KFP_LAYER)}
+    assert kfp_layer == {
+        f"{KFP_LAYER}.components": str(REPO / "components"),
+        f"{KFP_LAYER}.pipelines": str(REPO / "pipelines"),
+    }
+    assert all((Path(path) / "__init__.py").is_file() for path in kfp_layer.values())
 
 
 #: The layers of src/isnetflow, lowest first; a module may import its own layer and the layers below.
@@ -88,7 +212,10 @@ def test_the_layering_check_sees_a_function_local_import() -> None:
 
 
 def test_importing_isnetflow_does_not_load_kfp() -> None:
-    code = "import sys, isnetflow.cli, isnetflow.config, isnetflow.synth; print('kfp' in sys.modules)"
+    code = (
+        "import sys, isnetflow.cli, isnetflow.config, isnetflow.synth; "
+        "print(any(m.split('.')[0] in {'kfp', 'isnetflow_kfp'} for m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

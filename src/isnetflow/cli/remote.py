@@ -68,7 +68,7 @@ UiHostOpt = Annotated[
 def _remote() -> Any:
     import importlib
 
-    return importlib.import_module("pipelines.remote")  # kfp lives outside the domain package
+    return importlib.import_module("isnetflow_kfp.pipelines.remote")  # the kfp layer, loaded lazily
 
 
 def _remote_arguments(
@@ -111,7 +111,8 @@ def compile_(
 
 
 def _remote_call(remote: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call a ``pipelines.remote`` function; a RemoteError becomes a one-line error and exit status 1."""
+    """Call an ``isnetflow_kfp.pipelines.remote`` function; a RemoteError becomes a one-line error and
+    exit status 1."""
     try:
         return fn(*args, **kwargs)
     except remote.RemoteError as exc:

@@ -500,7 +500,7 @@ def run(
     except (preflight.PreflightError, ValueError, typer.BadParameter) as exc:
         first = " ".join(line.strip() for line in str(exc).strip().splitlines()[:3])
         raise _fail(first) from None
-    local_runner = importlib.import_module("pipelines.local")  # kfp lives outside the domain package
+    local_runner = importlib.import_module("isnetflow_kfp.pipelines.local")  # the kfp layer, loaded lazily
     err = Console(file=sys.stderr, soft_wrap=True)  # this stderr: the run redirects sys.stderr to its log
     progress = _StageProgress(err)
     try:

@@ -16,7 +16,7 @@ from isnetflow.config import Settings, ValidateConfig
 from isnetflow.reporting import render_run_summary
 from isnetflow.stages import ingest
 from isnetflow.validation.dataset import validate_tree
-from pipelines.local import _confound
+from isnetflow_kfp.pipelines.local import _confound
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
