@@ -556,6 +556,22 @@ class AugmentConfig(StrictModel):
     noise_std: float = Field(0.015, ge=0.0, le=0.2)
 
 
+class DistillConfig(StrictModel):
+    """Distillation from a lungs-only teacher (issue 25 candidate; off by default).
+
+    Before the ISNet trains, a teacher of the same network trains ``teacher_epochs`` of cross-entropy on
+    lung-masked images (the lungs-only reference, which learns a subtle disease fast). The ISNet then
+    starts from the teacher's weights (``init_from_teacher``) and every step adds the part
+    ``weight * |f(x) - f_teacher(x * mask)|^2 / |f_teacher|^2``, ``f`` the features the classifier head
+    reads: the network must compute from the whole image what the teacher computes from the lungs alone.
+    The masks are needed only at training time, like the relevance loss's.
+    """
+
+    teacher_epochs: int = Field(0, ge=0, description="epochs of the lungs-only teacher; 0: no distillation")
+    weight: float = Field(1.0, ge=0.0, description="weight of the feature-distillation part")
+    init_from_teacher: bool = Field(True, description="start the ISNet from the teacher's weights")
+
+
 class TrainConfig(StrictModel):
     """Settings for ``isnetflow train`` (the same network and schedule serve both modes)."""
 
@@ -681,6 +697,7 @@ class TrainConfig(StrictModel):
         "training rule, 'epsilon', reported 0.2-0.5 less than the audit on the same model)",
     )
     heatmap: HeatmapLossConfig = Field(default_factory=HeatmapLossConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     @model_validator(mode="after")

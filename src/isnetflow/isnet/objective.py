@@ -49,9 +49,10 @@ __all__ = [
 
 _SETTINGS = HeatmapLossConfig.model_fields
 
-CLASSIFIER_PARTS = frozenset({"cross_entropy"})
-"""Parts of the objective that train the classifier; every other part is a relevance part, whose gradient
-the step projects and caps against theirs (:func:`step_gradients`)."""
+CLASSIFIER_PARTS = frozenset({"cross_entropy", "distillation"})
+"""Parts of the objective that train the classifier (the cross-entropy, and the lungs-only teacher's
+distillation part that ``train.distill`` adds); every other part is a relevance part, whose gradient the
+step projects and caps against theirs (:func:`step_gradients`)."""
 
 AllReduce = Callable[[list[Tensor]], list[Tensor]]
 """Averages a list of tensors over the data-parallel ranks (``DistContext.all_reduce_mean``)."""
@@ -111,6 +112,10 @@ class ISNetOutput:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "loss", functools.reduce(operator.add, self.parts.values()))
+
+    def with_parts(self, parts: Mapping[str, Tensor]) -> ISNetOutput:
+        """This output with more parts (a part of the same name is replaced); the loss is their new sum."""
+        return ISNetOutput({**self.parts, **parts}, self.terms, self.logits, self.heatmaps)
 
     @property
     def cross_entropy(self) -> Tensor:
@@ -300,14 +305,18 @@ def isnet_step(
     class_weight: Tensor | None = None,
     ramp: float = 1.0,
     all_reduce_mean: AllReduce | None = None,
+    extra_parts: Callable[[ISNetOutput], Mapping[str, Tensor]] | None = None,
 ) -> tuple[ISNetOutput, StepDiagnostics]:
     """One ISNet training step up to the optimizer: the objective (:func:`isnet_objective`) and the
-    gradients of all its parts (:func:`step_gradients`) set on ``model``. The caller zeroes the gradients
-    before and steps the optimizer after. Raises :class:`FloatingPointError` on a non-finite objective,
-    before any gradient is set."""
+    gradients of all its parts (:func:`step_gradients`) set on ``model``. ``extra_parts`` adds parts
+    computed from the objective's forward pass (the training's distillation part). The caller zeroes the
+    gradients before and steps the optimizer after. Raises :class:`FloatingPointError` on a non-finite
+    objective, before any gradient is set."""
     out = isnet_objective(
         model, images, labels, masks, config, generator=generator, class_weight=class_weight
     )
+    if extra_parts is not None:
+        out = out.with_parts(extra_parts(out))
     if not torch.isfinite(out.loss):
         raise FloatingPointError(f"non-finite ISNet objective: {float(out.loss)}")
     return out, step_gradients(model, out, config, ramp=ramp, all_reduce_mean=all_reduce_mean)

@@ -28,6 +28,7 @@ deterministic).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -42,7 +43,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from isnetflow.config import TrainConfig
+from isnetflow.config import DistillConfig, TrainConfig
 from isnetflow.isnet import (
     ForegroundRangeEstimator,
     ISNetLossConfig,
@@ -52,6 +53,7 @@ from isnetflow.isnet import (
 from isnetflow.nets import build_model
 from isnetflow.training.checkpoint import CheckpointError, CheckpointStore
 from isnetflow.training.data import Augmenter, TrainData
+from isnetflow.training.distill import Distiller
 from isnetflow.training.distributed import SINGLE, DistContext, distributed_env, process_group, shard
 from isnetflow.training.phases import Phase, end_warmup_on_plateau, phase_of
 from isnetflow.training.selection import Selector
@@ -68,6 +70,7 @@ __all__ = [
     "calibrate_foreground_range",
     "resolve_device",
     "train",
+    "train_teacher",
 ]
 
 EpochCallback = Callable[[int, dict[str, float], nn.Module], None]
@@ -287,6 +290,24 @@ def calibrate_foreground_range(
     return c1, c2
 
 
+def train_teacher(
+    cfg: TrainConfig, data: TrainData, device: torch.device, *, progress: bool, ctx: DistContext = SINGLE
+) -> nn.Module:
+    """The lungs-only teacher of ``train.distill``: the same network, cross-entropy on lung-masked images
+    for ``distill.teacher_epochs`` epochs, selected by validation AUC (no checkpoints: a resumed run trains
+    it again, to the same weights on CPU)."""
+    teacher_cfg = cfg.model_copy(
+        update={
+            "mode": "standard", "epochs": cfg.distill.teacher_epochs, "distill": DistillConfig(),
+            "checkpoint_dir": None, "patience": None, "audit_samples": 0,
+        }
+    )  # fmt: skip
+    masked = dataclasses.replace(data, images=data.images * data.masks)
+    result = _train(teacher_cfg, masked, device, resume=False, on_epoch=None, progress=progress, ctx=ctx)
+    log.info("lungs-only teacher: validation AUC %.3f at epoch %d", result.best_val_auc, result.best_epoch)
+    return result.model
+
+
 def _train(
     cfg: TrainConfig,
     data: TrainData,
@@ -324,7 +345,13 @@ def _train(
     streams = RandomStreams(cfg.seed, ctx.rank if ctx.distributed else None)
     # bf16 autocast only for cross-entropy-only steps (also the ISNet warm-up); the LRP pass is float32
     amp = device.type == "cuda" and cfg.amp in ("auto", "bf16")
-    standard = StandardStep(model, ctx, class_weight, amp, device)
+    distiller = None
+    if cfg.mode == "isnet" and cfg.distill.teacher_epochs > 0:
+        teacher = train_teacher(cfg, data, device, progress=progress, ctx=ctx)
+        distiller = Distiller(teacher, cfg.distill.weight)
+        if cfg.distill.init_from_teacher:
+            model.load_state_dict(teacher.state_dict())
+    standard = StandardStep(model, ctx, class_weight, amp, device, distiller)
     selector = Selector(cfg)
 
     state = TrainState.start(cfg)

@@ -15,6 +15,7 @@ the optimizer after.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Protocol
 
 import torch
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 from isnetflow.config import TrainConfig
 from isnetflow.isnet import ISNetLossConfig, isnet_step
 from isnetflow.training.data import shortcut_free_inputs
+from isnetflow.training.distill import Distiller, head_features
 from isnetflow.training.distributed import DistContext
 from isnetflow.training.streams import RandomStreams
 
@@ -44,15 +46,25 @@ def _range_shares(heatmaps: Tensor, masks: Tensor, c1: float, c2: float) -> tupl
 
 
 class StandardStep:
-    """Cross-entropy on the batch (class-weighted when set); bf16 autocast on CUDA when ``amp``; the
-    gradients averaged over the data-parallel ranks."""
+    """Cross-entropy on the batch (class-weighted when set), plus the lungs-only teacher's distillation part
+    when a ``distiller`` is set (``train.distill``); bf16 autocast on CUDA when ``amp``; the gradients
+    averaged over the data-parallel ranks."""
 
     def __init__(
-        self, model: nn.Module, ctx: DistContext, class_weight: Tensor | None, amp: bool, device: torch.device
+        self,
+        model: nn.Module,
+        ctx: DistContext,
+        class_weight: Tensor | None,
+        amp: bool,
+        device: torch.device,
+        distiller: Distiller | None = None,
     ) -> None:
         self.model, self.ctx, self.class_weight, self.amp, self.device = model, ctx, class_weight, amp, device
+        self.distiller = distiller
 
     def __call__(self, x: Tensor, m: Tensor, y: Tensor, global_step: int) -> dict[str, float]:
+        if self.distiller is not None:
+            return self._distilled(x, m, y)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits = self.model(x)
         loss = F.cross_entropy(logits.float(), y, weight=self.class_weight)
@@ -62,6 +74,26 @@ class StandardStep:
         self.ctx.average_gradients(self.model)
         value = float(loss.detach())
         return {"loss": value, "ce": value}
+
+    def _distilled(self, x: Tensor, m: Tensor, y: Tensor) -> dict[str, float]:
+        assert self.distiller is not None
+        with (
+            head_features(self.model) as features,
+            torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp),
+        ):
+            logits = self.model(x)
+        ce = F.cross_entropy(logits.float(), y, weight=self.class_weight)
+        distillation = self.distiller.part(features[-1], x, m)
+        loss = ce + distillation
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {float(loss)}")
+        loss.backward()
+        self.ctx.average_gradients(self.model)
+        return {
+            "loss": float(loss.detach()),
+            "ce": float(ce.detach()),
+            "distillation": float(distillation.detach()),
+        }
 
 
 class WarmupStep:
@@ -109,16 +141,23 @@ class ISNetStep:
         if config is None:  # the swap arm: the same inputs, cross-entropy only
             return self.standard(x, m, y, global_step)
         ctx = self.standard.ctx
-        out, diagnostics = isnet_step(
-            self.standard.model, x, y, m, config,
-            generator=self.streams.generator("heatmap_classes", global_step),
-            class_weight=self.standard.class_weight,
-            ramp=self.ramp,
-            all_reduce_mean=ctx.all_reduce_mean if ctx.distributed else None,
-        )  # fmt: skip
+        distiller = self.standard.distiller
+        with contextlib.ExitStack() as stack:
+            extra = None
+            if distiller is not None:
+                features = stack.enter_context(head_features(self.standard.model))
+                extra = lambda _out: {"distillation": distiller.part(features[-1], x, m)}  # noqa: E731
+            out, diagnostics = isnet_step(
+                self.standard.model, x, y, m, config,
+                generator=self.streams.generator("heatmap_classes", global_step),
+                class_weight=self.standard.class_weight,
+                ramp=self.ramp,
+                all_reduce_mean=ctx.all_reduce_mean if ctx.distributed else None,
+                extra_parts=extra,
+            )  # fmt: skip
         assert out.heatmaps is not None
         below, above = _range_shares(out.heatmaps, m, config.C1, config.C2)
-        return {
+        values = {
             "loss": float(out.loss.detach()),
             **diagnostics.as_dict(),
             "ce": float(out.cross_entropy.detach()),
@@ -127,3 +166,6 @@ class ISNetStep:
             "share_below_c1": below,
             "share_above_c2": above,
         }
+        if "distillation" in out.parts:
+            values["distillation"] = float(out.parts["distillation"].detach())
+        return values

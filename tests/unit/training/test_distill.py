@@ -1,0 +1,122 @@
+"""Distillation from the lungs-only teacher (``train.distill``): features, the part, the training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from isnetflow.config import DistillConfig, HeatmapLossConfig, TrainConfig
+from isnetflow.isnet import CLASSIFIER_PARTS, ISNetOutput, loss_config_from_settings, step_gradients
+from isnetflow.nets import build_model
+from isnetflow.training.data import TrainData
+from isnetflow.training.distill import Distiller, head_features
+from isnetflow.training.loop import train
+
+
+def _data(n: int = 32, size: int = 32) -> TrainData:
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(n, 1, size, size, generator=g) * 0.5
+    masks = torch.zeros(n, 1, size, size)
+    masks[:, :, 8:24, 4:14] = 1
+    masks[:, :, 8:24, 18:28] = 1
+    labels = torch.arange(n) % 2
+    images[labels == 1, :, 12:18, 6:12] += 0.3
+    splits = ["train"] * 24 + ["val"] * 8
+    return TrainData(
+        images, masks, labels, ["normal", "covid"], [f"p{i}" for i in range(n)], ["A"] * n, splits
+    )
+
+
+def test_head_features_are_what_the_classifier_reads() -> None:
+    torch.manual_seed(0)
+    model = build_model("densenet-small", 2).eval()
+    x = torch.rand(3, 1, 32, 32)
+    with head_features(model) as captured:
+        logits = model(x)
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    assert len(captured) == 1 and captured[0].shape == (3, head.in_features)
+    torch.testing.assert_close(head(captured[0]), logits)
+    model(x)
+    assert len(captured) == 1  # the hook is gone after the block
+
+
+def test_the_part_is_zero_for_the_teacher_on_lungs_only_inputs_and_trains_only_the_student() -> None:
+    torch.manual_seed(0)
+    teacher = build_model("cnn-small", 2)
+    student = build_model("cnn-small", 2)
+    student.load_state_dict(teacher.state_dict())
+    student.eval()
+    distiller = Distiller(teacher, weight=2.0)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    x, m = torch.rand(4, 1, 16, 16), torch.zeros(4, 1, 16, 16)
+    m[:, :, 4:12, 4:12] = 1
+    with head_features(student) as f:
+        student(x * m)
+    assert float(distiller.part(f[-1], x * m, m)) == pytest.approx(0.0, abs=1e-10)  # nothing but lungs
+    with head_features(student) as f:
+        student(x)  # the background is there: the student's features differ from the teacher's
+    part = distiller.part(f[-1], x, m)
+    assert float(part) > 0
+    part.backward()
+    head = [m for m in student.modules() if isinstance(m, nn.Linear)][-1]
+    below_head = [p for p in student.parameters() if all(p is not q for q in head.parameters())]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in below_head)  # the features train
+    assert all(p.grad is None for p in head.parameters())  # the head reads them
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_the_distillation_part_trains_the_classifier_uncapped() -> None:
+    """``distillation`` is a classifier part: the cap of ``heatmap.grad_balance`` never scales it."""
+    assert "distillation" in CLASSIFIER_PARTS
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    x = torch.rand(5, 3)
+
+    def parts() -> dict[str, torch.Tensor]:
+        out = model(x)
+        return {"cross_entropy": out[:, 0].mean() * 1e-3, "distillation": out[:, 1].pow(2).mean(),
+                "heatmap": out.sum() * 100.0}  # fmt: skip
+
+    cfg = loss_config_from_settings(HeatmapLossConfig(grad_balance=1e-6), 1.0, 2.0)
+    diag = step_gradients(model, ISNetOutput(parts=parts(), terms={}), cfg)
+    assert diag.heatmap_grad_scale < 1e-3  # the heatmap part is capped ...
+    fresh = parts()
+    params = list(model.parameters())
+    classifier = torch.autograd.grad(
+        fresh["cross_entropy"] + fresh["distillation"], params, retain_graph=True
+    )
+    heatmap = torch.autograd.grad(fresh["heatmap"], params)
+    for p, c, h in zip(params, classifier, heatmap, strict=True):  # ... the classifier parts are whole
+        torch.testing.assert_close(p.grad, c + diag.heatmap_grad_scale * h, rtol=1e-5, atol=1e-8)
+
+
+def test_an_isnet_with_distillation_trains_its_teacher_first_and_reports_the_part(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import isnetflow.training.loop as loop
+
+    teachers: list[tuple[TrainConfig, torch.Tensor]] = []
+    real = loop._train
+
+    def spy(cfg, data, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if cfg.mode == "standard":
+            teachers.append((cfg, data.images.clone()))
+        return real(cfg, data, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "_train", spy)
+    data = _data()
+    cfg = TrainConfig(
+        model="cnn-small", image_size=32, batch_size=8, epochs=3, warmup_epochs=1, audit_samples=0,
+        num_threads=1, device="cpu", augment={"prob": 0.0, "noise_std": 0.0},
+        heatmap=HeatmapLossConfig(C1=0.5, C2=4.0), distill=DistillConfig(teacher_epochs=2),
+    )  # fmt: skip
+    result = train(cfg, data, progress=False)
+    assert len(teachers) == 1
+    teacher_cfg, seen = teachers[0]
+    assert teacher_cfg.epochs == 2 and teacher_cfg.distill.teacher_epochs == 0
+    assert torch.equal(seen, data.images * data.masks)  # the teacher sees the lungs only
+    assert all("train_distillation" in h and h["train_distillation"] >= 0 for h in result.history)
+    plain = train(cfg.model_copy(update={"distill": DistillConfig()}), data, progress=False)
+    assert "train_distillation" not in plain.history[-1]
+    assert TrainConfig().distill.teacher_epochs == 0  # off by default
