@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from _configs import Trained, tiny_train_cfg
 from isnetflow.config import SynthConfig, TrainConfig, ValidateConfig
+from tests._configs import Trained, tiny_train_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ISNETFLOW_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -118,7 +118,8 @@ def tiny_validated(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture
 def tiny_train_config() -> TrainConfig:
-    """A shrunk ISNet config (:func:`_configs.tiny_train_cfg`) with the audit and frequent checkpoints."""
+    """A shrunk ISNet config (:func:`tests._configs.tiny_train_cfg`) with the audit and frequent
+    checkpoints."""
     return tiny_train_cfg("isnet", test_fraction=0.1, audit_samples=8, checkpoint_every=2)
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from manifests import OVERLAYS, Manifest, render, source_tree
+
+from tests.deploy.manifests import OVERLAYS, Manifest, render, source_tree
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
-from manifests import K8S, K8S_VERSION, NAMESPACE, OVERLAYS, Manifest, by_kind, render
+
+from tests.deploy.manifests import K8S, K8S_VERSION, NAMESPACE, OVERLAYS, Manifest, by_kind, render
 
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass"}
 

@@ -9,7 +9,16 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from manifests import (
+
+from isnetflow import __version__
+from isnetflow.training.trainjob import (
+    MLFLOW_CLIENT_LABEL,
+    S3_CLIENT_LABEL,
+    TRAINING_POD_LABEL,
+    trainjob_manifest,
+    trainjob_name,
+)
+from tests.deploy.manifests import (
     K8S,
     LONG_RUNNING_KINDS,
     NAMESPACE,
@@ -27,15 +36,6 @@ from manifests import (
     pod_spec,
     secret_refs,
     workloads,
-)
-
-from isnetflow import __version__
-from isnetflow.training.trainjob import (
-    MLFLOW_CLIENT_LABEL,
-    S3_CLIENT_LABEL,
-    TRAINING_POD_LABEL,
-    trainjob_manifest,
-    trainjob_name,
 )
 
 #: The contract the pipeline code relies on (kfp.kubernetes.use_secret_as_env / use_config_map_as_env).

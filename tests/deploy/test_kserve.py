@@ -14,7 +14,15 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from manifests import (
+
+from isnetflow import __version__
+from isnetflow.registry.kserve import (
+    RUNTIME,
+    SERVICE_ACCOUNT,
+    ModelLocation,
+    inference_service,
+)
+from tests.deploy.manifests import (
     ALLOWED_K8S_SKIPS,
     K8S_VERSION,
     NAMESPACE,
@@ -30,15 +38,7 @@ from manifests import (
     one,
     selector_matches,
 )
-from manifests import pod_labels as pod_labels_of
-
-from isnetflow import __version__
-from isnetflow.registry.kserve import (
-    RUNTIME,
-    SERVICE_ACCOUNT,
-    ModelLocation,
-    inference_service,
-)
+from tests.deploy.manifests import pod_labels as pod_labels_of
 
 PROJECT_IMAGE = f"ghcr.io/isnetflow/isnetflow:{__version__}"
 LOCATION = ModelLocation(

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from manifests import ALLOWED_K8S_SKIPS, REPO, Manifest, checkov, failures, tool
+
+from tests.deploy.manifests import ALLOWED_K8S_SKIPS, REPO, Manifest, checkov, failures, tool
 
 DOCKERFILE = REPO / "Dockerfile"
 

@@ -26,10 +26,10 @@ from types import ModuleType
 
 import boto3
 import pytest
-from manifests import K8S, Manifest, container_env, containers, expand, generated, one
 from moto import mock_aws
 
-from _ports import PortTaken, bind_failed, on_free_port
+from tests._ports import PortTaken, bind_failed, on_free_port
+from tests.deploy.manifests import K8S, Manifest, container_env, containers, expand, generated, one
 
 
 def load_script(path: Path) -> ModuleType:

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import yaml
-from manifests import NAMESPACE, REPO, SCHEMAS, Manifest, crd_errors, hardening_problems, one
 
 from isnetflow import __version__
 from isnetflow.training.trainjob import (
@@ -39,6 +38,7 @@ from isnetflow.training.trainjob import (
     trainjob_manifest,
     trainjob_name,
 )
+from tests.deploy.manifests import NAMESPACE, REPO, SCHEMAS, Manifest, crd_errors, hardening_problems, one
 
 IMAGE = f"ghcr.io/isnetflow/isnetflow:{__version__}"
 ARGS = ["--data", "/mnt/data/validated", "--epochs", "20", "--experiment", "cxr"]

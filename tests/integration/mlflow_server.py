@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _ports import PortTaken, bind_failed, free_port, on_free_port
+from tests._ports import PortTaken, bind_failed, free_port, on_free_port
 
 __all__ = ["MlflowStack", "free_port", "postgres_available"]
 

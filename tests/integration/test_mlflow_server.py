@@ -19,14 +19,14 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from mlflow_server import MlflowStack, postgres_available
 from typer.testing import CliRunner
 
-from _configs import FAST_EVALUATE, lenient_policy, tiny_train_cfg
 from isnetflow.cli import app
 from isnetflow.lrp import relevance
 from isnetflow.registry.promotion import LOCK_SUFFIX, aliases, champion_stack, promotion_history
 from isnetflow.stages import evaluate, promote, train
+from tests._configs import FAST_EVALUATE, lenient_policy, tiny_train_cfg
+from tests.integration.mlflow_server import MlflowStack, postgres_available
 
 pytestmark = pytest.mark.integration
 

@@ -21,10 +21,10 @@ import mlflow
 import numpy as np
 import pytest
 
-import _ports
-from _models import CLASSES, register_small_classifier
-from _ports import on_free_port
 from isnetflow.registry.packaging import EXPLAIN_PARAM, HEATMAP
+from tests import _ports
+from tests._models import CLASSES, register_small_classifier
+from tests._ports import on_free_port
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from mlflow_server import MlflowStack, postgres_available
 
-import _ports
-from _ports import PortTaken, on_free_port
+from tests import _ports
+from tests._ports import PortTaken, on_free_port
+from tests.integration.mlflow_server import MlflowStack, postgres_available
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 from mlflow import MlflowClient
-from mlflow_server import MlflowStack, postgres_available
 
-from _configs import tiny_train_cfg
 from isnetflow.config import TrainConfig
+from tests._configs import tiny_train_cfg
+from tests.integration.mlflow_server import MlflowStack, postgres_available
 
 pytestmark = pytest.mark.integration
 

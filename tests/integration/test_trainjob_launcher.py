@@ -26,7 +26,6 @@ import yaml
 from kubernetes import client
 from kubernetes.config import incluster_config, kube_config
 
-from _ports import JSONHandler, serve_http
 from isnetflow.training.trainjob import (
     TrainJobConflict,
     TrainJobFailed,
@@ -34,6 +33,7 @@ from isnetflow.training.trainjob import (
     submit_and_wait,
     trainjob_manifest,
 )
+from tests._ports import JSONHandler, serve_http
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,6 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from _configs import LENIENT_GATES
-from _strays import STRAY, STRAY_STATUS, add_stray_files
 from isnetflow.config import Settings
 from isnetflow.registry.promotion import CHAMPION, ensure_registered_model
 from isnetflow.reporting import render_run_summary
@@ -19,6 +17,8 @@ from isnetflow.stages.retrain import FINGERPRINT_TAG, RECIPE_TAG, RETRAIN_EXPERI
 from isnetflow.synth import generate_cohort
 from isnetflow.validation import read_manifest
 from isnetflow_kfp.pipelines.local import LOG_FILE, PipelineFailed, run_local
+from tests._configs import LENIENT_GATES
+from tests._strays import STRAY, STRAY_STATUS, add_stray_files
 
 
 def _small() -> Settings:

@@ -20,11 +20,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from _ports import JSONHandler, serve_http
 from isnetflow.cli import app
 from isnetflow.config import Settings
 from isnetflow_kfp.components.image import IMAGE
 from isnetflow_kfp.pipelines.training import PIPELINE_NAME
+from tests._ports import JSONHandler, serve_http
 
 API = "/apis/v2beta1"
 TOKEN = "test-token-123"

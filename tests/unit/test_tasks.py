@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from _configs import FAST_EVALUATE, Trained, strict_policy
 from isnetflow import tasks
 from isnetflow.config import Settings, SynthConfig, ValidateConfig
 from isnetflow.evaluation import keys
 from isnetflow.evaluation.gates import STANDARD_GATE, standard_line
+from tests._configs import FAST_EVALUATE, Trained, strict_policy
 
 
 def _data_artifact(root: Path, validated: Path, **extra: object) -> Path:

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from _synthetic import mono_pair
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.datadict import tag_for_keyword
@@ -20,6 +19,7 @@ from pydicom.encaps import encapsulate
 
 from isnetflow.config import ValidateConfig
 from isnetflow.dicom import DicomReadError, analyze, load_dicom, read_image
+from tests.unit.dicom._synthetic import mono_pair
 
 CFG = ValidateConfig(image_size=64)
 # the mutations below set invalid values on purpose; pydicom warns about them

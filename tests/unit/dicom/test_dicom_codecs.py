@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from _synthetic import mono_pair
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, JPEG2000Lossless, JPEGLSLossless, RLELossless
 
 from isnetflow.config import ValidateConfig
 from isnetflow.dicom import analyze, read_image
 from isnetflow.dicom.reader import PREFERRED_DECODERS, decode_pixels
+from tests.unit.dicom._synthetic import mono_pair
 
 CFG = ValidateConfig(image_size=64)
 LOSSLESS = [RLELossless, JPEGLSLossless, JPEG2000Lossless]

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from _configs import GATE_POLICY
 from isnetflow.evaluation.gates import GATE_NAMES, ChampionReference, all_passed, evaluate_gates
+from tests._configs import GATE_POLICY
 
 POLICY = GATE_POLICY
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from _configs import GATE_POLICY
 from isnetflow.config import PromotionPolicy
 from isnetflow.evaluation.gates import (
     STANDARD_GATE,
@@ -21,6 +20,7 @@ from isnetflow.evaluation.gates import (
 )
 from isnetflow.evaluation.report import render_html, with_gates
 from isnetflow.reporting import render_run_summary
+from tests._configs import GATE_POLICY
 
 POLICY = GATE_POLICY
 

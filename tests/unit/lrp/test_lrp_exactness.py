@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from lrp_reference import reference_relevance
 from monai.networks.nets import DenseNet
 from torch import nn
 from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite
@@ -14,6 +13,7 @@ from zennit.types import Linear as ZennitLinear
 
 from isnetflow.lrp import relevance
 from isnetflow.nets import build_model
+from tests.unit.lrp.lrp_reference import reference_relevance
 
 #: exactness checks on one thread (it used to be set at import, for the whole session)
 pytestmark = pytest.mark.usefixtures("one_thread")

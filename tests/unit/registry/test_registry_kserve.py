@@ -7,7 +7,6 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from _models import register_small_classifier
 from isnetflow.cli import app
 from isnetflow.registry.kserve import (
     PREDICTOR_LABELS,
@@ -18,6 +17,7 @@ from isnetflow.registry.kserve import (
     resolve_model,
     storage_uri,
 )
+from tests._models import register_small_classifier
 
 NAME = "cxr-kserve-unit"
 

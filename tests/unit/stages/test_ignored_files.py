@@ -16,12 +16,12 @@ import pytest
 from PIL import Image
 from pydicom.uid import generate_uid
 
-from _strays import write_dicomdir
 from isnetflow.config import Settings, ValidateConfig
 from isnetflow.dicom.source import scan_files
 from isnetflow.stages import ingest
 from isnetflow.stages.validate import run
 from isnetflow.validation import read_manifest
+from tests._strays import write_dicomdir
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _strays import STRAY, STRAY_STATUS, add_stray_files
 from isnetflow.config import MaskConfig, Settings, ValidateConfig
 from isnetflow.stages import masks as masks_stage
 from isnetflow.stages.validate import run as validate
 from isnetflow.training import load_train_data
 from isnetflow.validation import data_fingerprint, read_manifest
+from tests._strays import STRAY, STRAY_STATUS, add_stray_files
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

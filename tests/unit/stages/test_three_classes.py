@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _configs import tiny_train_cfg
 from isnetflow.config import EvaluateConfig, SynthConfig, ValidateConfig
+from tests._configs import tiny_train_cfg
 
 CLASSES = ["normal", "covid", "pneumonia"]
 

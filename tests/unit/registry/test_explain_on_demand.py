@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from _configs import Trained
 from isnetflow.cli import app
 from isnetflow.config import EvaluateConfig, ValidateConfig
 from isnetflow.lrp import relevance
@@ -31,6 +30,7 @@ from isnetflow.registry.packaging import (
 )
 from isnetflow.registry.serving import ExplainError, InputError, prepare_file
 from isnetflow.validation.manifest import manifest_sha256, read_manifest
+from tests._configs import Trained
 
 
 @pytest.fixture(scope="module")

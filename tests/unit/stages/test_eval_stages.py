@@ -13,13 +13,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from _configs import FAST_EVALUATE, lenient_policy, strict_policy
 from isnetflow.cli import app
 from isnetflow.evaluation.gates import GATE_NAMES
 from isnetflow.lrp import relevance
 from isnetflow.registry.promotion import aliases
 from isnetflow.stages import evaluate, promote
 from isnetflow.validation import data_fingerprint
+from tests._configs import FAST_EVALUATE, lenient_policy, strict_policy
 
 FAST = FAST_EVALUATE
 LENIENT = lenient_policy(registered_model="cxr-unit")
