@@ -52,7 +52,7 @@ def test_the_loss_is_the_sum_of_the_named_parts(variant: str) -> None:
     else:
         assert set(out.parts) == {"cross_entropy", "heatmap"}
         assert float(out.parts["heatmap"].detach()) == pytest.approx(
-            cfg.P * float(cfg.A * out.background + cfg.B * out.foreground)
+            cfg.P * float((cfg.A * out.background + cfg.B * out.foreground).detach())
         )
 
 
