@@ -63,37 +63,23 @@ class StandardStep:
         self.distiller = distiller
 
     def __call__(self, x: Tensor, m: Tensor, y: Tensor, global_step: int) -> dict[str, float]:
-        if self.distiller is not None:
-            return self._distilled(x, m, y)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), y, weight=self.class_weight)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {float(loss)}")
-        loss.backward()
-        self.ctx.average_gradients(self.model)
-        value = float(loss.detach())
-        return {"loss": value, "ce": value}
-
-    def _distilled(self, x: Tensor, m: Tensor, y: Tensor) -> dict[str, float]:
-        assert self.distiller is not None
-        with (
-            head_features(self.model) as features,
-            torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp),
-        ):
+        capture: contextlib.AbstractContextManager[list[Tensor]] = (
+            head_features(self.model) if self.distiller is not None else contextlib.nullcontext([])
+        )
+        with capture as features, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits = self.model(x)
         ce = F.cross_entropy(logits.float(), y, weight=self.class_weight)
-        distillation = self.distiller.part(features[-1], x, m)
-        loss = ce + distillation
+        values: dict[str, float] = {}
+        loss = ce
+        if self.distiller is not None:
+            distillation = self.distiller.part(features[-1], x, m)
+            loss = ce + distillation
+            values["distillation"] = float(distillation.detach())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {float(loss)}")
         loss.backward()
         self.ctx.average_gradients(self.model)
-        return {
-            "loss": float(loss.detach()),
-            "ce": float(ce.detach()),
-            "distillation": float(distillation.detach()),
-        }
+        return {"loss": float(loss.detach()), "ce": float(ce.detach()), **values}
 
 
 class WarmupStep:
