@@ -876,6 +876,11 @@ class EvaluateConfig(StrictModel):
         4, ge=0, le=16, description="heatmaps per group (internal/external x correct/incorrect)"
     )
     seed: int = Field(0, ge=0, description="seed of the bootstrap, the audit sample and the donor choice")
+    recompute_split: bool = Field(
+        False,
+        description="evaluate a model that has no stored held-out patient list (splits.csv: trained before "
+        "it existed) on a split recomputed from its seed and fractions; the report says so. False: refuse",
+    )
 
 
 class PromotionPolicy(StrictModel):

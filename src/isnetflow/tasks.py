@@ -13,7 +13,8 @@ Artifact layout (inside each artifact folder):
 
 * data (ingest): ``ingest.json`` (:data:`INGEST_FILE`), ``validated/``, ``cohort/`` in demo mode;
 * masks: ``masks/``;
-* model: ``train_summary.json``, ``heatmaps.png`` (the MLflow model URI is the artifact's metadata);
+* model: ``train_summary.json``, ``splits.csv`` (the held-out patient list), ``heatmaps.png`` (the MLflow
+  model URI is the artifact's metadata; the evaluation loads the model and its ``splits.csv`` from it);
 * evaluation: ``evaluation.json``, ``gates.json`` (:data:`GATES_FILE`), ``report.html`` (with the gate
   results, the do-no-harm line among them, added by :func:`evaluate_model`);
 * data_check and decision: one JSON file each (the artifact itself).

@@ -10,6 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from isnetflow.config import Settings
+from isnetflow.registry.packaging import load_classifier
 from isnetflow.registry.promotion import CHAMPION, ensure_registered_model
 from isnetflow.reporting import render_run_summary
 from isnetflow.stages import ingest
@@ -84,6 +85,10 @@ def test_local_run_end_to_end(tmp_path: Path, gates: str) -> None:
     html = next(Path(result["pipeline_root"]).rglob("report"))
     assert "data:image/png;base64," in html.read_text()
     assert json.loads(next(Path(result["pipeline_root"]).rglob("ingest.json")).read_text())["passed"]
+    # each model artifact holds its held-out patient list, and each evaluation used it (not a recomputation)
+    assert len(list(Path(result["pipeline_root"]).rglob("splits.csv"))) == 2
+    evaluations = [json.loads(p.read_text()) for p in Path(result["pipeline_root"]).rglob("evaluation.json")]
+    assert len(evaluations) == 2 and not any(e["data"]["split_recomputed"] for e in evaluations)
     # the ISNet candidate's gate outcome is recorded for scheduled retraining (not the baseline's)
     client = MlflowClient(result["tracking_uri"])
     retraining = client.get_experiment_by_name(RETRAIN_EXPERIMENT)
@@ -106,6 +111,8 @@ def test_local_run_end_to_end(tmp_path: Path, gates: str) -> None:
         champion = client.get_model_version_by_alias(policy.registered_model, CHAMPION)
         assert champion.tags[RECIPE_TAG] == outcome["retrain.recipe"]
         assert result["promotion"]["model_uri"].endswith(f"/{champion.version}")  # the decision file's model
+        packaged = load_classifier(f"models:/{policy.registered_model}/{champion.version}")
+        assert packaged.splits_csv is not None and packaged.facts.splits_sha256
         assert "data unchanged since champion" in again["data_check"]["reason"]
     else:
         assert again["data_check"]["refused_before"]["run_id"] == outcomes[0].info.run_id

@@ -557,6 +557,14 @@ def evaluate(
     no_audit: Annotated[
         bool, typer.Option("--no-audit", help="Skip the zennit audit and the counterfactual test.")
     ] = False,
+    recompute_split: Annotated[
+        bool,
+        typer.Option(
+            "--recompute-split",
+            help="Evaluate a model trained before splits.csv existed on a split recomputed from its seed and "
+            "fractions (evaluate.recompute_split; the report says so).",
+        ),
+    ] = False,
     tracking_uri: EvaluateTrackingUriOpt = None,
     experiment: MlflowExperimentOpt = EXPERIMENT,
     config: ConfigOpt = None,
@@ -567,7 +575,7 @@ def evaluate(
     from isnetflow.stages import evaluate as stage
 
     settings = load_settings(config)
-    cfg = with_overrides(settings.evaluate, n_boot=n_boot)
+    cfg = with_overrides(settings.evaluate, n_boot=n_boot, recompute_split=recompute_split or None)
     try:
         payload = stage.run(
             cfg,
@@ -586,6 +594,10 @@ def evaluate(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     splits, audit = payload["splits"], payload.get("audit", {})
+    if payload["data"].get("split_recomputed"):
+        typer.echo(
+            "warning: the internal split was recomputed (the model has no stored splits.csv)", err=True
+        )
 
     def fmt(v: Any) -> str:
         return "n/a" if v is None else f"{v:.3f}"

@@ -18,6 +18,7 @@ __all__ = [
     "json_safe",
     "kfp_classification_metrics",
     "render_html",
+    "split_note",
     "with_gates",
 ]
 
@@ -124,6 +125,38 @@ def _metric_row(name: str, m: Mapping[str, Any], extra: Sequence[Any] = ()) -> l
     return [name, *extra, *vals]
 
 
+def split_note(data: Mapping[str, Any]) -> str:
+    """One HTML paragraph saying where the internal validation and test patients came from: the training
+    run's stored list (``splits.csv``, digest verified) or a recomputation (a model trained before it)."""
+    if data.get("split_recomputed"):
+        return (
+            "<p class='note'><b>Split recomputed</b>: the model has no stored held-out patient list "
+            "(splits.csv); the internal validation and test patients were recomputed from seed "
+            + _fmt(data.get("split_seed"))
+            + ", val_fraction "
+            + _fmt(data.get("val_fraction"))
+            + ", test_fraction "
+            + _fmt(data.get("test_fraction"))
+            + " ("
+            + html.escape(str(data.get("split_source", "")))
+            + "; evaluate.recompute_split). They are the training run's only if the data and the split "
+            "code did not change since.</p>"
+        )
+    if not data.get("splits_file"):
+        return ""
+    unlisted = (data.get("splits") or {}).get("unlisted")
+    extra = f" {int(unlisted)} internal images of patients it does not list are left out." if unlisted else ""
+    return (
+        "<p class='note'>Internal validation and test patients: the training run's held-out patient list "
+        + html.escape(str(data["splits_file"]))
+        + " (SHA-256 "
+        + html.escape(str(data.get("splits_sha256", ""))[:16])
+        + "…, verified)."
+        + html.escape(extra)
+        + "</p>"
+    )
+
+
 def render_html(
     evaluation: Mapping[str, Any], figures: Sequence[tuple[str, str | Path]], *, title: str = "Evaluation"
 ) -> str:
@@ -164,9 +197,14 @@ def render_html(
         if "*" not in gate.metric:
             shown.setdefault(gate.metric, gate.description)
     headline = [[label, keys.get(ev, key)] for key, label in shown.items()]
+    data = ev.get("data", {})
+    if data.get("split_recomputed"):
+        headline.insert(0, ["internal test patients", "RECOMPUTED (the model has no stored splits.csv)"])
+    elif data.get("splits_file"):
+        headline.insert(0, ["internal test patients", "the training run's splits.csv (digest verified)"])
     parts += ["<h3>Headline</h3>", _table(["quantity", "value"], headline)]
     rows = [_metric_row(k, m) for k, m in ev.get("splits", {}).items()]
-    parts += ["<h3>Splits</h3>", _table(["split", *_METRIC_COLS], rows)]
+    parts += ["<h3>Splits</h3>", split_note(ev.get("data", {})), _table(["split", *_METRIC_COLS], rows)]
     rows = [_metric_row(k, m, [m.get("role")]) for k, m in ev.get("sites", {}).items()]
     parts += ["<h3>Sites</h3>", _table(["site", "role", *_METRIC_COLS], rows)]
     audit = ev.get("audit", {})

@@ -13,6 +13,16 @@ Model URIs
   ``pytorch`` model (facts from the run's parameters) or a package made here (facts from the model's
   ``isnetflow`` metadata).
 
+The held-out patient list
+-------------------------
+A model trained since ``splits.csv`` exists (:mod:`isnetflow.training.splitfile`) comes with it:
+:attr:`LoadedClassifier.splits_csv` holds the file's bytes, found beside a local ``model.pt``, as the
+training run's artifact ``splits.csv`` (``pytorch`` models) or as the package's artifact ``splits``, and
+``ModelFacts.splits_sha256`` the digest the training recorded (summary, run parameter
+``data.splits_sha256``, package metadata). Nothing here checks the two against each other: the evaluation
+does (:func:`isnetflow.evaluation.io.held_out_split`). A model without a recorded digest (trained before)
+has ``splits_sha256 == ""``.
+
 The pyfunc package
 ------------------
 :func:`log_pyfunc` logs :class:`CXRClassifier` with the pickled torch module as the artifact
@@ -66,6 +76,7 @@ from torch import nn
 from isnetflow import __version__
 from isnetflow.config import TrainConfig
 from isnetflow.registry.tracking import is_mlflow_uri
+from isnetflow.training.splitfile import SPLITS_FILE, digest
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +95,8 @@ __all__ = [
 
 METADATA_KEY = "isnetflow"
 TORCH_ARTIFACT = "torch_model"
+#: the package's copy of the training run's held-out patient list (``splits.csv``)
+SPLITS_ARTIFACT = "splits"
 #: the inference parameter that asks for heatmaps, and the columns it adds to the output
 EXPLAIN_PARAM = "explain"
 EXPLAINED_CLASS = "explained_class"
@@ -116,6 +129,8 @@ class ModelFacts:
     normalization: dict[str, Any] | None = None
     #: epsilon of the explanations' LRP rule (the training heatmap's ``heatmap.epsilon``)
     lrp_epsilon: float = 0.01
+    #: SHA-256 of the training run's ``splits.csv``; "" when none was recorded (trained before it existed)
+    splits_sha256: str = ""
 
     def as_metadata(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,10 +148,13 @@ class ModelFacts:
 
 @dataclass
 class LoadedClassifier:
-    """An ``nn.Module`` in eval mode on the CPU plus its :class:`ModelFacts`."""
+    """An ``nn.Module`` in eval mode on the CPU plus its :class:`ModelFacts`, and the training run's
+    ``splits.csv`` as found with the model (``None``: not found) with where it was looked for."""
 
     module: nn.Module
     facts: ModelFacts
+    splits_csv: bytes | None = None
+    splits_location: str = ""
 
 
 def model_signature(image_size: int, classes: list[str]) -> Any:
@@ -181,11 +199,15 @@ class CXRClassifier(PythonModel):
         self.batch_size = int(batch_size)
         self.lrp_epsilon = float(lrp_epsilon)
         self.module: nn.Module | None = None
+        #: the package's ``splits.csv`` bytes (None: packaged without one)
+        self.splits_csv: bytes | None = None
 
     def load_context(self, context: Any) -> None:
         self.module = torch.load(context.artifacts[TORCH_ARTIFACT], map_location="cpu", weights_only=False)
         assert self.module is not None
         self.module.eval()
+        splits = context.artifacts.get(SPLITS_ARTIFACT)
+        self.splits_csv = Path(splits).read_bytes() if splits else None
 
     def predict(
         self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
@@ -240,18 +262,35 @@ def _as_batch(model_input: Any, size: int) -> np.ndarray:
 
 
 def log_pyfunc(
-    module: nn.Module, facts: ModelFacts, *, name: str = "pyfunc_model", batch_size: int = 32
+    module: nn.Module,
+    facts: ModelFacts,
+    *,
+    name: str = "pyfunc_model",
+    batch_size: int = 32,
+    splits_csv: bytes | None = None,
 ) -> Any:
-    """Log :class:`CXRClassifier` (torch module as an artifact) to the *active* run; returns the ModelInfo."""
+    """Log :class:`CXRClassifier` (torch module as an artifact) to the *active* run; returns the ModelInfo.
+
+    ``splits_csv``: the training run's held-out patient list, packaged as the artifact ``splits``; its
+    digest must be ``facts.splits_sha256``."""
     if mlflow.active_run() is None:
         raise RuntimeError("log_pyfunc needs an active MLflow run")
+    if splits_csv is not None and digest(splits_csv) != facts.splits_sha256:
+        raise ValueError(
+            f"{SPLITS_FILE}: SHA-256 {digest(splits_csv)[:12]}... is not the model's recorded "
+            f"{facts.splits_sha256[:12] or '(none)'}...: refusing to package it"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.pt"
         torch.save(module.to("cpu").eval(), path)
+        artifacts = {TORCH_ARTIFACT: str(path)}
+        if splits_csv is not None:
+            (Path(tmp) / SPLITS_FILE).write_bytes(splits_csv)
+            artifacts[SPLITS_ARTIFACT] = str(Path(tmp) / SPLITS_FILE)
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=CXRClassifier(facts.classes, facts.image_size, batch_size, facts.lrp_epsilon),
-            artifacts={TORCH_ARTIFACT: str(path)},
+            artifacts=artifacts,
             signature=model_signature(facts.image_size, facts.classes),
             input_example=(
                 np.zeros((1, 1, facts.image_size, facts.image_size), dtype=np.float32),
@@ -285,6 +324,7 @@ def _facts_from_params(params: dict[str, str], uri: str, run_id: str) -> ModelFa
             split_source="run",
             normalization=normalization_of_run(run_id),
             lrp_epsilon=float(params.get("heatmap.epsilon", 0.01)),
+            splits_sha256=params.get("data.splits_sha256", ""),
         )
     except (KeyError, ValueError) as exc:
         raise ModelLoadError(
@@ -341,8 +381,11 @@ def _load_local(path: Path, fallback: TrainConfig | None) -> LoadedClassifier:
         source_uri=str(model_file.resolve()),
         split_source=source,
         normalization=_normalization_if_tracked(run_id),
+        splits_sha256=str(summary.get("splits_sha256", "")),
     )
-    return LoadedClassifier(module.eval(), facts)
+    splits_file = model_file.parent / str(summary.get("splits_file", SPLITS_FILE))
+    found = splits_file.read_bytes() if facts.splits_sha256 and splits_file.is_file() else None
+    return LoadedClassifier(module.eval(), facts, found, str(splits_file))
 
 
 def _normalization_if_tracked(run_id: str) -> dict[str, Any] | None:
@@ -371,16 +414,24 @@ def _load_mlflow(uri: str) -> LoadedClassifier:
         raise ModelLoadError(f"{uri}: cannot read the model: {exc}") from exc
     flavors = info.flavors or {}
     meta = (info.metadata or {}).get(METADATA_KEY)
+    splits_csv: bytes | None = None
+    where = ""
     try:
         if meta is not None:
             facts = ModelFacts(**{**meta, "source_uri": uri, "split_source": "metadata"})
-            module = mlflow.pyfunc.load_model(uri).unwrap_python_model().module
+            wrapper = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+            module = wrapper.module
+            splits_csv = getattr(wrapper, "splits_csv", None)
+            where = f"{uri} (artifact {SPLITS_ARTIFACT!r})"
         elif "pytorch" in flavors:
             if not info.run_id:
                 raise ModelLoadError(f"{uri}: the model has no source run to read training parameters from")
             params = mlflow.MlflowClient().get_run(info.run_id).data.params
             facts = _facts_from_params(params, uri, info.run_id)
             module = mlflow.pytorch.load_model(uri, map_location="cpu")
+            where = f"runs:/{info.run_id}/{SPLITS_FILE}"
+            if facts.splits_sha256:
+                splits_csv = _run_splits(info.run_id)
         else:
             raise ModelLoadError(
                 f"{uri}: neither an isnetflow pyfunc package nor a pytorch model ({sorted(flavors)})"
@@ -389,7 +440,20 @@ def _load_mlflow(uri: str) -> LoadedClassifier:
         raise ModelLoadError(f"{uri}: cannot load the model: {exc}") from exc
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{uri}: loaded object is {type(module).__name__}, not a torch.nn.Module")
-    return LoadedClassifier(module.to("cpu").eval(), facts)
+    return LoadedClassifier(module.to("cpu").eval(), facts, splits_csv, where)
+
+
+def _run_splits(run_id: str) -> bytes | None:
+    """The bytes of the training run's artifact ``splits.csv`` (None when the run has none)."""
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            got = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=SPLITS_FILE, dst_path=tmp)
+            return Path(got).read_bytes()
+        except (MlflowException, OSError) as exc:
+            log.warning("run %s: no %s artifact (%s)", run_id, SPLITS_FILE, exc)
+            return None
 
 
 def load_classifier(uri: str, *, fallback: TrainConfig | None = None) -> LoadedClassifier:

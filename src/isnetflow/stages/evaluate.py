@@ -1,9 +1,13 @@
 """Evaluate stage: a trained classifier on the internal test split and each external hospital.
 
 Inputs: a model URI (local ``model.pt`` / its folder, ``runs:/...`` or ``models:/...``), the validate
-stage's output (``manifest.csv`` + normalized images) and the lung masks. The split seed and fractions
-come with the model (run parameters or package metadata), so ``internal_test`` is exactly the training
-run's held-out patients (see :mod:`isnetflow.evaluation.core` for the split logic and the keys).
+stage's output (``manifest.csv`` + normalized images) and the lung masks. The split is the training
+run's own: its ``splits.csv`` (:mod:`isnetflow.training.splitfile`), found with the model and checked
+against the digest the training recorded, so ``internal_test`` is exactly the training run's held-out
+patients (see :mod:`isnetflow.evaluation.core` for the keys). A model without one (trained before it was
+stored) is refused unless ``evaluate.recompute_split``: then the split is recomputed from the seed and
+fractions that come with the model, and ``evaluation.json`` (``data.split_recomputed``) and the report
+say so.
 
 Outputs under ``out``::
 
@@ -36,7 +40,7 @@ from isnetflow import __version__
 from isnetflow.audit.counterfactual import swap_background
 from isnetflow.config import EvaluateConfig, TrainConfig
 from isnetflow.evaluation.core import EvaluationError, EvaluationResult, evaluate_model
-from isnetflow.evaluation.io import EVALUATION_FILE, EvaluateStageError, load_evaluation_data
+from isnetflow.evaluation.io import EVALUATION_FILE, EvaluateStageError, held_out_split, load_evaluation_data
 from isnetflow.evaluation.plots import counterfactual_figure, reliability_figure, roc_figure
 from isnetflow.evaluation.report import flat_metrics, json_safe, render_html
 from isnetflow.names import EXPERIMENT
@@ -44,6 +48,7 @@ from isnetflow.registry.lineage import log_manifest_input
 from isnetflow.registry.packaging import ModelLoadError, load_classifier
 from isnetflow.registry.tracking import is_mlflow_uri, use_tracking
 from isnetflow.training.data import TrainData
+from isnetflow.training.splits import UNLISTED
 from isnetflow.validation.fingerprint import data_fingerprint
 from isnetflow.validation.manifest import manifest_sha256
 from isnetflow.viz.heatmaps import heatmap_gallery
@@ -154,7 +159,19 @@ def run(
         loaded = load_classifier(model_uri, fallback=train_fallback)
     except ModelLoadError as exc:
         raise EvaluateStageError(str(exc)) from exc
-    data = load_evaluation_data(validated, masks, loaded.facts.train_config(), loaded.facts.classes)
+    held = held_out_split(
+        loaded.splits_csv, loaded.facts.splits_sha256, loaded.splits_location, recompute=cfg.recompute_split
+    )
+    if held.recomputed:
+        log.warning(
+            "%s has no stored held-out patient list: evaluating on a split recomputed from seed %d "
+            "(evaluate.recompute_split)",
+            model_uri,
+            loaded.facts.seed,
+        )
+    data = load_evaluation_data(
+        validated, masks, loaded.facts.train_config(), loaded.facts.classes, held_out=held.patients
+    )
     log.info(
         "evaluating %s on %d images (%s)",
         model_uri,
@@ -167,6 +184,7 @@ def run(
         raise EvaluateStageError(f"{validated}: {exc}") from exc
 
     f = loaded.facts
+    counted = ("train", "val", "test", "external", *([UNLISTED] if UNLISTED in data.splits else []))
     payload: dict[str, Any] = {
         "schema_version": 1,
         "generator": f"isnetflow {__version__}",
@@ -185,7 +203,10 @@ def run(
             "manifest_sha256": manifest_sha256(validated),
             "data_fingerprint": data_fingerprint(validated),
             "n_images": len(data),
-            "splits": {s: data.splits.count(s) for s in ("train", "val", "test", "external")},
+            "splits": {s: data.splits.count(s) for s in counted},
+            "split_recomputed": held.recomputed,
+            "splits_file": held.file or None,
+            "splits_sha256": held.sha256 or None,
             "split_seed": f.seed,
             "val_fraction": f.val_fraction,
             "test_fraction": f.test_fraction,
@@ -225,6 +246,7 @@ def run(
             "isnetflow.evaluated_model_uri": model_uri,
             "isnetflow.evaluated_run_id": f.run_id,
             "data.manifest_sha256": payload["data"]["manifest_sha256"],
+            "isnetflow.split_recomputed": str(held.recomputed).lower(),
         }
         with mlflow.start_run(run_name=f"evaluate-{f.mode or 'model'}", tags=tags) as active:
             log_manifest_input(validated, "evaluation")

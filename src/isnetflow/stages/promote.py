@@ -198,7 +198,7 @@ def champion_reference(
     from mlflow import MlflowClient
 
     from isnetflow.evaluation.core import EvaluationError, evaluate_model
-    from isnetflow.evaluation.io import EvaluateStageError, load_evaluation_data
+    from isnetflow.evaluation.io import EvaluateStageError, held_out_split, load_evaluation_data
 
     ev_data = evaluation.get(keys.DATA) or {}
     want_hash = keys.get(evaluation, keys.MANIFEST_SHA256)
@@ -214,8 +214,13 @@ def champion_reference(
         else:
             try:
                 loaded = load_classifier(f"models:/{name}/{version}")
+                # only the external sites enter the comparison: a champion registered before its held-out
+                # list was stored is compared all the same (its internal split recomputed, and unused)
+                held = held_out_split(
+                    loaded.splits_csv, loaded.facts.splits_sha256, loaded.splits_location, recompute=True
+                )
                 edata = load_evaluation_data(
-                    validated, mask_dir, loaded.facts.train_config(), loaded.facts.classes
+                    validated, mask_dir, loaded.facts.train_config(), loaded.facts.classes, held.patients
                 )
                 cfg = evaluate_cfg.model_copy(update={"threshold": 0.5, "n_boot": 0, "sites": []})
                 res = evaluate_model(loaded.module, edata, cfg, sites=sites, audit=False)
@@ -254,11 +259,11 @@ def _package_and_register(name: str, candidate: str, loaded: LoadedClassifier, t
             exists = False
     if exists:
         with mlflow.start_run(run_id=run_id):
-            info = log_pyfunc(loaded.module, loaded.facts)
+            info = log_pyfunc(loaded.module, loaded.facts, splits_csv=loaded.splits_csv)
     else:
         run_tags = {"isnetflow.stage": "package", "isnetflow.candidate_uri": candidate}
         with mlflow.start_run(run_name="package", tags=run_tags):
-            info = log_pyfunc(loaded.module, loaded.facts)
+            info = log_pyfunc(loaded.module, loaded.facts, splits_csv=loaded.splits_csv)
     ensure_registered_model(mlflow.MlflowClient(), name, "ISNet chest X-ray classifier (isnetflow)")
     mv = mlflow.register_model(info.model_uri, name, tags=tags, await_registration_for=120)
     return str(mv.version)
@@ -290,7 +295,7 @@ def run(
     """
     import mlflow
 
-    from isnetflow.evaluation.io import EvaluateStageError, load_evaluation
+    from isnetflow.evaluation.io import EvaluateStageError, held_out_split, load_evaluation
 
     use_tracking(tracking_uri, experiment)
     client = mlflow.MlflowClient()
@@ -309,7 +314,11 @@ def run(
     else:
         try:
             loaded = load_classifier(candidate, fallback=train_fallback)
-        except ModelLoadError as exc:
+            # the package carries the held-out patient list: never one that differs from the training's
+            held_out_split(
+                loaded.splits_csv, loaded.facts.splits_sha256, loaded.splits_location, recompute=True
+            )
+        except (ModelLoadError, EvaluateStageError) as exc:
             raise PromoteStageError(str(exc)) from exc
         training_run_id = loaded.facts.run_id
     try:

@@ -6,8 +6,10 @@ ground-truth masks), optionally with the mask stage's QC table (``mask_qc.csv``)
 quarantined are left out of training *in both modes*, so ISNet and baseline see the same data.
 
 Outputs under ``out``: ``model.pt`` (the whole module, pickled), ``train_summary.json``,
-``heatmaps.png`` (validation heatmap overlays), ``history.csv`` (per-epoch metrics and diagnostics) and
-``learning_curves.png``; the same plus the model go to an
+``splits.csv`` (the patient split: every internal patient's train / val / test; its SHA-256 is the run
+parameter ``data.splits_sha256`` and the summary's ``splits_sha256``, see
+:mod:`isnetflow.training.splitfile`), ``heatmaps.png`` (validation heatmap overlays), ``history.csv``
+(per-epoch metrics and diagnostics) and ``learning_curves.png``; the same plus the model go to an
 MLflow run (the model with ``serialization_format="pickle"`` so that it loads back as an
 ``nn.Module`` that accepts any batch size and works with :func:`isnetflow.lrp.relevance`).
 """
@@ -34,6 +36,7 @@ from isnetflow.training.data import TrainData
 from isnetflow.training.distributed import distributed_env
 from isnetflow.training.inputs import load_train_data
 from isnetflow.training.loop import TrainResult, train
+from isnetflow.training.splitfile import SPLITS_FILE, held_out_rows, write_splits
 from isnetflow.validation.manifest import manifest_sha256
 from isnetflow.viz.curves import learning_curves
 from isnetflow.viz.heatmaps import heatmap_gallery
@@ -168,6 +171,9 @@ def _tracked_training(
     params = flatten(cfg.model_dump(mode="json"))
     params |= {f"data.{k}": str(v) for k, v in counts.items()} | {"data.classes": ",".join(data.classes)}
     params["train.processes"] = str(world_size)
+    # the held-out patient list is an artifact: written before training, its digest a run parameter
+    stored = write_splits(held_out_rows(data.patient_ids, data.sites, data.splits), out)
+    params["data.splits_sha256"] = stored.sha256
     if previous:
         log.info("resuming MLflow run %s", previous)
         mlflow.set_tag("isnetflow.resumed", "true")
@@ -222,6 +228,8 @@ def _tracked_training(
         "device": result.device,
         "processes": world_size,
         "splits": counts,
+        "splits_file": SPLITS_FILE,
+        "splits_sha256": stored.sha256,
         "val_fraction": cfg.val_fraction,
         "test_fraction": cfg.test_fraction,
         "seed": cfg.seed,
@@ -241,6 +249,7 @@ def _tracked_training(
             mlflow.log_params({"fitted.C1": f"{result.c1:.6g}", "fitted.C2": f"{result.c2:.6g}"})
         mlflow.log_artifact(str(png), artifact_path="figures")
         mlflow.log_artifact(str(out / "history.csv"))
+        mlflow.log_artifact(str(stored.path))
         mlflow.log_artifact(str(curves), artifact_path="figures")
         example = data.images[:2].numpy()
         with torch.no_grad():
@@ -371,6 +380,7 @@ TRAINJOB_TAG = "isnetflow.trainjob"
 _RUN_OUTPUTS = {
     "train_summary.json": "train_summary.json",
     "history.csv": "history.csv",
+    SPLITS_FILE: SPLITS_FILE,
     "figures/heatmaps.png": "heatmaps.png",
     "figures/learning_curves.png": "learning_curves.png",
 }

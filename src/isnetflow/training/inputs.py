@@ -8,6 +8,7 @@ stage, for the champion) evaluates on, so both see exactly the same images, mask
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from PIL import Image
 from isnetflow.config import TrainConfig
 from isnetflow.dicom.normalize import letterbox
 from isnetflow.training.data import TrainData, load_array, resize_pair
-from isnetflow.training.splits import assign_splits
+from isnetflow.training.splits import apply_held_out, assign_splits
 from isnetflow.validation.manifest import ManifestError, read_manifest
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,15 @@ def load_train_data(
     cfg: TrainConfig,
     *,
     classes: list[str] | None = None,
+    held_out: Mapping[str, str] | None = None,
 ) -> TrainData:
     """Read valid manifest rows with their normalized images and masks into a :class:`TrainData`.
 
     Masks come from ``masks/<SOPInstanceUID>.png`` or, when ``masks`` is ``None``, from the manifest's
     ``mask`` column (masks provided with the labels). Sites without a role are internal.
+
+    The split is computed from ``cfg`` (seed and fractions, :func:`assign_splits`), unless ``held_out``
+    gives it: ``{patient_id: split}`` from a training run's ``splits.csv`` (:func:`apply_held_out`).
     """
     validated = Path(validated)
     manifest_path = validated / "manifest.csv"
@@ -103,19 +108,23 @@ def load_train_data(
         imgs.append(image)
         msks.append(mask_t)
     roles = [r if r in ("internal", "external") else "internal" for r in df["role"]]
-    splits = assign_splits(
-        list(df["patient_id"]),
-        roles,
-        val_fraction=cfg.val_fraction,
-        test_fraction=cfg.test_fraction,
-        seed=cfg.seed,
-    )
+    patients = list(df["patient_id"])
+    try:
+        splits = (
+            assign_splits(
+                patients, roles, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed
+            )
+            if held_out is None
+            else apply_held_out(patients, roles, held_out)
+        )
+    except ValueError as exc:
+        raise TrainDataError(f"{manifest_path}: {exc}") from exc
     return TrainData(
         images=torch.stack(imgs),
         masks=torch.stack(msks),
         labels=torch.tensor([classes.index(v) for v in df["label"]], dtype=torch.long),
         classes=classes,
-        patient_ids=list(df["patient_id"]),
+        patient_ids=patients,
         sites=list(df["site"]),
         splits=splits,
         keys=list(df["sop_instance_uid"]),

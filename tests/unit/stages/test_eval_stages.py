@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from isnetflow.cli import app
 from isnetflow.evaluation.gates import GATE_NAMES
 from isnetflow.lrp import relevance
+from isnetflow.registry.packaging import load_classifier
 from isnetflow.registry.promotion import aliases
 from isnetflow.stages import evaluate, promote
 from isnetflow.validation import data_fingerprint
@@ -46,6 +47,10 @@ def test_evaluate_stage_outputs_and_tracking(eval_trained: Any, evaluated: tuple
     ev = json.loads((out / "evaluation.json").read_text())
     assert ev["model"]["run_id"] == eval_trained.summary["run_id"]
     assert ev["data"]["split_source"] == "run" and ev["data"]["val_fraction"] == 0.3
+    # the split is the training run's stored list, found as the run's artifact, digest verified
+    assert ev["data"]["split_recomputed"] is False
+    assert ev["data"]["splits_sha256"] == eval_trained.summary["splits_sha256"]
+    assert ev["data"]["splits_file"] == f"runs:/{eval_trained.summary['run_id']}/splits.csv"
     assert ev["splits"]["external_pooled"]["n"] == eval_trained.summary["splits"]["external"]
     assert ev["splits"]["internal_test"]["n"] == eval_trained.summary["splits"]["test"]
     assert set(ev["sites"]) == {
@@ -67,32 +72,47 @@ def test_evaluate_stage_outputs_and_tracking(eval_trained: Any, evaluated: tuple
     preds = pd.read_csv(out / "predictions.csv")
     assert set(preds["split"]) == {"val", "test", "external"} and preds["score"].between(0, 1).all()
 
+    assert "the training run's held-out patient list runs:/" in html and "Split recomputed" not in html
+
     mlflow.set_tracking_uri(eval_trained.tracking_uri)
     run = mlflow.get_run(payload["evaluation_run_id"])
     assert run.data.tags["isnetflow.evaluated_run_id"] == eval_trained.summary["run_id"]
+    assert run.data.tags["isnetflow.split_recomputed"] == "false"
+    train_run = mlflow.get_run(eval_trained.summary["run_id"])
+    assert train_run.data.params["data.splits_sha256"] == eval_trained.summary["splits_sha256"]
+    assert "splits.csv" in {a.path for a in mlflow.MlflowClient().list_artifacts(train_run.info.run_id)}
     assert "splits.external_pooled.auc" in run.data.metrics
     names = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "figures")}
     assert names == {f"figures/{f}.png" for f in ("roc", "reliability", "heatmaps", "counterfactual")}
 
 
 def test_evaluate_local_model_uses_split_fallback(
-    eval_trained: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    eval_trained: Any, evaluated: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import shutil
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    # A model.pt whose train_summary.json lacks the split parameters (as written by older versions).
+    # A model.pt from before splits.csv: its train_summary.json names no held-out list and (older still)
+    # lacks the split parameters.
     local = str(tmp_path / "bare" / "model.pt")
     (tmp_path / "bare").mkdir()
     shutil.copy(eval_trained.summary["local_model"], local)
-    summary = {
-        k: v for k, v in eval_trained.summary.items() if k not in ("val_fraction", "test_fraction", "seed")
-    }
+    old = ("val_fraction", "test_fraction", "seed", "splits_file", "splits_sha256")
+    summary = {k: v for k, v in eval_trained.summary.items() if k not in old}
     (tmp_path / "bare" / "train_summary.json").write_text(json.dumps(summary))
     with pytest.raises(evaluate.EvaluateStageError, match="no split parameters"):
         evaluate.run(FAST, local, eval_trained.validated, eval_trained.masks, tmp_path / "x", audit=False)
+    # no stored list: refused unless the split may be recomputed, in one line naming the file
+    with pytest.raises(
+        evaluate.EvaluateStageError, match=r"bare/splits\.csv: the model has no stored held-out patient list"
+    ) as err:
+        evaluate.run(
+            FAST, local, eval_trained.validated, eval_trained.masks, tmp_path / "x",
+            train_fallback=eval_trained.train_cfg, audit=False,
+        )  # fmt: skip
+    assert "\n" not in str(err.value) and "recompute_split" in str(err.value)
     payload = evaluate.run(
-        FAST,
+        FAST.model_copy(update={"recompute_split": True}),
         local,
         eval_trained.validated,
         eval_trained.masks,
@@ -102,8 +122,44 @@ def test_evaluate_local_model_uses_split_fallback(
         progress=False,
     )
     assert payload["data"]["split_source"] == "config" and "evaluation_run_id" not in payload
+    assert payload["data"]["split_recomputed"] is True and payload["data"]["splits_sha256"] is None
     assert payload["splits"]["internal_test"]["n"] == eval_trained.summary["splits"]["test"]
     assert "audit" not in payload
+    ev = json.loads((tmp_path / "local" / "evaluation.json").read_text())
+    assert ev["data"]["split_recomputed"] is True
+    html = (tmp_path / "local" / "report.html").read_text()
+    assert "Split recomputed" in html and "RECOMPUTED (the model has no stored splits.csv)" in html
+    # the recomputed split is the stored one: same images in the same splits, same numbers
+    stored_out, stored = evaluated
+    recomputed = pd.read_csv(tmp_path / "local" / "predictions.csv")
+    pd.testing.assert_frame_equal(recomputed, pd.read_csv(stored_out / "predictions.csv"))
+    assert payload["splits"]["internal_test"] == stored["splits"]["internal_test"]
+    assert payload["data"]["splits"] == stored["data"]["splits"]
+
+
+def test_evaluate_refuses_a_changed_or_missing_splits_csv(eval_trained: Any, tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    trained = Path(eval_trained.summary["local_model"]).parent
+    for name in ("model.pt", "train_summary.json", "splits.csv"):
+        shutil.copy(trained / name, folder / name)
+    lines = (folder / "splits.csv").read_text().splitlines()
+    held = next(i for i, line in enumerate(lines) if line.endswith(",test"))
+    lines[held] = lines[held].removesuffix(",test") + ",train"  # a held-out patient moved into training
+    (folder / "splits.csv").write_text("\n".join(lines) + "\n")
+    args = (eval_trained.validated, eval_trained.masks, tmp_path / "o")
+    flagged = FAST.model_copy(update={"recompute_split": True})  # the flag never overrides a recorded list
+    with pytest.raises(
+        evaluate.EvaluateStageError, match=rf"{folder}/splits\.csv: SHA-256 .* does not match"
+    ):
+        evaluate.run(flagged, str(folder), *args, audit=False)
+    (folder / "splits.csv").unlink()
+    with pytest.raises(
+        evaluate.EvaluateStageError, match=rf"{folder}/splits\.csv: not found, but the training"
+    ):
+        evaluate.run(flagged, str(folder), *args, audit=False)
 
 
 def test_evaluate_errors_name_the_problem(eval_trained: Any, tmp_path: Path) -> None:
@@ -141,6 +197,7 @@ def test_evaluate_cli(eval_trained: Any, tmp_path: Path) -> None:
             "--n-boot",
             "20",
             "--no-audit",
+            "--recompute-split",
             "--tracking-uri",
             eval_trained.tracking_uri,
         ],
@@ -148,6 +205,8 @@ def test_evaluate_cli(eval_trained: Any, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     ev = json.loads((tmp_path / "cli" / "evaluation.json").read_text())
     assert list(ev["sites"]) == ["Mount Verity Clinic"] and ev["config"]["n_boot"] == 20
+    # --recompute-split only applies to a model without a stored list: this one has its splits.csv
+    assert ev["config"]["recompute_split"] is True and ev["data"]["split_recomputed"] is False
 
 
 def test_promote_register_gate_rollback_sqlite(
@@ -187,6 +246,13 @@ def test_promote_register_gate_rollback_sqlite(
     assert mv.tags["lineage.data_fingerprint"] == data_fingerprint(eval_trained.validated)
     assert json.loads(mv.tags["lineage.validation_summary"])["passed"] is True
     assert mv.tags["gate.champion_auc_delta.passed"] == "true"
+    # the registered package carries the training run's held-out patient list
+    packaged = load_classifier("models:/cxr-unit/1")
+    stored = (Path(eval_trained.summary["local_model"]).parent / "splits.csv").read_bytes()
+    assert (
+        packaged.splits_csv == stored
+        and packaged.facts.splits_sha256 == eval_trained.summary["splits_sha256"]
+    )
 
     model = mlflow.pyfunc.load_model("models:/cxr-unit@champion")
     for n in (1, 4):

@@ -13,6 +13,7 @@ import torch
 from isnetflow.config import TrainConfig
 from isnetflow.lrp import relevance
 from isnetflow.stages import train as stage
+from isnetflow.training.splitfile import read_splits
 
 
 @pytest.mark.parametrize("mode", ["standard", "isnet"])
@@ -32,10 +33,14 @@ def test_train_stage_logs_usable_model(
     assert summary["mode"] == mode and summary["splits"]["external"] > 0
     assert json.loads((tmp_path / "out" / "train_summary.json").read_text())["run_id"] == summary["run_id"]
     assert (tmp_path / "out" / "heatmaps.png").stat().st_size > 5000
+    # the held-out patient list: written beside the model, named with its digest in the summary
+    rows = read_splits(tmp_path / "out" / summary["splits_file"], expected_sha256=summary["splits_sha256"])
+    assert sum(r.split == "test" for r in rows) > 0 and summary["splits_file"] == "splits.csv"
 
     mlflow.set_tracking_uri(uri)
     run = mlflow.get_run(summary["run_id"])
     assert run.data.params["mode"] == mode and run.data.tags["isnetflow.mode"] == mode
+    assert run.data.params["data.splits_sha256"] == summary["splits_sha256"]
     history = mlflow.MlflowClient().get_metric_history(summary["run_id"], "val_auc")
     assert len(history) == cfg.epochs
     if mode == "isnet":
