@@ -67,6 +67,7 @@ class PipelineFailed(RuntimeError):
     ``log`` (the full kfp log)."""
 
     def __init__(self, task: str, error: str, log: Path | None) -> None:
+        """Keep ``task``, ``error`` and ``log``; the message names the task and its error."""
         self.task, self.error, self.log = task, error, log
         super().__init__(f"task {task} failed: {error}")
 
@@ -127,6 +128,7 @@ class _TaskStream(io.TextIOBase):
 
 
 def task_label(task: str) -> str:
+    """What the progress lines call kfp.local task ``task`` (:data:`TASK_LABELS`; else its own name)."""
     return TASK_LABELS.get(task, task)
 
 

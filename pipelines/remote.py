@@ -52,6 +52,8 @@ class RemoteError(RuntimeError):
 
 @dataclass(frozen=True)
 class Submitted:
+    """A started pipeline run: its id, its page in the Kubeflow Pipelines UI, experiment and name."""
+
     run_id: str
     url: str
     experiment_id: str
@@ -60,6 +62,8 @@ class Submitted:
 
 @dataclass(frozen=True)
 class Scheduled:
+    """A created recurring run: its id, its page in the UI, experiment, job name and cron expression."""
+
     recurring_run_id: str
     url: str
     experiment_id: str

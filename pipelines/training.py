@@ -195,6 +195,7 @@ def training_pipeline(
     train_gpus: int = 1,
     train_nodes: int = 1,
 ) -> None:
+    """The pipeline graph (see the module docstring); ``train_gpus`` above 1 takes the distributed branch."""
     data = ingest(
         settings_json=settings_json,
         input_uri=input_uri,

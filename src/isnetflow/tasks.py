@@ -73,6 +73,7 @@ class DataArtifact:
 
     @classmethod
     def read(cls, root: str | Path) -> DataArtifact:
+        """The artifact at ``root``, with its ``ingest.json``."""
         root = Path(root)
         return cls(root, read_json(root / INGEST_FILE))
 
@@ -95,6 +96,7 @@ class DataArtifact:
 
     @property
     def passed(self) -> bool:
+        """Whether the data can make a run: validation passed and the site choice works (``ingest.json``)."""
         return bool(self.info["passed"])
 
     @property

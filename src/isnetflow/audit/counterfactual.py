@@ -108,14 +108,17 @@ class CounterfactualResult:
 
     @property
     def n_pairs(self) -> int:
+        """Number of recipient/donor pairs tested."""
         return len(self.recipients)
 
     @property
     def flip_rate(self) -> float:
+        """Share of pairs whose decision at ``threshold`` flipped (NaN without pairs)."""
         return float(np.mean(self.flipped)) if self.flipped else math.nan
 
     @property
     def mean_abs_score_change(self) -> float:
+        """Mean absolute change of the score from original to composite image (NaN without pairs)."""
         if not self.recipients:
             return math.nan
         return float(np.mean(np.abs(np.subtract(self.composite_scores, self.original_scores))))

@@ -108,6 +108,8 @@ class GraphMergeBatchNorm(MergeBatchNorm):
     """
 
     def apply(self, root_module: nn.Module) -> list[MergeBatchNorm]:
+        """Merge each safe (linear, batch norm) pair of ``root_module``; returns one canonizer per pair,
+        whose ``remove`` undoes it. Raises :class:`ValueError` in training mode."""
         if root_module.training:
             raise ValueError("GraphMergeBatchNorm needs the model in eval mode (running statistics)")
         lookup = dict(root_module.named_modules())

@@ -85,4 +85,5 @@ bench_app.command("inference")(bench.inference)
 
 
 def main() -> None:
+    """Entry point of the ``isnetflow`` command."""
     app()

@@ -61,6 +61,7 @@ class Analysis:
 
     @property
     def ok(self) -> bool:
+        """True when no issue is an error (warnings allowed)."""
         return not errors(self.issues)
 
 

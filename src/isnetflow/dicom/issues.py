@@ -170,6 +170,7 @@ class Issue:
     severity: Severity = "error"
 
     def __post_init__(self) -> None:
+        """Refuse a ``code`` that is not in :data:`REASON_CODES`."""
         if self.code not in REASON_CODES:
             raise ValueError(
                 f"unknown issue code {self.code!r}: add it to isnetflow.dicom.issues.REASON_CODES"
@@ -177,9 +178,11 @@ class Issue:
 
     @property
     def is_error(self) -> bool:
+        """True for an error (the file is quarantined), False for a warning."""
         return self.severity == "error"
 
     def __str__(self) -> str:
+        """The message."""
         return self.message
 
 
@@ -202,6 +205,7 @@ class DicomReadError(Exception):
     """A file that cannot be read as a DICOM image; carries the :class:`Issue` that says why."""
 
     def __init__(self, issue: Issue, source: str | None = None) -> None:
+        """``issue``: why; ``source``: the file, prefixed to the message when given."""
         self.issue = issue
         self.source = source
         super().__init__(f"{source}: {issue.message}" if source else issue.message)

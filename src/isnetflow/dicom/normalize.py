@@ -151,10 +151,12 @@ class Letterbox:
 
     @property
     def side(self) -> int:
+        """Side of the padded square in original pixels: ``max(rows, columns)``."""
         return max(self.rows, self.columns)
 
     @property
     def scale(self) -> float:
+        """Resize factor from the padded square to ``size``: ``size / side``."""
         return self.size / self.side
 
     def to_dict(self) -> dict[str, Any]:

@@ -67,6 +67,7 @@ class ExcludedFile:
 
 
 def is_s3(uri: str | os.PathLike[str]) -> bool:
+    """True for an ``s3://`` URI."""
     return str(uri).startswith("s3://")
 
 

@@ -94,6 +94,7 @@ class GateResult:
         return tags
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (as written to ``gates.json``)."""
         return asdict(self)
 
 
@@ -430,6 +431,7 @@ def standard_line(results: Iterable[GateResult | Mapping[str, Any]]) -> str | No
 
 
 def all_passed(results: list[GateResult]) -> bool:
+    """True when every gate passed (disabled gates pass)."""
     return all(r.passed for r in results)
 
 

@@ -140,6 +140,7 @@ class BinaryMetrics:
     threshold: float
 
     def as_dict(self) -> dict[str, float | int]:
+        """The metrics as a dict by field name."""
         return asdict(self)
 
 

@@ -160,6 +160,7 @@ class ForegroundRangeEstimator:
     """
 
     def __init__(self, region: Literal["image", "mask"] = "image") -> None:
+        """Empty statistics; ``region`` is where relevance is counted: the whole image or the mask."""
         if region not in ("image", "mask"):
             raise ValueError("region must be 'image' or 'mask'")
         self.region = region

@@ -111,6 +111,7 @@ class ISNetOutput:
     loss: Tensor = field(init=False)
 
     def __post_init__(self) -> None:
+        """Set :attr:`loss` to the sum of the parts."""
         object.__setattr__(self, "loss", functools.reduce(operator.add, self.parts.values()))
 
     def with_parts(self, parts: Mapping[str, Tensor]) -> ISNetOutput:

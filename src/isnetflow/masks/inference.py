@@ -58,6 +58,7 @@ class LungSegmenter:
     """A loaded lung segmenter (network + spec) that turns radiographs into lung masks."""
 
     def __init__(self, model: nn.Module, spec: SegmenterSpec, *, batch_size: int = 16) -> None:
+        """Wrap ``model`` (put in eval mode) with its ``spec``; ``batch_size`` images per forward pass."""
         self.model = model.eval()
         self.spec = spec
         self.batch_size = batch_size
@@ -71,6 +72,7 @@ class LungSegmenter:
 
     @property
     def size(self) -> int:
+        """Side of the network's square input, in pixels."""
         return self.spec.image_size
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:

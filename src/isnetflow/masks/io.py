@@ -45,6 +45,7 @@ class LoadedImage:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(rows, columns)`` of the pixels."""
         return (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
 
 

@@ -42,6 +42,7 @@ class MaskQC:
 
     @property
     def passed(self) -> bool:
+        """True when no QC check failed."""
         return not self.failures
 
     @property

@@ -50,12 +50,14 @@ class MaskedDiceBCELoss(nn.Module):
     """``dice_weight * MaskedDice + bce_weight * BCE``; pixels with ``ignore == 1`` do not count."""
 
     def __init__(self, dice_weight: float = 1.0, bce_weight: float = 1.0) -> None:
+        """The weights of the two terms; a zero weight leaves its term out."""
         super().__init__()
         self.dice = MaskedDiceLoss(sigmoid=True, batch=True)
         self.dice_weight = dice_weight
         self.bce_weight = bce_weight
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, ignore: torch.Tensor) -> torch.Tensor:
+        """The scalar loss; the BCE is a mean over the pixels that count."""
         keep = 1.0 - ignore
         loss = logits.new_zeros(())
         if self.dice_weight:

@@ -125,6 +125,7 @@ class RandCollimationd(RandomizableTransform, MapTransform):
         side_prob: float = 0.5,
         max_fraction: float = 0.15,
     ) -> None:
+        """``prob``: chance that an image is shuttered at all; the rest as in the class docstring."""
         keys = [image_key, *_as_list(label_keys), *_as_list(ignore_keys)]
         MapTransform.__init__(self, keys)
         RandomizableTransform.__init__(self, prob)
@@ -137,6 +138,7 @@ class RandCollimationd(RandomizableTransform, MapTransform):
         self._fill = 0.0
 
     def randomize(self, data: Any = None) -> None:
+        """Draw whether to shutter, the shuttered sides with their band widths, and the fill value."""
         super().randomize(None)
         self._bands = [
             (side, float(self.R.uniform(0.02, self.max_fraction)))
@@ -146,6 +148,7 @@ class RandCollimationd(RandomizableTransform, MapTransform):
         self._fill = float(self.R.choice([0.0, 1.0]))
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """A copy of ``data`` with new random bands applied to the image and masks (or unchanged)."""
         d = dict(data)
         self.randomize()
         if not self._do_transform or not self._bands:

@@ -57,6 +57,7 @@ class ManifestDataset(PandasDataset):
     """A :class:`~mlflow.data.pandas_dataset.PandasDataset` whose profile carries the lineage facts."""
 
     def __init__(self, df: pd.DataFrame, source: str, digest: str, extra_profile: dict[str, Any]) -> None:
+        """The manifest ``df`` read from ``source``, with ``digest``; ``extra_profile`` joins the profile."""
         from mlflow.data.dataset_source_registry import resolve_dataset_source
 
         self._extra_profile = dict(extra_profile)
@@ -64,6 +65,7 @@ class ManifestDataset(PandasDataset):
 
     @property
     def profile(self) -> Any | None:
+        """MLflow's pandas profile with the lineage facts added."""
         return {**(super().profile or {}), **self._extra_profile}
 
 

@@ -43,6 +43,7 @@ class CXRMLflowRuntime(MLflowRuntime):
     """
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        """Answer one inference request; input that cannot be decoded or is refused becomes a 400."""
         try:
             decoded = self.decode_request(payload)
         except (ValueError, TypeError, KeyError) as exc:

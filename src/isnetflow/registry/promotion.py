@@ -226,6 +226,7 @@ def champion_stack(client: MlflowClient, name: str) -> list[str]:
 
 
 def promotion_history(client: MlflowClient, name: str) -> list[dict[str, Any]]:
+    """The promotion history of registered model ``name``, oldest first (empty when none is recorded)."""
     return [e for e in _json_tag(client, name, TAG_HISTORY) if isinstance(e, dict)]
 
 
@@ -274,6 +275,7 @@ class PromotionDecision:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
+        """JSON-ready record of the decision and its gates (without ``history``)."""
         return {
             "name": self.name,
             "version": self.version,

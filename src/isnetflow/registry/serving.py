@@ -85,6 +85,7 @@ class InputError(ValueError):
     """One input file is refused: ``"<file>: <reason>"``; ``code`` is the validate stage's reason code."""
 
     def __init__(self, source: str, reason: str, code: str) -> None:
+        """``source``: the file; ``reason``: the one-line problem; ``code``: its reason code."""
         self.source, self.reason, self.code = source, reason, code
         super().__init__(f"{source}: {reason}")
 

@@ -144,6 +144,7 @@ class EpochMetrics:
     """
 
     def __init__(self, run_id: str, *, retry_s: float = 5.0) -> None:
+        """Start the sending thread for MLflow run ``run_id``."""
         import queue
         import threading
 
@@ -161,6 +162,7 @@ class EpochMetrics:
         self._thread.start()
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Queue ``metrics`` at ``step`` for sending; returns at once."""
         self._queue.put((step, {k: float(v) for k, v in metrics.items()}))
 
     def _send(self, step: int, metrics: dict[str, float]) -> None:

@@ -92,11 +92,13 @@ class LungSegmenterModel(PythonModel):
     bright = dense) and returns uint8 masks (255 lung) of the same shape. Needs isnetflow installed."""
 
     def load_context(self, context: Any) -> None:
+        """Load the segmenter from the model's ``spec`` artifact."""
         self.segmenter = LungSegmenter.load(context.artifacts["spec"])
 
     def predict(
         self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
     ) -> np.ndarray:
+        """The uint8 lung masks (255 lung) of ``model_input``, shaped like it; ``params`` are unused."""
         arr = np.asarray(model_input, dtype=np.float32)
         if arr.ndim not in (2, 3):
             raise ValueError(f"expected images shaped (H, W) or (N, H, W), got {arr.shape}")

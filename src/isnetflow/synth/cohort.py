@@ -81,6 +81,7 @@ class PlannedImage:
 
     @property
     def relpath(self) -> str:
+        """Where the image's DICOM file goes: ``dicom/<site slug>/<patient id>/<SOP UID>.dcm``."""
         return f"dicom/{slug(self.site)}/{self.patient_id}/{self.sop_uid}.dcm"
 
 

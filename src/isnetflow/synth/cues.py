@@ -499,6 +499,7 @@ def _lookup(registry: dict[str, P], name: str, what: str) -> P:
 def draw_cue(
     name: str, p: np.ndarray, allowed: np.ndarray, rng: np.random.Generator, text: str
 ) -> np.ndarray:
+    """Paint the site cue ``name`` (:data:`CUES`) into ``p`` within ``allowed``; returns its footprint."""
     return _lookup(CUES, name, "cue")(p, allowed, rng, text)
 
 

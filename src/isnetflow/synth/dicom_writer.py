@@ -22,6 +22,8 @@ SOP_CLASS = {
 
 @dataclass(frozen=True)
 class DicomMeta:
+    """The header values :func:`write_dicom` writes (UIDs, identifiers, acquisition, pixel encoding)."""
+
     sop_instance_uid: str
     study_instance_uid: str
     series_instance_uid: str

@@ -87,6 +87,7 @@ PAINTERS: dict[str, Painter] = {"normal": normal, "covid": covid, "pneumonia": p
 
 
 def paint(name: str, r: Rendered, rng: np.random.Generator, difficulty: float, severity: float) -> np.ndarray:
+    """The attenuation increment of class ``name``'s painter (:data:`PAINTERS`) for image ``r``."""
     try:
         painter = PAINTERS[name]
     except KeyError:

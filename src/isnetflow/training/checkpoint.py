@@ -35,6 +35,7 @@ class CheckpointError(RuntimeError):
     permissions, a missing bucket); otherwise a transient failure (timeout, connection, 5xx, throttling)."""
 
     def __init__(self, message: str, *, permanent: bool) -> None:
+        """``message``: what failed; ``permanent``: whether retrying cannot help."""
         super().__init__(message)
         self.permanent = permanent
 
@@ -60,6 +61,7 @@ class CheckpointStore:
     """Save/load training state at a local directory or an S3 prefix; keeps the newest ``keep``."""
 
     def __init__(self, location: str | Path, keep: int = 2) -> None:
+        """``location``: a local directory (created when missing) or an ``s3://`` prefix."""
         self.location = str(location)
         self.keep = keep
         parsed = urlparse(self.location)
@@ -159,6 +161,7 @@ class CheckpointStore:
         self._write(name, text.encode())
 
     def read_text(self, name: str) -> str | None:
+        """The note ``name`` written by :meth:`write_text`, stripped; ``None`` when there is none."""
         data = self._read(name)
         return data.decode().strip() if data is not None else None
 

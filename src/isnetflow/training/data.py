@@ -38,6 +38,7 @@ class TrainData:
     keys: list[str] = field(default_factory=list)  # e.g. SOPInstanceUID, for lineage and reports
 
     def __post_init__(self) -> None:
+        """Check that every field has one entry per image; default ``keys`` to the image indices."""
         n = self.images.shape[0]
         if not (self.masks.shape == self.images.shape and self.labels.shape == (n,)):
             raise ValueError(
@@ -51,9 +52,11 @@ class TrainData:
             self.keys = [str(i) for i in range(n)]
 
     def __len__(self) -> int:
+        """Number of images."""
         return int(self.images.shape[0])
 
     def indices(self, *splits: str) -> np.ndarray:
+        """Indices of the images in any of ``splits``, ascending."""
         return np.array([i for i, s in enumerate(self.splits) if s in splits], dtype=np.int64)
 
 
@@ -90,6 +93,7 @@ class Augmenter:
     """
 
     def __init__(self, cfg: AugmentConfig, seed: int) -> None:
+        """``cfg``: the augmentation settings; ``seed``: the training's seed."""
         self.cfg = cfg
         self.seed = seed
         self._warp = AffineTransform(
@@ -97,6 +101,7 @@ class Augmenter:
         )
 
     def params(self, index: int, epoch: int) -> dict[str, float]:
+        """Sample ``index``'s augmentation parameters at ``epoch`` (identity values where a part is off)."""
         c = self.cfg
         rng = np.random.default_rng(mix_seed(self.seed, epoch, int(index)))
         on = rng.random(3) < c.prob
@@ -114,6 +119,7 @@ class Augmenter:
     def __call__(
         self, images: torch.Tensor, masks: torch.Tensor, indices: Sequence[int], epoch: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The augmented ``(images, masks)`` of a batch whose samples have dataset ``indices``."""
         ps = [self.params(int(i), epoch) for i in indices]
         theta = torch.zeros(len(ps), 2, 3, dtype=torch.float32)
         for k, p in enumerate(ps):

@@ -60,10 +60,12 @@ class DistContext:
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0, the process that logs and writes."""
         return self.rank == 0
 
     @property
     def distributed(self) -> bool:
+        """True when more than one process trains."""
         return self.world_size > 1
 
     def all_reduce_mean(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -109,6 +111,7 @@ class DistContext:
         return out
 
     def barrier(self) -> None:
+        """Wait until every rank gets here (nothing for one process)."""
         if self.distributed:
             dist.barrier()
 

@@ -76,6 +76,7 @@ class Selector:
     :class:`TrainState` (the checkpoint), so a resumed run chooses as an uninterrupted one."""
 
     def __init__(self, cfg: TrainConfig) -> None:
+        """``cfg``: the training settings that define the score and the stopping rule."""
         self.cfg = cfg
 
     def observe(

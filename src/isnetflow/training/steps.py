@@ -35,7 +35,8 @@ __all__ = ["ISNetStep", "StandardStep", "TrainStep", "WarmupStep"]
 class TrainStep(Protocol):
     """Sets the gradients of one optimizer step; returns the step's values by name."""
 
-    def __call__(self, x: Tensor, m: Tensor, y: Tensor, global_step: int) -> dict[str, float]: ...
+    def __call__(self, x: Tensor, m: Tensor, y: Tensor, global_step: int) -> dict[str, float]:
+        """One step on images ``x``, lung masks ``m`` and labels ``y`` at optimizer step ``global_step``."""
 
 
 def _range_shares(heatmaps: Tensor, masks: Tensor, c1: float, c2: float) -> tuple[float, float]:
@@ -59,10 +60,12 @@ class StandardStep:
         device: torch.device,
         distiller: Distiller | None = None,
     ) -> None:
+        """``class_weight``: the cross-entropy's class weights (``None``: unweighted)."""
         self.model, self.ctx, self.class_weight, self.amp, self.device = model, ctx, class_weight, amp, device
         self.distiller = distiller
 
     def __call__(self, x: Tensor, m: Tensor, y: Tensor, global_step: int) -> dict[str, float]:
+        """The step of :class:`TrainStep`."""
         capture: contextlib.AbstractContextManager[list[Tensor]] = (
             head_features(self.model) if self.distiller is not None else contextlib.nullcontext([])
         )
@@ -87,9 +90,11 @@ class WarmupStep:
     ``warmup_inputs``), their background dimmed by ``fade`` (``train.background_fade_epochs``)."""
 
     def __init__(self, standard: StandardStep, cfg: TrainConfig, streams: RandomStreams, fade: float) -> None:
+        """``standard``: the step run on the built inputs; ``streams``: the training's random streams."""
         self.standard, self.cfg, self.streams, self.fade = standard, cfg, streams, fade
 
     def __call__(self, x: Tensor, m: Tensor, y: Tensor, global_step: int) -> dict[str, float]:
+        """The step of :class:`TrainStep`."""
         gen = self.streams.generator("warmup_inputs", global_step)
         x = shortcut_free_inputs(x, m, self.cfg.warmup_inputs, gen, background_scale=self.fade)
         return self.standard(x, m, y, global_step)
@@ -113,10 +118,12 @@ class ISNetStep:
         ramp: float,
         fade: float,
     ) -> None:
+        """``fade``: the background scale of the swapped images; the rest as in the class docstring."""
         self.standard, self.cfg, self.streams = standard, cfg, streams
         self.objective, self.ramp, self.fade = objective, ramp, fade
 
     def __call__(self, x: Tensor, m: Tensor, y: Tensor, global_step: int) -> dict[str, float]:
+        """The step of :class:`TrainStep`."""
         if self.cfg.isnet_swap_fraction > 0:
             gen = self.streams.generator("swap", global_step)
             n_swap = round(self.cfg.isnet_swap_fraction * x.shape[0])

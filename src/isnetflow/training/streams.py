@@ -42,6 +42,7 @@ class RandomStreams:
     which keeps the single-process seeds)."""
 
     def __init__(self, seed: int, rank: int | None = None) -> None:
+        """``seed`` and ``rank`` as in the class docstring."""
         self.seed = seed
         self.rank = rank
 

@@ -170,6 +170,7 @@ class TrainJobFailed(RuntimeError):
     def __init__(
         self, namespace: str, name: str, reason: str, message: str, trainjob: dict[str, Any] | None = None
     ) -> None:
+        """The TrainJob ``namespace/name`` and its failure; the message names all three."""
         self.namespace, self.name, self.reason, self.message = namespace, name, reason, message
         self.trainjob = trainjob
         super().__init__(f"TrainJob {namespace}/{name} failed: {reason or '(no reason)'}: {message}")

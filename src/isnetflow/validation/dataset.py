@@ -102,6 +102,7 @@ class ValidateResult:
 
     @property
     def passed(self) -> bool:
+        """Whether the data set passed validation (``summary["passed"]``)."""
         return bool(self.summary["passed"])
 
     @property

@@ -92,6 +92,8 @@ def _keep_freed_memory() -> bool:
 
 
 def issue_columns(issues: Sequence[Issue]) -> dict[str, Any]:
+    """The manifest columns that ``issues`` set: ``status`` (quarantined on the first error, else valid),
+    that error's ``reason`` and ``reason_code``, and the ``warnings`` and all ``issues``, joined."""
     err = first_error(issues)
     return {
         "status": "quarantined" if err else "valid",
