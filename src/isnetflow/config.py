@@ -45,6 +45,7 @@ class StrictModel(BaseModel):
         return cls.model_validate(data)
 
     def to_yaml(self) -> str:
+        """These settings as YAML (JSON-compatible values, field order kept)."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
@@ -947,5 +948,6 @@ class Settings(StrictModel):
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> Settings:
+        """The defaults, or the YAML file ``path``, with top-level sections replaced by ``overrides``."""
         base = cls() if path is None else cls.from_yaml(path)
         return base.model_copy(update=overrides) if overrides else base

@@ -48,6 +48,7 @@ class HeldOut:
 
     @property
     def recomputed(self) -> bool:
+        """True when the split was recomputed from the settings (no ``splits.csv`` recorded)."""
         return self.patients is None
 
 

@@ -133,6 +133,7 @@ class ModelFacts:
     splits_sha256: str = ""
 
     def as_metadata(self) -> dict[str, Any]:
+        """These facts as the registered model's metadata dict."""
         return asdict(self)
 
     def train_config(self) -> TrainConfig:
@@ -194,6 +195,7 @@ class CXRClassifier(PythonModel):
     def __init__(
         self, classes: list[str], image_size: int, batch_size: int = 32, lrp_epsilon: float = 0.01
     ) -> None:
+        """A wrapper for ``classes`` at ``image_size``; the network is loaded by :meth:`load_context`."""
         self.classes = list(classes)
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
@@ -203,6 +205,7 @@ class CXRClassifier(PythonModel):
         self.splits_csv: bytes | None = None
 
     def load_context(self, context: Any) -> None:
+        """Load the pickled network and the packaged ``splits.csv`` (when there is one) from the artifacts."""
         self.module = torch.load(context.artifacts[TORCH_ARTIFACT], map_location="cpu", weights_only=False)
         assert self.module is not None
         self.module.eval()
@@ -212,6 +215,7 @@ class CXRClassifier(PythonModel):
     def predict(
         self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
+        """Class probabilities of ``model_input`` (normalized images), one column per class."""
         if self.module is None:
             raise RuntimeError("CXRClassifier used before load_context")
         x = _as_batch(model_input, self.image_size)

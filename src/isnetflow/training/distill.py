@@ -45,6 +45,7 @@ class Distiller:
     """The distillation part of a batch against a frozen lungs-only ``teacher``."""
 
     def __init__(self, teacher: nn.Module, weight: float) -> None:
+        """Freeze ``teacher`` (eval mode, no gradients); ``weight`` scales the part."""
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)

@@ -56,6 +56,7 @@ class SplitRow:
     split: str
 
     def __post_init__(self) -> None:
+        """Refuse an unknown split name or an empty patient id."""
         if self.split not in HELD_OUT_SPLITS:
             raise ValueError(f"split must be one of {HELD_OUT_SPLITS}, got {self.split!r}")
         if not self.patient_id:
