@@ -31,7 +31,7 @@ from kfp import local
 from isnetflow.config import Settings
 from isnetflow.evaluation import keys
 from isnetflow.evaluation.gates import standard_line, summary_values
-from isnetflow.registry.tracking import default_tracking_uri
+from isnetflow.registry.tracking import resolve_tracking_uri
 from isnetflow.tasks import GATES_FILE, INGEST_FILE, DataArtifact, read_json
 from isnetflow_kfp.pipelines.training import training_pipeline
 
@@ -269,7 +269,7 @@ def run_local(
     workdir = Path(workdir).resolve()
     root = workdir / "kfp"
     root.mkdir(parents=True, exist_ok=True)
-    tracking_uri = tracking_uri or default_tracking_uri(workdir)
+    tracking_uri = resolve_tracking_uri(tracking_uri, workdir)  # `isnetflow run` passes the one it resolved
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     before = {p.name for p in root.iterdir() if p.is_dir()}
     log_path = root / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}-{time.perf_counter_ns() % 10**6}.log"

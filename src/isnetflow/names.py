@@ -3,10 +3,12 @@ Kubeflow experiment, Kubernetes namespace and labels. One home, so a rename is o
 
 from __future__ import annotations
 
-__all__ = ["EXPERIMENT", "NAMESPACE", "PART_OF", "REGISTERED_MODEL", "SEGMENTER_MODEL"]
+__all__ = ["EXPERIMENT", "NAMESPACE", "PART_OF", "REGISTERED_MODEL", "RETRAIN_EXPERIMENT", "SEGMENTER_MODEL"]
 
 #: MLflow experiment of the pipeline's runs (train, evaluate, promote); also the KFP experiment name.
 EXPERIMENT = "isnetflow"
+#: MLflow experiment of the scheduled retraining's data-check and candidate-outcome runs.
+RETRAIN_EXPERIMENT = "isnetflow-retraining"
 #: The classifier's registered model in the MLflow registry, and the default InferenceService name.
 REGISTERED_MODEL = "cxr-isnet"
 #: The lung segmenter's registered model and its training experiment.

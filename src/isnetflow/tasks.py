@@ -18,6 +18,10 @@ Artifact layout (inside each artifact folder):
 * evaluation: ``evaluation.json``, ``gates.json`` (:data:`GATES_FILE`), ``report.html`` (with the gate
   results, the do-no-harm line among them, added by :func:`evaluate_model`);
 * data_check and decision: one JSON file each (the artifact itself).
+
+MLflow store: a task's ``tracking_uri`` parameter ("" = the pod's ``$MLFLOW_TRACKING_URI``) is resolved
+once, on entry, with :func:`~isnetflow.registry.tracking.resolve_tracking_uri`, and the result is passed
+down to the stages.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 from isnetflow.config import Settings
 from isnetflow.evaluation import keys
 from isnetflow.evaluation.gates import STANDARD_GATE
+from isnetflow.registry.tracking import resolve_tracking_uri
 from isnetflow.viz import images_html
 
 __all__ = [
@@ -161,7 +166,7 @@ def data_changed(
     settings = Settings.model_validate_json(settings_json)
     result = retrain.check_data_changed(
         DataArtifact.read(data).validated,
-        tracking_uri or None,
+        resolve_tracking_uri(tracking_uri),
         settings.promote.registered_model,
         skip_if_unchanged=skip_if_unchanged,
         recipe=retrain.recipe_digest(settings),
@@ -181,6 +186,8 @@ def lung_masks(settings_json: str, tracking_uri: str, data: str | Path, out: str
 
     settings = Settings.model_validate_json(settings_json)
     artifact = DataArtifact.read(data)
+    # the shipped segmenter is registered only in a store the pipeline names (as it always was); loading
+    # an MLflow masks.model needs a store too, but has no local default
     version = segmenter.register_shipped(tracking_uri) if tracking_uri else ""
     result = stage.run(
         settings.masks,
@@ -188,7 +195,7 @@ def lung_masks(settings_json: str, tracking_uri: str, data: str | Path, out: str
         out,
         artifact.provided_masks,
         model_version=version or None,
-        tracking_uri=tracking_uri or None,
+        tracking_uri=resolve_tracking_uri(tracking_uri, None),
     )
     counts = result.summary.get("counts", {})
     return TaskOutputs(
@@ -231,7 +238,7 @@ def train_model(
         DataArtifact.read(data).validated,
         Path(masks) / MASKS_SUBDIR,
         out,
-        tracking_uri=tracking_uri or None,
+        tracking_uri=resolve_tracking_uri(tracking_uri),
         run_name=f"train-{mode}",
         classes=list(settings.validate.classes),
         progress=False,
@@ -276,6 +283,8 @@ def train_model_distributed(
         nodes=nodes,
         image=image,
         pipeline_run=pipeline_run,
+        # not resolved here: the job's pods resolve it in their own `isnetflow train` (a local default
+        # resolved in this pod would name this pod's disk); this pod's own lookup resolves None the same way
         tracking_uri=tracking_uri or None,
         # the endpoints this task got from the ConfigMap, as plain values; credentials by Secret reference
         env={k: os.environ[k] for k in cluster["passthrough_env"] if os.environ.get(k)},
@@ -328,7 +337,7 @@ def _promote(
         settings.promote,
         model_uri,
         evaluation=Path(evaluation_dir) / keys.EVALUATION_FILE,
-        tracking_uri=tracking_uri or None,
+        tracking_uri=tracking_uri,
         mask_model_version=mask_model_version,
         data=validated,
         masks=masks_dir,
@@ -363,6 +372,7 @@ def evaluate_model(
     from isnetflow.stages import evaluate, retrain
 
     settings = Settings.model_validate_json(settings_json)
+    tracking_uri = resolve_tracking_uri(tracking_uri)
     standard = _baseline(settings, baseline, candidate)
     validated = DataArtifact.read(data).validated
     masks_dir = Path(masks) / MASKS_SUBDIR
@@ -372,7 +382,7 @@ def evaluate_model(
         validated,
         masks_dir,
         out,
-        tracking_uri=tracking_uri or None,
+        tracking_uri=tracking_uri,
         train_fallback=settings.train,
         progress=False,
     )
@@ -387,7 +397,7 @@ def evaluate_model(
     if candidate:
         retrain.record_candidate_outcome(
             validated,
-            tracking_uri or None,
+            tracking_uri,
             settings.promote.registered_model,
             recipe=retrain.recipe_digest(settings),
             all_gates_passed=passed,
@@ -432,6 +442,7 @@ def promote_model(
     from isnetflow.stages import retrain
 
     settings = Settings.model_validate_json(settings_json)
+    tracking_uri = resolve_tracking_uri(tracking_uri)
     standard = _baseline(settings, baseline, candidate=True)
     validated, masks_dir = DataArtifact.read(data).validated, Path(masks) / MASKS_SUBDIR
     result = _promote(

@@ -188,7 +188,7 @@ def seeds(
 ) -> None:
     """Train and evaluate the ISNet and its comparison arms (standard, lungs-only, swap, authors) per seed."""
     from isnetflow.bench.seeds import parse_seeds, seed_study, seed_table
-    from isnetflow.registry.tracking import default_tracking_uri
+    from isnetflow.registry.tracking import resolve_tracking_uri
 
     try:
         seed_list = parse_seeds(seeds)
@@ -213,7 +213,7 @@ def seeds(
         input_uri=input_uri or "",
         labels_uri=labels or "",
         external_sites=split_sites(external_sites),
-        tracking_uri=tracking_uri or default_tracking_uri(workdir),
+        tracking_uri=resolve_tracking_uri(tracking_uri, workdir),
         models=chosen,
         progress=not as_json,
         on_seed=show,

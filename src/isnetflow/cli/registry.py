@@ -19,10 +19,11 @@ def show(
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """Registered models, versions, aliases, gate results and lineage."""
+    from isnetflow.registry.tracking import resolve_tracking_uri
     from isnetflow.stages import promote as stage
 
     try:
-        models = stage.show(tracking_uri=tracking_uri, names=name or None)
+        models = stage.show(tracking_uri=resolve_tracking_uri(tracking_uri), names=name or None)
     except stage.PromoteStageError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -45,7 +46,7 @@ def show(
 def kserve(
     model: Annotated[
         str, typer.Option("--model", "-m", help="models:/<name>@<alias> or models:/<name>/<version>.")
-    ] = "models:/cxr-isnet@champion",
+    ] = f"models:/{REGISTERED_MODEL}@champion",
     name: Annotated[str, typer.Option("--name", help="InferenceService name.")] = REGISTERED_MODEL,
     namespace: Annotated[str, typer.Option("--namespace")] = NAMESPACE,
     artifacts_destination: Annotated[
@@ -67,16 +68,15 @@ def kserve(
     Apply k8s/serving first (runtime, service account, network policy); the manifest pins the version
     the alias points to now, with the registry's artifact location as its storageUri.
     """
-    import mlflow
     import yaml
     from mlflow.exceptions import MlflowException
 
     from isnetflow.registry.kserve import inference_service, resolve_model, storage_uri
-    from isnetflow.registry.tracking import default_tracking_uri
+    from isnetflow.registry.tracking import resolve_tracking_uri, scoped_tracking
 
-    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
     try:
-        location = resolve_model(model)
+        with scoped_tracking(resolve_tracking_uri(tracking_uri)) as client:
+            location = resolve_model(model, client)
         storage = storage_uri(location.artifact_uri, artifacts_destination)
         manifest = inference_service(
             location,

@@ -230,6 +230,7 @@ def train(
 
     --data and --masks may be local folders or s3:// prefixes (copied for the training)."""
     from isnetflow.dicom.source import SourceError
+    from isnetflow.registry.tracking import resolve_tracking_uri
     from isnetflow.stages import train as stage
     from isnetflow.stages.train import TrackingUnavailable
     from isnetflow.training import TrainDataError
@@ -267,7 +268,7 @@ def train(
             data,
             masks,
             out,
-            tracking_uri=tracking_uri,
+            tracking_uri=resolve_tracking_uri(tracking_uri),
             experiment=experiment,
             resume=resume,
             classes=list(settings.validate.classes),
@@ -338,6 +339,7 @@ def train_segmenter(
     import shlex
     import sys
 
+    from isnetflow.registry.tracking import resolve_tracking_uri
     from isnetflow.stages import segmenter as stage
 
     cfg = with_overrides(
@@ -353,7 +355,11 @@ def train_segmenter(
     )
     command = shlex.join(["isnetflow", *sys.argv[1:]])
     try:
-        summary = stage.train(cfg, images, masks, out, manifest=manifest, command=command, progress=True)
+        # this command's default store is under --out, not the shared local one
+        store = resolve_tracking_uri(cfg.tracking_uri, out)
+        summary = stage.train(
+            cfg, images, masks, out, manifest=manifest, command=command, progress=True, tracking_uri=store
+        )
     except (FileNotFoundError, ValueError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
@@ -381,6 +387,7 @@ def segment(
     """Lung masks (255 lung, 0 background) at each input's original resolution, with QC per image."""
     import sys
 
+    from isnetflow.registry.tracking import resolve_tracking_uri
     from isnetflow.stages.masks import segment_files
 
     cfg = with_overrides(
@@ -391,7 +398,9 @@ def segment(
         overlays=overlays or None,
     )
     try:
-        summary = segment_files(inputs, out, cfg, tracking_uri=tracking_uri, progress=sys.stderr.isatty())
+        # a store is needed only for an MLflow --model, and there is no local default
+        store = resolve_tracking_uri(tracking_uri, None)
+        summary = segment_files(inputs, out, cfg, tracking_uri=store, progress=sys.stderr.isatty())
     except (FileNotFoundError, ValueError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
@@ -486,6 +495,7 @@ def run(
     import importlib
     import sys
 
+    from isnetflow.registry.tracking import resolve_tracking_uri
     from isnetflow.reporting import run_summary_renderable
     from isnetflow.stages import preflight
 
@@ -510,7 +520,7 @@ def run(
             input_uri=input_uri or "",
             labels_uri=labels or "",
             external_sites=checked.external_sites,
-            tracking_uri=tracking_uri,
+            tracking_uri=resolve_tracking_uri(tracking_uri, workdir),
             skip_if_unchanged=skip_if_unchanged,
             verbose=verbose,
             progress=progress,
@@ -572,8 +582,11 @@ def evaluate(
     """Metrics on the internal test split and each external site, shortcut audit, report (+ MLflow)."""
     import sys
 
+    from isnetflow.registry.tracking import DEFAULT_HOME, is_mlflow_uri, resolve_tracking_uri
     from isnetflow.stages import evaluate as stage
 
+    # tracked when a store is named (the option, $MLFLOW_TRACKING_URI); the local store: MLflow models only
+    store = resolve_tracking_uri(tracking_uri, DEFAULT_HOME if is_mlflow_uri(model) else None)
     settings = load_settings(config)
     cfg = with_overrides(settings.evaluate, n_boot=n_boot, recompute_split=recompute_split or None)
     try:
@@ -584,7 +597,7 @@ def evaluate(
             masks,
             out,
             sites=sites or [],
-            tracking_uri=tracking_uri,
+            tracking_uri=store,
             experiment=experiment,
             train_fallback=settings.train,
             audit=not no_audit,
@@ -661,6 +674,7 @@ def promote(
     2 when the inputs cannot be used.
     """
     from isnetflow.config import PromotionPolicy
+    from isnetflow.registry.tracking import resolve_tracking_uri
     from isnetflow.stages import promote as stage
 
     settings = load_settings(config)
@@ -674,16 +688,18 @@ def promote(
         raise typer.BadParameter(str(exc)) from exc
     try:
         if rollback:
-            typer.echo(json.dumps(stage.rollback(policy, tracking_uri=tracking_uri), indent=2))
+            store = resolve_tracking_uri(tracking_uri)
+            typer.echo(json.dumps(stage.rollback(policy, tracking_uri=store), indent=2))
             return
         if candidate is None:
             raise typer.BadParameter("give --candidate URI (or --rollback)")
+        store = resolve_tracking_uri(tracking_uri)
         result = stage.run(
             policy,
             candidate,
             evaluation=evaluation,
             baseline=baseline,
-            tracking_uri=tracking_uri,
+            tracking_uri=store,
             dry_run=dry_run,
             mask_model_version=mask_model_version,
             data=data,
@@ -745,16 +761,17 @@ def explain(
     refused with the validation's one-line reason (exit status 1). Exit status 2: the model or an input
     path cannot be used.
     """
+    import contextlib
+
     from isnetflow.registry.packaging import ModelLoadError, load_classifier
     from isnetflow.registry.serving import ExplainError, explain_files
-    from isnetflow.registry.tracking import default_tracking_uri, is_mlflow_uri
+    from isnetflow.registry.tracking import DEFAULT_HOME, is_mlflow_uri, resolve_tracking_uri, scoped_tracking
 
-    if is_mlflow_uri(model) or tracking_uri:
-        import mlflow
-
-        mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    # the local store is the default only for an MLflow model URI; a model.pt needs no store
+    store = resolve_tracking_uri(tracking_uri, DEFAULT_HOME if is_mlflow_uri(model) else None)
     try:
-        loaded = load_classifier(model)
+        with scoped_tracking(store) if store else contextlib.nullcontext():
+            loaded = load_classifier(model)
         summary = explain_files(loaded, inputs, out, patient_id=patient_id, site=site)
     except (ModelLoadError, ExplainError) as exc:
         typer.echo(f"error: {exc}", err=True)

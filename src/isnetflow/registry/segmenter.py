@@ -7,13 +7,12 @@ The segmenter itself is :mod:`isnetflow.masks`; training and registering it is t
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 from isnetflow.masks.inference import LungSegmenter
 from isnetflow.masks.network import resolve_spec_path
-from isnetflow.registry.tracking import is_mlflow_uri, scoped_tracking
+from isnetflow.registry.tracking import is_mlflow_uri, resolve_tracking_uri, scoped_tracking
 
 __all__ = ["load_segmenter"]
 
@@ -22,14 +21,17 @@ def load_segmenter(
     model: str | Path | None = None, *, tracking_uri: str | None = None, batch_size: int = 16
 ) -> LungSegmenter:
     """Load the shipped weights (None), a local spec/weights/folder, or an MLflow URI such as
-    ``models:/lung-segmenter/3`` (downloaded to a temporary folder first)."""
+    ``models:/lung-segmenter/3`` (downloaded to a temporary folder first).
+
+    An MLflow URI needs a store: ``tracking_uri`` (the command or task resolved it), else
+    ``$MLFLOW_TRACKING_URI``; there is no local default (a ValueError names both)."""
     if model is None or not is_mlflow_uri(str(model)):
         return LungSegmenter.load(model, batch_size=batch_size)
     import mlflow
     from mlflow.exceptions import MlflowException
 
     uri = str(model)
-    store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    store = resolve_tracking_uri(tracking_uri, None)
     if store is None:
         raise ValueError(f"{uri}: an MLflow URI needs a tracking URI (--tracking-uri or MLFLOW_TRACKING_URI)")
     with tempfile.TemporaryDirectory(prefix="isnetflow-seg-") as tmp, scoped_tracking(store):

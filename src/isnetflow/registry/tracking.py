@@ -1,12 +1,20 @@
-"""MLflow tracking set-up shared by the stages.
+"""MLflow tracking set-up: the one place that reads ``$MLFLOW_TRACKING_URI`` and points MLflow at a store.
 
+* :func:`resolve_tracking_uri` -- the store to use: an explicit value, else ``$MLFLOW_TRACKING_URI``, else
+  a local SQLite store (the command's documented default). The commands, the KFP task functions
+  (:mod:`isnetflow.tasks`) and the bench commands call it once, at their edge, and pass the result down as
+  a plain ``tracking_uri`` argument;
 * :func:`use_tracking` -- point the fluent API at a store and an experiment for the rest of the process
-  (the classifier stages);
+  (a stage that owns its process: train, evaluate, promote, the data check);
 * :func:`scoped_tracking` -- point it at a store for one block and restore the previous state afterwards
-  (the lung-segmenter stage, loading a segmenter from MLflow);
+  (code that runs inside another stage's process or only reads: the lung segmenter's registration and
+  loading, ``registry show``, ``promote --rollback``, ``explain``, ``registry kserve``);
 * :func:`get_or_create_experiment` -- the experiment both use; a local SQLite store keeps its artifacts
   beside the database (:func:`sqlite_artifact_root`), never in the working directory;
 * :func:`is_mlflow_uri` -- whether a model reference is for MLflow to resolve (:data:`MLFLOW_URI_SCHEMES`).
+
+Nothing else in the package calls ``mlflow.set_tracking_uri`` (``tests/unit/registry/test_tracking.py``
+checks it).
 """
 
 from __future__ import annotations
@@ -15,24 +23,31 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 __all__ = [
+    "DEFAULT_HOME",
+    "ENV_VAR",
     "MLFLOW_URI_SCHEMES",
     "EpochMetrics",
-    "default_tracking_uri",
     "flatten",
     "get_or_create_experiment",
     "is_mlflow_uri",
+    "resolve_tracking_uri",
     "scoped_tracking",
     "sqlite_artifact_root",
     "use_tracking",
 ]
 
+#: Where the local SQLite store lives when nothing names a store: ``sqlite:///.isnetflow/mlflow.db``,
+#: relative to the working directory (``isnetflow run`` and ``bench seeds`` use their ``--workdir``,
+#: ``train-segmenter`` its ``--out``).
 DEFAULT_HOME = Path(".isnetflow")
+#: The environment variable naming the store (MLflow's own).
+ENV_VAR = "MLFLOW_TRACKING_URI"
 
 #: Prefixes of the model references MLflow resolves rather than the local file system:
 #: ``models:/<name>/<version>`` and ``models:/<name>@<alias>`` (the model registry), ``runs:/<run_id>/<path>``
@@ -47,11 +62,25 @@ def is_mlflow_uri(uri: str) -> bool:
     return uri.startswith(MLFLOW_URI_SCHEMES)
 
 
-def default_tracking_uri(home: str | Path = DEFAULT_HOME) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else a local SQLite store under ``home`` (the demo default)."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
+@overload
+def resolve_tracking_uri(explicit: str | None = None, home: str | Path = DEFAULT_HOME) -> str: ...
+@overload
+def resolve_tracking_uri(explicit: str | None, home: None) -> str | None: ...
+def resolve_tracking_uri(explicit: str | None = None, home: str | Path | None = DEFAULT_HOME) -> str | None:
+    """The MLflow tracking URI to use: ``explicit``, else ``$MLFLOW_TRACKING_URI``, else the local SQLite
+    store ``sqlite:///<home>/mlflow.db`` (``home`` made absolute and created; default ``.isnetflow``).
+
+    An empty string counts as not given, for ``explicit`` and the variable alike (a pipeline parameter's
+    ``""`` means "the pods' ``MLFLOW_TRACKING_URI``"). ``home=None``: no local default, None when neither
+    is given (a command that tracks only when asked to, or needs a store only for an MLflow model URI).
+    """
+    if explicit:
+        return explicit
+    env = os.environ.get(ENV_VAR)
     if env:
         return env
+    if home is None:
+        return None
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{home / 'mlflow.db'}"
@@ -87,15 +116,17 @@ def get_or_create_experiment(
 def use_tracking(
     tracking_uri: str | None, experiment: str, *, artifact_root: str | Path | None = None
 ) -> str:
-    """Point mlflow at ``tracking_uri`` (default: :func:`default_tracking_uri`) and an experiment.
+    """Point mlflow at ``tracking_uri`` and an experiment, for the rest of the process.
 
-    For a local SQLite store the experiment's artifacts go to ``artifact_root`` (default: an
-    ``mlartifacts`` folder beside the database, :func:`sqlite_artifact_root`), so no artifact ever lands in
-    the working directory. Returns the experiment id.
+    The commands and tasks pass the URI they resolved (:func:`resolve_tracking_uri`); None (a library
+    caller that names no store) is resolved here the same way. For a local SQLite store the experiment's
+    artifacts go to ``artifact_root`` (default: an ``mlartifacts`` folder beside the database,
+    :func:`sqlite_artifact_root`), so no artifact ever lands in the working directory. Returns the
+    experiment id.
     """
     import mlflow
 
-    uri = tracking_uri or default_tracking_uri()
+    uri = resolve_tracking_uri(tracking_uri)
     mlflow.set_tracking_uri(uri)
     root = artifact_root if artifact_root is not None else sqlite_artifact_root(uri)
     exp_id = get_or_create_experiment(mlflow.MlflowClient(), experiment, artifact_root=root)
@@ -104,21 +135,27 @@ def use_tracking(
 
 
 @contextmanager
-def scoped_tracking(uri: str) -> Iterator[MlflowClient]:
+def scoped_tracking(uri: str | None) -> Iterator[MlflowClient]:
     """Point the fluent MLflow API (and a client) at ``uri`` for the block, then restore the previous
-    state. ``mlflow.set_tracking_uri`` also sets ``$MLFLOW_TRACKING_URI``; that is restored too. Unlike
-    :func:`use_tracking` it sets no active experiment: name one per run (``experiment_id=``)."""
+    state. ``mlflow.set_tracking_uri`` also sets ``$MLFLOW_TRACKING_URI``; that is restored too. None is
+    resolved as in :func:`use_tracking`.
+
+    Why both idioms: :func:`use_tracking` suits a stage that owns its process (a command, a KFP task) and
+    logs runs to one experiment; this one suits code that runs inside such a process and must not move
+    its tracking (the segmenter registered or loaded by the lung-mask task) or only reads the registry.
+    It sets no active experiment and creates none: name one per run (``experiment_id=``)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = resolve_tracking_uri(uri)
+    before = os.environ.get(ENV_VAR)
     mlflow.set_tracking_uri(uri)
     try:
         yield MlflowClient(tracking_uri=uri)
     finally:
         mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None unsets (MLflow 3 behaviour)
         if before is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
+            os.environ.pop(ENV_VAR, None)
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

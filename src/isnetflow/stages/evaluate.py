@@ -19,7 +19,8 @@ Outputs under ``out``::
     figures/counterfactual.png   background-swap examples
     predictions.csv        per evaluated image: key, site, split, label, score, predicted
 
-When a tracking server is in use (an MLflow model URI, ``tracking_uri``, or ``MLFLOW_TRACKING_URI``)
+When a tracking server is in use (``tracking_uri``, ``MLFLOW_TRACKING_URI``, or an MLflow model URI,
+which needs one: then the local default store of :func:`~isnetflow.registry.tracking.resolve_tracking_uri`)
 the same files and the headline metrics are logged to a new run tagged ``isnetflow.stage=evaluate``
 and ``isnetflow.evaluated_run_id=<training run>``, which is how ``isnetflow promote`` finds it.
 """
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from isnetflow.evaluation.report import flat_metrics, json_safe, render_html
 from isnetflow.names import EXPERIMENT
 from isnetflow.registry.lineage import log_manifest_input
 from isnetflow.registry.packaging import ModelLoadError, load_classifier
-from isnetflow.registry.tracking import is_mlflow_uri, use_tracking
+from isnetflow.registry.tracking import DEFAULT_HOME, is_mlflow_uri, resolve_tracking_uri, use_tracking
 from isnetflow.training.data import TrainData
 from isnetflow.training.splits import UNLISTED
 from isnetflow.validation.fingerprint import data_fingerprint
@@ -58,10 +58,6 @@ log = logging.getLogger(__name__)
 # EvaluateStageError is defined in isnetflow.evaluation.io (shared with the promote stage); it is the error
 # this stage raises, so it stays importable from here.
 __all__ = ["EvaluateStageError", "run"]
-
-
-def _tracking_wanted(model_uri: str, tracking_uri: str | None) -> bool:
-    return is_mlflow_uri(model_uri) or tracking_uri is not None or bool(os.environ.get("MLFLOW_TRACKING_URI"))
 
 
 def _gallery(res: EvaluationResult, data: TrainData, per_group: int, png: Path) -> Path | None:
@@ -147,14 +143,19 @@ def run(
     audit: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate ``model_uri`` on ``validated`` (+ ``masks``), write ``out/``, track; returns the payload."""
+    """Evaluate ``model_uri`` on ``validated`` (+ ``masks``), write ``out/``, track; returns the payload.
+
+    ``tracking_uri``: the store the command or task resolved; None: $MLFLOW_TRACKING_URI, else the local
+    store for an MLflow model URI, else no tracking (the same rule the commands apply at their edge).
+    """
     out = Path(out)
     validated = Path(validated)
     if not (validated / "manifest.csv").is_file():
         raise EvaluateStageError(f"{validated / 'manifest.csv'}: not found (run `isnetflow validate` first)")
-    track = _tracking_wanted(model_uri, tracking_uri)
+    store = resolve_tracking_uri(tracking_uri, DEFAULT_HOME if is_mlflow_uri(model_uri) else None)
+    track = store is not None
     if track:
-        use_tracking(tracking_uri, experiment)
+        use_tracking(store, experiment)
     try:
         loaded = load_classifier(model_uri, fallback=train_fallback)
     except ModelLoadError as exc:

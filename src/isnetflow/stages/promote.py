@@ -53,7 +53,7 @@ from isnetflow.registry.promotion import (
     registry_overview,
 )
 from isnetflow.registry.promotion import rollback as registry_rollback
-from isnetflow.registry.tracking import default_tracking_uri, use_tracking
+from isnetflow.registry.tracking import scoped_tracking, use_tracking
 from isnetflow.validation.manifest import manifest_sha256
 
 log = logging.getLogger(__name__)
@@ -386,27 +386,25 @@ def run(
 
 
 def rollback(policy: PromotionPolicy, *, tracking_uri: str | None = None) -> dict[str, Any]:
-    """Move ``champion`` back to ``previous-champion`` (see :func:`isnetflow.registry.promotion.rollback`)."""
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    """Move ``champion`` back to ``previous-champion`` (see :func:`isnetflow.registry.promotion.rollback`)
+    in the store ``tracking_uri`` (None: :func:`~isnetflow.registry.tracking.resolve_tracking_uri`'s)."""
     try:
-        return registry_rollback(
-            mlflow.MlflowClient(),
-            policy.registered_model,
-            lock_ttl=policy.lock_ttl_seconds,
-            lock_wait=policy.lock_wait_seconds,
-        )
+        with scoped_tracking(tracking_uri) as client:
+            return registry_rollback(
+                client,
+                policy.registered_model,
+                lock_ttl=policy.lock_ttl_seconds,
+                lock_wait=policy.lock_wait_seconds,
+            )
     except PromotionError as exc:
         raise PromoteStageError(str(exc)) from exc
 
 
 def show(*, tracking_uri: str | None = None, names: list[str] | None = None) -> list[dict[str, Any]]:
-    """Registered models, versions, aliases and gate results (see :func:`registry_overview`)."""
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    """Registered models, versions, aliases and gate results (see :func:`registry_overview`) in the store
+    ``tracking_uri`` (None: :func:`~isnetflow.registry.tracking.resolve_tracking_uri`'s)."""
     try:
-        return registry_overview(mlflow.MlflowClient(), names)
+        with scoped_tracking(tracking_uri) as client:
+            return registry_overview(client, names)
     except PromotionError as exc:
         raise PromoteStageError(str(exc)) from exc

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from isnetflow.names import RETRAIN_EXPERIMENT
 from isnetflow.registry.tracking import use_tracking
 from isnetflow.validation.fingerprint import data_fingerprint
 
@@ -52,8 +53,6 @@ __all__ = [
 FINGERPRINT_TAG = "lineage.data_fingerprint"
 #: Model-version tag holding :func:`recipe_digest` of the settings it was trained and gated with.
 RECIPE_TAG = "lineage.recipe_sha256"
-#: MLflow experiment of the data-check and candidate-outcome runs.
-RETRAIN_EXPERIMENT = "isnetflow-retraining"
 #: Settings sections that never shape the model (the synthetic generator is not a pipeline input).
 _NOT_RECIPE_SECTIONS = frozenset({"synth"})
 #: Setting names that only change how fast or where work runs, at any depth.

@@ -5,8 +5,10 @@ MLflow model ``lung-segmenter`` (loading one back, from a path or MLflow, is
 This is the layer that does I/O and MLflow tracking; the numerical work lives in
 :mod:`isnetflow.masks`.
 
-Tracking URI: ``cfg.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<out>/mlflow.db``
-with artifacts in ``<out>/mlartifacts``. For sqlite stores the experiment's artifact location is always
+Tracking URI of a training: ``cfg.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else
+``sqlite:///<out>/mlflow.db`` with artifacts in ``<out>/mlartifacts``
+(:func:`~isnetflow.registry.tracking.resolve_tracking_uri` with ``out`` as the home; the command resolves
+it and passes it down). For sqlite stores the experiment's artifact location is always
 put next to the database file, never in the current directory.
 """
 
@@ -42,8 +44,8 @@ from isnetflow.masks.metrics import dice
 from isnetflow.masks.network import resolve_spec_path
 from isnetflow.names import SEGMENTER_MODEL
 from isnetflow.registry.tracking import (
-    default_tracking_uri,
     get_or_create_experiment,
+    resolve_tracking_uri,
     scoped_tracking,
     sqlite_artifact_root,
 )
@@ -54,7 +56,6 @@ __all__ = [
     "REGISTERED_MODEL",
     "LungSegmenterModel",
     "register_shipped",
-    "resolve_tracking_uri",
     "train",
 ]
 
@@ -66,18 +67,6 @@ _EXPERIMENT = SEGMENTER_MODEL
 # --------------------------------------------------------------------------------------------------
 # MLflow plumbing
 # --------------------------------------------------------------------------------------------------
-
-
-def resolve_tracking_uri(uri: str | None, out: str | Path | None = None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else a sqlite store under ``out`` (required then)."""
-    if uri:
-        return uri
-    if out is None:
-        env = os.environ.get("MLFLOW_TRACKING_URI")
-        if not env:
-            raise ValueError("no MLflow tracking URI: pass one or set MLFLOW_TRACKING_URI")
-        return env
-    return default_tracking_uri(out)
 
 
 def _experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
@@ -270,19 +259,23 @@ def train(
     manifest: str | Path | None = None,
     command: str | None = None,
     progress: bool = True,
+    tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     """Train a lung segmenter on image/mask pairs (+ synthetic phantoms), evaluate it, write it to ``out``.
 
     Writes ``lung_segmenter.pt`` + ``.json``, ``MODEL_CARD.md``, ``evaluation.json``, ``history.csv``,
     ``split.csv`` and ``validation_overlays.png``, and logs params, per-epoch metrics, these files and a
     pyfunc model to MLflow (registered as ``cfg.registered_model`` when set). Returns a summary dict.
+
+    ``tracking_uri``: the store the command resolved; None: ``cfg.tracking_uri``, else
+    ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<out>/mlflow.db``.
     """
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    tracking_uri = resolve_tracking_uri(cfg.tracking_uri, out)
+    tracking_uri = tracking_uri or resolve_tracking_uri(cfg.tracking_uri, out)
 
     pairs = find_pairs(images, masks, manifest)
     train_recs, val_recs = grouped_split(pairs, cfg.val_fraction, cfg.seed)
