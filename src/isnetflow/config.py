@@ -557,8 +557,12 @@ class AugmentConfig(StrictModel):
     noise_std: float = Field(0.015, ge=0.0, le=0.2)
 
 
+TEACHER_EPOCH_SHARE = 0.4
+"""Default length of the lungs-only teacher, as a share of ``train.epochs``."""
+
+
 class DistillConfig(StrictModel):
-    """Distillation from a lungs-only teacher (issue 25 candidate; off by default).
+    """Distillation from a lungs-only teacher (off by default: ``teacher_epochs: 0``).
 
     Before the ISNet trains, a teacher of the same network trains ``teacher_epochs`` of cross-entropy on
     lung-masked images (the lungs-only reference, which learns a subtle disease fast). The ISNet then
@@ -568,9 +572,26 @@ class DistillConfig(StrictModel):
     The masks are needed only at training time, like the relevance loss's.
     """
 
-    teacher_epochs: int = Field(0, ge=0, description="epochs of the lungs-only teacher; 0: no distillation")
+    teacher_epochs: int | None = Field(
+        0,
+        ge=0,
+        description="epochs of the lungs-only teacher; 0 (default): no distillation; None: 40 % of "
+        "`train.epochs`, at least 1 (16 of the default 40)",
+    )
     weight: float = Field(1.0, ge=0.0, description="weight of the feature-distillation part")
     init_from_teacher: bool = Field(True, description="start the ISNet from the teacher's weights")
+    target: Literal["features", "logits"] = Field(
+        "features",
+        description="what the student matches: the features the classifier head reads ('features') or the "
+        "teacher's class probabilities at `temperature` ('logits', Kullback-Leibler)",
+    )
+    temperature: float = Field(2.0, gt=0.0, description="softmax temperature of the 'logits' target")
+
+    def epochs_for(self, train_epochs: int) -> int:
+        """The teacher's epochs for an ISNet of ``train_epochs`` epochs (0: distillation off)."""
+        if self.teacher_epochs is not None:
+            return self.teacher_epochs
+        return max(1, round(TEACHER_EPOCH_SHARE * train_epochs))
 
 
 class TrainConfig(StrictModel):

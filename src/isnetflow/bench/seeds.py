@@ -85,6 +85,7 @@ AUTHORS_RECIPE: Mapping[str, Any] = {
     "warmup_restart": True,
     "isnet_swap_fraction": 0.0,
     "heatmap": {"grad_balance": None, "C1": None, "C2": None, "d": 0.9},
+    "distill": {"teacher_epochs": 0},
 }
 """The authors' recipe in this project's terms: each entry undoes one documented deviation
 (docs/training.md)."""

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["Distiller", "head_features"]
@@ -42,19 +43,37 @@ def head_features(model: nn.Module) -> Iterator[list[Tensor]]:
 
 
 class Distiller:
-    """The distillation part of a batch against a frozen lungs-only ``teacher``."""
+    """The distillation part of a batch against a frozen lungs-only ``teacher``.
 
-    def __init__(self, teacher: nn.Module, weight: float) -> None:
+    ``target``: "features" (the features the head reads) or "logits" (the teacher's class probabilities at
+    ``temperature``, Kullback-Leibler).
+    """
+
+    def __init__(
+        self, teacher: nn.Module, weight: float, target: str = "features", temperature: float = 2.0
+    ) -> None:
         """Freeze ``teacher`` (eval mode, no gradients); ``weight`` scales the part."""
+        if target not in ("features", "logits"):
+            raise ValueError(f"unknown distillation target {target!r}; choose 'features' or 'logits'")
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        self.weight = weight
+        self.weight, self.target, self.temperature = weight, target, temperature
 
-    def part(self, student_features: Tensor, x: Tensor, m: Tensor) -> Tensor:
-        """``weight * mean((f - f_t)^2) / mean(f_t^2)`` with ``f_t`` the teacher's features of ``x * m``."""
+    def part(self, student_features: Tensor, student_logits: Tensor, x: Tensor, m: Tensor) -> Tensor:
+        """The weighted part for the student's ``student_features`` / ``student_logits`` of ``x`` against
+        the teacher's of ``x * m`` (module docstring)."""
         with torch.no_grad(), head_features(self.teacher) as captured:
-            self.teacher(x * m)
+            teacher_logits = self.teacher(x * m)
+        if self.target == "logits":
+            t = self.temperature
+            kl = F.kl_div(
+                F.log_softmax(student_logits.float() / t, dim=1),
+                F.log_softmax(teacher_logits.detach().float() / t, dim=1),
+                log_target=True,
+                reduction="batchmean",
+            )
+            return self.weight * t * t * kl
         target = captured[-1].detach().float()
         diff = student_features.float() - target
         return self.weight * diff.pow(2).mean() / target.pow(2).mean().clamp_min(1e-12)

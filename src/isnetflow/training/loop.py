@@ -294,11 +294,12 @@ def train_teacher(
     cfg: TrainConfig, data: TrainData, device: torch.device, *, progress: bool, ctx: DistContext = SINGLE
 ) -> nn.Module:
     """The lungs-only teacher of ``train.distill``: the same network, cross-entropy on lung-masked images
-    for ``distill.teacher_epochs`` epochs, selected by validation AUC (no checkpoints: a resumed run trains
-    it again, to the same weights on CPU)."""
+    for ``distill.epochs_for(cfg.epochs)`` epochs, selected by validation AUC (no checkpoints: a resumed run
+    trains it again, to the same weights on CPU)."""
     teacher_cfg = cfg.model_copy(
         update={
-            "mode": "standard", "epochs": cfg.distill.teacher_epochs, "distill": DistillConfig(),
+            "mode": "standard", "epochs": cfg.distill.epochs_for(cfg.epochs),
+            "distill": DistillConfig(teacher_epochs=0),
             "checkpoint_dir": None, "patience": None, "audit_samples": 0,
         }
     )  # fmt: skip
@@ -346,9 +347,9 @@ def _train(
     # bf16 autocast only for cross-entropy-only steps (also the ISNet warm-up); the LRP pass is float32
     amp = device.type == "cuda" and cfg.amp in ("auto", "bf16")
     distiller = None
-    if cfg.mode == "isnet" and cfg.distill.teacher_epochs > 0:
+    if cfg.mode == "isnet" and cfg.distill.epochs_for(cfg.epochs) > 0:
         teacher = train_teacher(cfg, data, device, progress=progress, ctx=ctx)
-        distiller = Distiller(teacher, cfg.distill.weight)
+        distiller = Distiller(teacher, cfg.distill.weight, cfg.distill.target, cfg.distill.temperature)
         if cfg.distill.init_from_teacher:
             model.load_state_dict(teacher.state_dict())
     standard = StandardStep(model, ctx, class_weight, amp, device, distiller)

@@ -75,7 +75,7 @@ class StandardStep:
         values: dict[str, float] = {}
         loss = ce
         if self.distiller is not None:
-            distillation = self.distiller.part(features[-1], x, m)
+            distillation = self.distiller.part(features[-1], logits, x, m)
             loss = ce + distillation
             values["distillation"] = float(distillation.detach())
         if not torch.isfinite(loss):
@@ -139,7 +139,7 @@ class ISNetStep:
             extra = None
             if distiller is not None:
                 features = stack.enter_context(head_features(self.standard.model))
-                extra = lambda _out: {"distillation": distiller.part(features[-1], x, m)}  # noqa: E731
+                extra = lambda out: {"distillation": distiller.part(features[-1], out.logits, x, m)}  # noqa: E731
             out, diagnostics = isnet_step(
                 self.standard.model, x, y, m, config,
                 generator=self.streams.generator("heatmap_classes", global_step),

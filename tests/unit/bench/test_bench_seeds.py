@@ -126,6 +126,8 @@ def test_the_arms_derive_from_the_recipe() -> None:
     assert (authors.warmup_inputs, authors.warmup_restart, authors.isnet_swap_fraction) == ("raw", True, 0.0)
     hm = authors.heatmap
     assert (hm.grad_balance, hm.C1, hm.C2, hm.d) == (None, None, None, 0.9)
+    assert authors.distill.epochs_for(authors.epochs) == 0  # the paper's ISNet has no teacher
+    assert swap.distill == recipe.distill  # swapping arm: the recipe's teacher, no relevance loss
     assert hm.P == 0.6 and authors.epochs == 7  # everything else is the recipe's
     assert ARMS["masked"].masked_inputs and ARMS["standard"].train_config(recipe).mode == "standard"
     assert set(MODELS) <= set(ARMS)

@@ -52,11 +52,11 @@ def test_the_part_is_zero_for_the_teacher_on_lungs_only_inputs_and_trains_only_t
     x, m = torch.rand(4, 1, 16, 16), torch.zeros(4, 1, 16, 16)
     m[:, :, 4:12, 4:12] = 1
     with head_features(student) as f:
-        student(x * m)
-    assert float(distiller.part(f[-1], x * m, m)) == pytest.approx(0.0, abs=1e-10)  # nothing but lungs
+        logits = student(x * m)  # nothing but lungs
+    assert float(distiller.part(f[-1], logits, x * m, m)) == pytest.approx(0.0, abs=1e-10)
     with head_features(student) as f:
-        student(x)  # the background is there: the student's features differ from the teacher's
-    part = distiller.part(f[-1], x, m)
+        logits = student(x)  # the background is there: the student's features differ from the teacher's
+    part = distiller.part(f[-1], logits, x, m)
     assert float(part) > 0
     part.backward()
     head = [m for m in student.modules() if isinstance(m, nn.Linear)][-1]
@@ -117,6 +117,39 @@ def test_an_isnet_with_distillation_trains_its_teacher_first_and_reports_the_par
     assert teacher_cfg.epochs == 2 and teacher_cfg.distill.teacher_epochs == 0
     assert torch.equal(seen, data.images * data.masks)  # the teacher sees the lungs only
     assert all("train_distillation" in h and h["train_distillation"] >= 0 for h in result.history)
-    plain = train(cfg.model_copy(update={"distill": DistillConfig()}), data, progress=False)
+    plain = train(cfg.model_copy(update={"distill": DistillConfig(teacher_epochs=0)}), data, progress=False)
     assert "train_distillation" not in plain.history[-1]
-    assert TrainConfig().distill.teacher_epochs == 0  # off by default
+
+
+def test_the_teacher_length_none_is_40_percent_of_the_epochs_and_0_turns_it_off() -> None:
+    assert TrainConfig().distill.epochs_for(TrainConfig().epochs) == 0  # off by default
+    assert DistillConfig(teacher_epochs=None).epochs_for(40) == 16
+    assert (
+        DistillConfig(teacher_epochs=None).epochs_for(3) == 1
+    )  # never 0 by rounding: that would turn it off
+    assert DistillConfig(teacher_epochs=0).epochs_for(40) == 0
+    assert DistillConfig(teacher_epochs=7).epochs_for(40) == 7
+
+
+def test_the_logits_target_is_the_tempered_kl_to_the_teacher_and_zero_on_its_own_inputs() -> None:
+    torch.manual_seed(0)
+    teacher = build_model("cnn-small", 2)
+    student = build_model("cnn-small", 2)
+    student.load_state_dict(teacher.state_dict())
+    student.eval()
+    distiller = Distiller(teacher, weight=0.5, target="logits", temperature=3.0)
+    x, m = torch.rand(4, 1, 16, 16), torch.zeros(4, 1, 16, 16)
+    m[:, :, 4:12, 4:12] = 1
+    with head_features(student) as f:
+        logits = student(x * m)
+    assert float(distiller.part(f[-1], logits, x * m, m)) == pytest.approx(0.0, abs=1e-7)
+    with head_features(student) as f:
+        logits = student(x)
+    part = distiller.part(f[-1], logits, x, m)
+    with torch.no_grad():
+        p_t = torch.softmax(teacher(x * m) / 3.0, 1)
+    p_s = torch.softmax(logits.detach() / 3.0, 1)
+    expected = 0.5 * 9.0 * float((p_t * (p_t.log() - p_s.log())).sum(1).mean())
+    assert float(part) == pytest.approx(expected, rel=1e-4) and float(part) > 0
+    with pytest.raises(ValueError, match="unknown distillation target"):
+        Distiller(teacher, 1.0, target="pixels")
