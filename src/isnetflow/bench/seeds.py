@@ -41,6 +41,7 @@ import numpy as np
 
 from isnetflow.config import Settings, TrainConfig
 from isnetflow.evaluation import keys
+from isnetflow.names import BENCH_SEEDS_EXPERIMENT
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +331,7 @@ def seed_study(
     labels_uri: str = "",
     external_sites: Sequence[str] = (),
     tracking_uri: str | None = None,
-    experiment: str = "isnetflow-bench-seeds",
+    experiment: str = BENCH_SEEDS_EXPERIMENT,
     models: Sequence[str] = MODELS,
     cohort_dir: str | Path | None = None,
     progress: bool = True,

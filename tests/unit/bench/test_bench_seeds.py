@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from isnetflow.bench.seeds import parse_seeds
 from isnetflow.cli import app
+from isnetflow.names import BENCH_SEEDS_EXPERIMENT
 
 METRICS = {"internal_auc", "external_auc", "min_site_auc", "background_share", "flip_rate", "gates_passed"}
 
@@ -75,7 +76,7 @@ def test_bench_seeds_json_shape_and_mlflow(tmp_path: Path, shared: Path) -> None
     assert json.loads((shared / "w" / "cohort" / "cohort.json").read_text())["key"]
 
     client = mlflow.MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("isnetflow-bench-seeds").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name(BENCH_SEEDS_EXPERIMENT).experiment_id])
     parent = [r for r in runs if r.info.run_id == out["mlflow_run_id"]]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == out["mlflow_run_id"]]
     assert parent and len(children) == 6
@@ -109,7 +110,7 @@ def test_bench_seeds_jobs_match_serial(tmp_path: Path, shared: Path) -> None:
             k: v for k, v in b["standard"].items() if k not in drop
         }
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/b.db")
-    runs = client.search_runs([client.get_experiment_by_name("isnetflow-bench-seeds").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name(BENCH_SEEDS_EXPERIMENT).experiment_id])
     assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == parallel["mlflow_run_id"]]) == 2
 
 
