@@ -562,28 +562,29 @@ TEACHER_EPOCH_SHARE = 0.4
 
 
 class DistillConfig(StrictModel):
-    """Distillation from a lungs-only teacher (off by default: ``teacher_epochs: 0``).
+    """Distillation from a lungs-only teacher (on by default; ``teacher_epochs: 0`` turns it off).
 
     Before the ISNet trains, a teacher of the same network trains ``teacher_epochs`` of cross-entropy on
     lung-masked images (the lungs-only reference, which learns a subtle disease fast). The ISNet then
-    starts from the teacher's weights (``init_from_teacher``) and every step adds the part
-    ``weight * |f(x) - f_teacher(x * mask)|^2 / |f_teacher|^2``, ``f`` the features the classifier head
-    reads: the network must compute from the whole image what the teacher computes from the lungs alone.
-    The masks are needed only at training time, like the relevance loss's.
+    starts from the teacher's weights (``init_from_teacher``) and every step adds the classifier part
+    ``distillation``: the network must predict from the whole image (or the background-swapped composite)
+    what the teacher predicts from the lungs alone (``target: logits``, ``weight * T^2 * KL(p_teacher^T ||
+    p^T)``), or compute the same head features (``target: features``). The masks are needed only at
+    training time, like the relevance loss's.
     """
 
     teacher_epochs: int | None = Field(
-        0,
+        None,
         ge=0,
-        description="epochs of the lungs-only teacher; 0 (default): no distillation; None: 40 % of "
-        "`train.epochs`, at least 1 (16 of the default 40)",
+        description="epochs of the lungs-only teacher; None (default): 40 % of `train.epochs`, at least 1 "
+        "(16 of the default 40); 0: no distillation (the authors' ISNet)",
     )
-    weight: float = Field(1.0, ge=0.0, description="weight of the feature-distillation part")
+    weight: float = Field(1.0, ge=0.0, description="weight of the distillation part")
     init_from_teacher: bool = Field(True, description="start the ISNet from the teacher's weights")
     target: Literal["features", "logits"] = Field(
-        "features",
-        description="what the student matches: the features the classifier head reads ('features') or the "
-        "teacher's class probabilities at `temperature` ('logits', Kullback-Leibler)",
+        "logits",
+        description="what the student matches: the teacher's class probabilities at `temperature` ('logits', "
+        "Kullback-Leibler; default) or the features the classifier head reads ('features')",
     )
     temperature: float = Field(2.0, gt=0.0, description="softmax temperature of the 'logits' target")
 

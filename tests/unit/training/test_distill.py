@@ -121,8 +121,9 @@ def test_an_isnet_with_distillation_trains_its_teacher_first_and_reports_the_par
     assert "train_distillation" not in plain.history[-1]
 
 
-def test_the_teacher_length_none_is_40_percent_of_the_epochs_and_0_turns_it_off() -> None:
-    assert TrainConfig().distill.epochs_for(TrainConfig().epochs) == 0  # off by default
+def test_the_teacher_is_on_by_default_for_40_percent_of_the_epochs_and_0_turns_it_off() -> None:
+    assert TrainConfig().distill.epochs_for(TrainConfig().epochs) == 16  # on by default
+    assert TrainConfig().distill.target == "logits"
     assert DistillConfig(teacher_epochs=None).epochs_for(40) == 16
     assert (
         DistillConfig(teacher_epochs=None).epochs_for(3) == 1

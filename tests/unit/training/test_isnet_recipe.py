@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from isnetflow.config import HeatmapLossConfig, TrainConfig
+from isnetflow.config import DistillConfig, HeatmapLossConfig, TrainConfig
 from isnetflow.isnet import (
     ISNetLossConfig,
     ISNetOutput,
@@ -62,8 +62,9 @@ def test_the_loop_optimizes_isnet_loss_exactly() -> None:
     counts = torch.bincount(torch.tensor([0] * 5 + [1] * 11), minlength=2).float()
     data.labels[:16] = torch.tensor([0] * 5 + [1] * 11)  # imbalanced: the class weights matter
     # raw batches, so the batch can be rebuilt here; which images the steps see is tested separately
-    # (test_isnet_steps_see_background_swapped_images)
-    cfg = _cfg(isnet_swap_fraction=0.0)
+    # (test_isnet_steps_see_background_swapped_images); no teacher, whose part and weights are tested apart
+    # (test_distill.py)
+    cfg = _cfg(isnet_swap_fraction=0.0, distill=DistillConfig(teacher_epochs=0))
     result = train(cfg, data, progress=False)
     # rebuild the first (only) step: same initial weights, same batch order, no augmentation
     torch.manual_seed(cfg.seed)
