@@ -126,7 +126,7 @@ def test_the_check_sees_each_way(tmp_path: Path) -> None:
 
 
 class _Stop(Exception):
-    pass
+    """Raised by the stubbed stage: the command got as far as calling it."""
 
 
 def _capture(monkeypatch: pytest.MonkeyPatch, target: str, key: str = "tracking_uri") -> dict[str, Any]:

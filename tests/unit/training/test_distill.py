@@ -41,12 +41,17 @@ def test_head_features_are_what_the_classifier_reads() -> None:
     assert len(captured) == 1  # the hook is gone after the block
 
 
-def test_the_part_is_zero_for_the_teacher_on_lungs_only_inputs_and_trains_only_the_student() -> None:
+def _teacher_and_copy() -> tuple[nn.Module, nn.Module]:
+    """A seeded ``cnn-small`` teacher and a student with its weights, in eval mode."""
     torch.manual_seed(0)
     teacher = build_model("cnn-small", 2)
     student = build_model("cnn-small", 2)
     student.load_state_dict(teacher.state_dict())
-    student.eval()
+    return teacher, student.eval()
+
+
+def test_the_part_is_zero_for_the_teacher_on_lungs_only_inputs_and_trains_only_the_student() -> None:
+    teacher, student = _teacher_and_copy()
     distiller = Distiller(teacher, weight=2.0)
     assert not any(p.requires_grad for p in teacher.parameters())
     x, m = torch.rand(4, 1, 16, 16), torch.zeros(4, 1, 16, 16)
@@ -133,11 +138,7 @@ def test_the_teacher_is_on_by_default_for_40_percent_of_the_epochs_and_0_turns_i
 
 
 def test_the_logits_target_is_the_tempered_kl_to_the_teacher_and_zero_on_its_own_inputs() -> None:
-    torch.manual_seed(0)
-    teacher = build_model("cnn-small", 2)
-    student = build_model("cnn-small", 2)
-    student.load_state_dict(teacher.state_dict())
-    student.eval()
+    teacher, student = _teacher_and_copy()
     distiller = Distiller(teacher, weight=0.5, target="logits", temperature=3.0)
     x, m = torch.rand(4, 1, 16, 16), torch.zeros(4, 1, 16, 16)
     m[:, :, 4:12, 4:12] = 1
