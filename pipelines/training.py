@@ -31,6 +31,14 @@ from typing import Any
 from kfp import dsl, kubernetes
 from kfp.dsl import PipelineTask
 
+from isnetflow.cluster.names import (
+    CONFIG_MAP,
+    MLFLOW_CLIENT_LABEL,
+    MLFLOW_SECRET,
+    S3_CLIENT_LABEL,
+    S3_SECRET,
+    WORKLOAD_ACCOUNT,
+)
 from isnetflow.config import Settings
 from isnetflow_kfp.components.data_check import data_changed
 from isnetflow_kfp.components.evaluate import evaluate_model
@@ -44,22 +52,17 @@ from isnetflow_kfp.components.train_distributed import train_model_distributed
 PIPELINE_NAME = "isnetflow-training"
 DEFAULT_SETTINGS_JSON = Settings().model_dump_json()
 
-#: Kubernetes objects the tasks read (k8s/ creates them under these names).
-S3_SECRET = "isnetflow-s3-credentials"
+#: the keys the tasks read from the Secrets and the ConfigMap of k8s/ (names: isnetflow.cluster.names)
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
-MLFLOW_SECRET = "isnetflow-mlflow-credentials"
 MLFLOW_SECRET_KEYS = {
     "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
     "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD",
 }
-CONFIG_MAP = "isnetflow-config"
 CONFIG_MAP_KEYS = {
     k: k for k in ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
 }
 GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
 GPU_TAINT_KEY = "nvidia.com/gpu"
-#: the service account of the distributed training's pods: token-less, they never call the API
-TRAINING_POD_ACCOUNT = "isnetflow-workload"
 #: what a TrainJob's pods get (components/train_distributed.py): the same endpoints (copied from the
 #: launching task's ConfigMap variables) and Secrets as a single-pod training, the label that lets them
 #: reach MLflow (k8s/base/networkpolicies.yaml), GPU nodes
@@ -69,8 +72,8 @@ CLUSTER_JSON = json.dumps(
         "secret_env": {k: [S3_SECRET, v] for k, v in S3_SECRET_KEYS.items()}
         | {k: [MLFLOW_SECRET, v] for k, v in MLFLOW_SECRET_KEYS.items()},
         # MLflow's policy admits its clients; MinIO's (the dev overlay) its S3 clients: the pods read S3
-        "pod_labels": {"isnetflow.io/mlflow-client": "true", "isnetflow.io/s3-client": "true"},
-        "service_account": TRAINING_POD_ACCOUNT,
+        "pod_labels": {MLFLOW_CLIENT_LABEL: "true", S3_CLIENT_LABEL: "true"},
+        "service_account": WORKLOAD_ACCOUNT,
         "node_selector": dict([GPU_NODE_LABEL]),
         "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
     },

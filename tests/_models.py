@@ -7,7 +7,8 @@ import torch
 
 from isnetflow.config import ValidateConfig
 from isnetflow.nets import build_model
-from isnetflow.registry.packaging import ModelFacts, log_pyfunc
+from isnetflow.registry.classifier import log_pyfunc
+from isnetflow.serving.model import ModelFacts
 
 CLASSES = ["normal", "covid"]
 

@@ -1,13 +1,12 @@
-"""Every name the project gives to things outside it: MLflow experiments and registered models, the
-Kubeflow experiment, Kubernetes namespace and labels. One home, so a rename is one edit."""
+"""Every name the project gives to things outside it, Kubernetes objects aside: MLflow experiments and
+registered models, the Kubeflow experiment. One home, so a rename is one edit; the Kubernetes names
+(namespace, labels, service accounts, Secrets) have theirs, :mod:`isnetflow.cluster.names`."""
 
 from __future__ import annotations
 
 __all__ = [
     "BENCH_SEEDS_EXPERIMENT",
     "EXPERIMENT",
-    "NAMESPACE",
-    "PART_OF",
     "REGISTERED_MODEL",
     "RETRAIN_EXPERIMENT",
     "SEGMENTER_MODEL",
@@ -23,7 +22,3 @@ BENCH_SEEDS_EXPERIMENT = "isnetflow-bench-seeds"
 REGISTERED_MODEL = "cxr-isnet"
 #: The lung segmenter's registered model and its training experiment.
 SEGMENTER_MODEL = "lung-segmenter"
-#: Default Kubernetes namespace of the InferenceService and the training jobs.
-NAMESPACE = "isnetflow"
-#: ``app.kubernetes.io/part-of`` of every Kubernetes object the project creates.
-PART_OF = "isnetflow"

@@ -11,13 +11,8 @@ import pytest
 import yaml
 
 from isnetflow import __version__
-from isnetflow.training.trainjob import (
-    MLFLOW_CLIENT_LABEL,
-    S3_CLIENT_LABEL,
-    TRAINING_POD_LABEL,
-    trainjob_manifest,
-    trainjob_name,
-)
+from isnetflow.cluster.names import MLFLOW_CLIENT_LABEL, S3_CLIENT_LABEL, TRAINING_POD_LABEL
+from isnetflow.cluster.trainjob import trainjob_manifest, trainjob_name
 from tests.deploy.manifests import (
     K8S,
     LONG_RUNNING_KINDS,
@@ -49,7 +44,7 @@ TRACKING_URI = "http://mlflow.isnetflow.svc.cluster.local:5000"
 PROJECT_IMAGE = f"ghcr.io/isnetflow/isnetflow:{__version__}"
 CREDENTIAL_ENV = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|TOKEN")
 FORBIDDEN_VERBS = {"list", "watch", "delete", "deletecollection", "escalate", "bind", "impersonate"}
-#: The one exception: the TrainJob launcher (isnetflow.training.trainjob) watches the TrainJob it submitted
+#: The one exception: the TrainJob launcher (isnetflow.cluster.trainjob) watches the TrainJob it submitted
 #: (a watch with fieldSelector=metadata.name=..., which the API server authorizes as "watch" alone).
 ALLOWED_WATCH = {("trainer.kubeflow.org", "trainjobs")}
 #: Secrets the pipeline pods get as env vars only (kubelet), never through the API.
@@ -385,7 +380,7 @@ def test_network_policies(overlay: Overlay) -> None:
 
 
 def training_pod(name: str, **pod_labels: str) -> Pod:
-    """A pod of TrainJob ``name`` as isnetflow.training.trainjob labels it (its runtime patch)."""
+    """A pod of TrainJob ``name`` as isnetflow.cluster.trainjob labels it (its runtime patch)."""
     doc = trainjob_manifest(name, namespace=NAMESPACE, image=PROJECT_IMAGE, args=[], pod_labels=pod_labels)
     (job,) = doc["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
     # plus what JobSet puts on every pod of the TrainJob (no policy selects by it)

@@ -16,12 +16,8 @@ import pytest
 import yaml
 
 from isnetflow import __version__
-from isnetflow.registry.kserve import (
-    RUNTIME,
-    SERVICE_ACCOUNT,
-    ModelLocation,
-    inference_service,
-)
+from isnetflow.cluster.kserve import ModelLocation, inference_service
+from isnetflow.cluster.names import PREDICTOR_ACCOUNT, SERVING_RUNTIME
 from tests.deploy.manifests import (
     ALLOWED_K8S_SKIPS,
     K8S_VERSION,
@@ -58,20 +54,20 @@ def isvc() -> Manifest:
 
 @pytest.fixture(scope="module")
 def runtime(rendered: dict[str, list[Manifest]]) -> Manifest:
-    return one(rendered["serving"], "ServingRuntime", RUNTIME)
+    return one(rendered["serving"], "ServingRuntime", SERVING_RUNTIME)
 
 
 def test_serving_renders_into_the_namespace(rendered: dict[str, list[Manifest]]) -> None:
     docs = rendered["serving"]
     assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == [
         ("NetworkPolicy", "cxr-predictor"),
-        ("ServiceAccount", SERVICE_ACCOUNT),
-        ("ServingRuntime", RUNTIME),
+        ("ServiceAccount", PREDICTOR_ACCOUNT),
+        ("ServingRuntime", SERVING_RUNTIME),
     ]
     for doc in docs:
         assert doc["metadata"]["namespace"] == NAMESPACE
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "isnetflow"
-    (container,) = one(docs, "ServingRuntime", RUNTIME)["spec"]["containers"]
+    (container,) = one(docs, "ServingRuntime", SERVING_RUNTIME)["spec"]["containers"]
     assert container["image"] == PROJECT_IMAGE  # kustomize's images transformer reached the runtime
 
 
@@ -117,7 +113,7 @@ def test_kubernetes_kinds_validate_strictly(rendered: dict[str, list[Manifest]])
 
 def test_the_inference_service_uses_this_runtime(runtime: Manifest, isvc: Manifest) -> None:
     model = isvc["spec"]["predictor"]["model"]
-    assert model["runtime"] == RUNTIME and model["protocolVersion"] == "v2"
+    assert model["runtime"] == SERVING_RUNTIME and model["protocolVersion"] == "v2"
     assert model["storageUri"] == STORAGE
     formats = {(f["name"], f["version"]) for f in runtime["spec"]["supportedModelFormats"]}
     assert (model["modelFormat"]["name"], model["modelFormat"]["version"]) in formats
@@ -212,6 +208,6 @@ def test_only_labelled_clients_reach_the_predictor(
 
 
 def test_the_service_account_has_no_token_and_the_s3_secret(rendered: dict[str, list[Manifest]]) -> None:
-    sa = one(rendered["serving"], "ServiceAccount", SERVICE_ACCOUNT)
+    sa = one(rendered["serving"], "ServiceAccount", PREDICTOR_ACCOUNT)
     assert sa["automountServiceAccountToken"] is False
     assert sa["secrets"] == [{"name": "isnetflow-s3-credentials"}]

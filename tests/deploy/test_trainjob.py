@@ -1,4 +1,4 @@
-"""The Kubeflow Trainer TrainJob that ``isnetflow.training.trainjob`` submits, checked offline.
+"""The Kubeflow Trainer TrainJob that ``isnetflow.cluster.trainjob`` submits, checked offline.
 
 Against the vendored TrainJob CRD schema (strict, as the API server's field validation), against the
 runtime it runs on (the vendored ``torch-distributed`` ClusterTrainingRuntime of the same Trainer
@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from isnetflow import __version__
-from isnetflow.training.trainjob import (
+from isnetflow.cluster.names import TRAINING_POD_LABEL, TRAINJOB_LABEL
+from isnetflow.cluster.trainjob import (
     API_VERSION,
     COMMAND,
     GROUP,
@@ -33,8 +34,6 @@ from isnetflow.training.trainjob import (
     RUN_AS_GROUP,
     RUN_AS_USER,
     TRAINER_JOB,
-    TRAINING_POD_LABEL,
-    TRAINJOB_LABEL,
     trainjob_manifest,
     trainjob_name,
 )

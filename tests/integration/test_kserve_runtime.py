@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import yaml
 
-from isnetflow.registry.packaging import EXPLAIN_PARAM, HEATMAP
+from isnetflow.serving.model import EXPLAIN_PARAM, HEATMAP
 from tests import _ports
 from tests._models import CLASSES, register_small_classifier
 from tests._ports import free_port, on_free_port
@@ -116,7 +116,7 @@ def test_the_runtime_class_is_isnetflows(server: Server) -> None:
     """The manifest's class is the one serving (its 400s are tested below), and the metadata is V2's."""
     assert runtime_container()["env"][0] == {
         "name": "MLSERVER_MODEL_IMPLEMENTATION",
-        "value": "isnetflow.registry.mlserver_runtime.CXRMLflowRuntime",
+        "value": "isnetflow.serving.mlserver_runtime.CXRMLflowRuntime",
     }
     with urllib.request.urlopen(f"{server.url}/v2/models/{NAME}", timeout=10) as r:
         meta = json.loads(r.read())

@@ -1,7 +1,7 @@
 """REST serving for real: ``mlflow models serve -m models:/<name>@champion`` on 127.0.0.1.
 
 The test fills its own registry (the session's SQLite store): a small classifier packaged with
-:func:`isnetflow.registry.packaging.log_pyfunc`, registered and aliased ``champion``. The server runs
+:func:`isnetflow.registry.classifier.log_pyfunc`, registered and aliased ``champion``. The server runs
 with ``--env-manager local`` (it starts uvicorn from ``PATH``, so the venv's ``bin`` goes first) on a
 port the OS picked; a port taken in the meantime is retried. Predictions over HTTP must equal pyfunc's,
 malformed payloads get a 4xx naming the problem, and the server is stopped at the end.
@@ -21,7 +21,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from isnetflow.registry.packaging import EXPLAIN_PARAM, HEATMAP
+from isnetflow.serving.model import EXPLAIN_PARAM, HEATMAP
 from tests import _ports
 from tests._models import CLASSES, register_small_classifier
 from tests._ports import on_free_port

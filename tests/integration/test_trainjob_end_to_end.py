@@ -27,8 +27,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from kubernetes import client
 
+from isnetflow.cluster.trainjob import TrainJobFailed
 from isnetflow.config import EvaluateConfig, Settings, TrainConfig
-from isnetflow.training.trainjob import TrainJobFailed
 from tests._ports import JSONHandler, free_port, serve_http
 
 pytestmark = pytest.mark.integration

@@ -26,7 +26,7 @@ import yaml
 from kubernetes import client
 from kubernetes.config import incluster_config, kube_config
 
-from isnetflow.training.trainjob import (
+from isnetflow.cluster.trainjob import (
     TrainJobConflict,
     TrainJobFailed,
     load_api_client,

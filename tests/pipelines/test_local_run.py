@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from isnetflow.config import Settings
-from isnetflow.registry.packaging import load_classifier
+from isnetflow.registry.classifier import load_classifier
 from isnetflow.registry.promotion import CHAMPION, ensure_registered_model
 from isnetflow.reporting import render_run_summary
 from isnetflow.stages import ingest

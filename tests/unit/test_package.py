@@ -160,7 +160,9 @@ def test_the_kfp_layer_is_installed_under_the_project_name() -> None:
 
 #: The layers of src/isnetflow, lowest first; a module may import its own layer and the layers below.
 #: Every other top-level module or package is the domain layer (config, dicom, validation, synth, masks,
-#: lrp, isnet, nets, training, audit, evaluation, viz, ...).
+#: lrp, isnet, nets, training, audit, evaluation, viz, and the two rooms cluster/ and serving/, ...): so
+#: the Kubernetes launchers and the served model never import the registry or a stage, and the registry
+#: may use the served model's class (it logs it).
 LAYERS = {"registry": 1, "stages": 2, "tasks": 3, "cli": 4, "bench": 4}
 
 
@@ -204,6 +206,29 @@ def test_imports_run_downwards_and_no_stage_imports_another() -> None:
                     sibling.append(f"{here} -> {target}")
     assert sibling == []
     assert upward == []
+
+
+#: The rooms' client libraries: only cluster/ talks to the Kubernetes API, only serving/ loads MLServer.
+ROOMS = {"kubernetes": "cluster", "mlserver": "serving", "mlserver_mlflow": "serving"}
+
+
+def test_the_kubernetes_and_mlserver_clients_stay_in_their_rooms() -> None:
+    stray = []
+    for py in SRC.rglob("*.py"):
+        here = py.relative_to(SRC).parts[0]
+        for node in ast.walk(ast.parse(py.read_text(), filename=str(py))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            else:
+                continue
+            stray += [
+                f"{py.relative_to(SRC)} -> {name}"
+                for name in names
+                if ROOMS.get(name.split(".")[0], here) != here
+            ]
+    assert stray == []
 
 
 def test_the_layering_check_sees_a_function_local_import() -> None:

@@ -2,7 +2,7 @@
 
 The ISNet adds its heatmap loss at training time only; at inference it is the same network, so the
 expected ratio is 1.00. Measured through the served code path, :meth:`CXRClassifier.predict
-<isnetflow.registry.packaging.CXRClassifier.predict>` (softmax probabilities as a DataFrame), on two
+<isnetflow.serving.model.CXRClassifier.predict>` (softmax probabilities as a DataFrame), on two
 instances of the same architecture:
 
 * ``isnet``: a network after ISNet training steps (:func:`isnetflow.isnet.isnet_objective`, the
@@ -84,7 +84,7 @@ def bench_inference(
     min_sample_s: float = 0.25,
 ) -> dict[str, Any]:
     """Images/s of ``CXRClassifier.predict`` for an ISNet-trained and a standard-trained network."""
-    from isnetflow.registry.packaging import EXPLAIN_PARAM, CXRClassifier
+    from isnetflow.serving.model import EXPLAIN_PARAM, CXRClassifier
 
     old_threads = torch.get_num_threads()
     if threads:

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from isnetflow.cli.common import JsonOpt, TrackingUriOpt
-from isnetflow.names import NAMESPACE, REGISTERED_MODEL
+from isnetflow.cluster.names import NAMESPACE
+from isnetflow.names import REGISTERED_MODEL
 
 
 def show(
@@ -71,7 +72,7 @@ def kserve(
     import yaml
     from mlflow.exceptions import MlflowException
 
-    from isnetflow.registry.kserve import inference_service, resolve_model, storage_uri
+    from isnetflow.cluster.kserve import inference_service, resolve_model, storage_uri
     from isnetflow.registry.tracking import resolve_tracking_uri, scoped_tracking
 
     try:

@@ -763,9 +763,9 @@ def explain(
     """
     import contextlib
 
-    from isnetflow.registry.packaging import ModelLoadError, load_classifier
-    from isnetflow.registry.serving import ExplainError, explain_files
+    from isnetflow.registry.classifier import ModelLoadError, load_classifier
     from isnetflow.registry.tracking import DEFAULT_HOME, is_mlflow_uri, resolve_tracking_uri, scoped_tracking
+    from isnetflow.serving.explain import ExplainError, explain_files
 
     # the local store is the default only for an MLflow model URI; a model.pt needs no store
     store = resolve_tracking_uri(tracking_uri, DEFAULT_HOME if is_mlflow_uri(model) else None)

@@ -11,7 +11,7 @@ The train and evaluate stages call :func:`log_manifest_input` inside their run. 
   ``normalization``: the validate stage's settings as recorded in its ``validation.json`` (window,
   percentiles, image size and format, and the checks). That is how a model knows how its training
   images were normalized: :func:`normalization_of_run` reads it back from a training run, and the pyfunc
-  package (:mod:`isnetflow.registry.packaging`) stores it with the model;
+  package (:mod:`isnetflow.registry.classifier`) stores it with the model;
 * input tag ``mlflow.data.context``: ``training`` or ``evaluation``.
 
 The existing lineage tags (``data.manifest_sha256``, ``lineage.*`` on registered versions) stay.

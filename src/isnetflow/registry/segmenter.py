@@ -1,5 +1,5 @@
 """Loading a lung segmenter from the shipped weights, a local spec/weights/folder, or MLflow (the
-segmenter's counterpart of :func:`isnetflow.registry.packaging.load_classifier`).
+segmenter's counterpart of :func:`isnetflow.registry.classifier.load_classifier`).
 
 The segmenter itself is :mod:`isnetflow.masks`; training and registering it is the stage
 :mod:`isnetflow.stages.segmenter`.

@@ -44,8 +44,8 @@ from isnetflow.evaluation.io import EVALUATION_FILE, EvaluateStageError, held_ou
 from isnetflow.evaluation.plots import counterfactual_figure, reliability_figure, roc_figure
 from isnetflow.evaluation.report import flat_metrics, json_safe, render_html
 from isnetflow.names import EXPERIMENT
+from isnetflow.registry.classifier import ModelLoadError, load_classifier
 from isnetflow.registry.lineage import log_manifest_input
-from isnetflow.registry.packaging import ModelLoadError, load_classifier
 from isnetflow.registry.tracking import DEFAULT_HOME, is_mlflow_uri, resolve_tracking_uri, use_tracking
 from isnetflow.training.data import TrainData
 from isnetflow.training.splits import UNLISTED

@@ -11,7 +11,7 @@
    standard model's ``evaluation.json`` of the same run) feeds the do-no-harm gate
    ``standard_auc_delta``; without it (a single model promoted from the command line) that gate is
    recorded as not applicable;
-4. unless ``dry_run``: packages the candidate as a pyfunc (:mod:`isnetflow.registry.packaging`),
+4. unless ``dry_run``: packages the candidate as a pyfunc (:mod:`isnetflow.registry.classifier`),
    registers it, tags the version with the gate results, the lineage and the headline evaluation,
    and calls :func:`isnetflow.registry.promotion.promote_version` (lock, re-read aliases, re-check
    against a champion that changed meanwhile, move ``champion``/``previous-champion``).
@@ -42,8 +42,8 @@ from isnetflow.evaluation.gates import (
     evaluation_tags,
 )
 from isnetflow.names import EXPERIMENT
+from isnetflow.registry.classifier import ModelLoadError, load_classifier, log_pyfunc
 from isnetflow.registry.lineage import code_version
-from isnetflow.registry.packaging import LoadedClassifier, ModelLoadError, load_classifier, log_pyfunc
 from isnetflow.registry.promotion import (
     CHAMPION,
     PromotionError,
@@ -54,6 +54,7 @@ from isnetflow.registry.promotion import (
 )
 from isnetflow.registry.promotion import rollback as registry_rollback
 from isnetflow.registry.tracking import scoped_tracking, use_tracking
+from isnetflow.serving.model import LoadedClassifier
 from isnetflow.validation.manifest import manifest_sha256
 
 log = logging.getLogger(__name__)

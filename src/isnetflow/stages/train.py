@@ -374,8 +374,6 @@ def train_local(
     return summary
 
 
-#: the MLflow tag naming the TrainJob a distributed training ran in (how its task finds the run)
-TRAINJOB_TAG = "isnetflow.trainjob"
 #: what a distributed task copies from the TrainJob's MLflow run into its model artifact folder
 _RUN_OUTPUTS = {
     "train_summary.json": "train_summary.json",
@@ -384,13 +382,6 @@ _RUN_OUTPUTS = {
     "figures/heatmaps.png": "heatmaps.png",
     "figures/learning_curves.png": "learning_curves.png",
 }
-
-
-def _pod_namespace() -> str:
-    ns = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-    if not ns.is_file():
-        raise RuntimeError("no namespace given and not running in a Kubernetes pod: pass namespace")
-    return ns.read_text().strip()
 
 
 def run_trainjob(
@@ -419,7 +410,7 @@ def run_trainjob(
 ) -> dict[str, Any]:
     """Train ``mode`` on ``gpus`` GPUs over ``nodes`` nodes as a Kubeflow Trainer TrainJob; wait for it.
 
-    The TrainJob (:mod:`isnetflow.training.trainjob`) runs ``torchrun -m isnetflow.cli train`` with the
+    The TrainJob (:mod:`isnetflow.cluster.launcher`) runs ``torchrun -m isnetflow.cli train`` with the
     same settings on ``nodes`` pods of ``gpus / nodes`` GPUs each; its ranks read ``data_uri`` and
     ``masks_uri`` from the object store, rank 0 tracks the run in MLflow with the tag
     ``isnetflow.trainjob=<job name>``. The job's name is a function of ``pipeline_run`` and ``mode``, so a
@@ -427,47 +418,35 @@ def run_trainjob(
     resumes from its own checkpoints when the Trainer restarts it. When the job completes, the finished
     MLflow run it tagged is looked up and its summary, history and figures are copied to ``out``: the
     returned summary is the one the single-pod path returns, plus ``trainjob``. A failed job raises
-    :class:`~isnetflow.training.trainjob.TrainJobFailed` with the job's reason and message. ``pod_out`` is
+    :class:`~isnetflow.cluster.trainjob.TrainJobFailed` with the job's reason and message. ``pod_out`` is
     the pods' scratch output folder (under ``/tmp``: the only writable place of their read-only root).
     """
     import mlflow
 
-    from isnetflow.config import Settings
-    from isnetflow.training.trainjob import load_api_client, submit_and_wait, trainjob_manifest, trainjob_name
+    from isnetflow.cluster.launcher import TRAINJOB_TAG, launch, training_job
 
-    if nodes < 1 or gpus < nodes or gpus % nodes:
-        raise ValueError(f"{gpus} GPUs cannot be spread evenly over {nodes} node(s)")
-    settings = Settings.model_validate_json(settings_json)  # refuse bad settings here, not in the pods
-    name = trainjob_name(pipeline_run, mode)
-    args = ["--data", data_uri, "--masks", masks_uri, "--mode", mode, "--out", pod_out,
-            "--experiment", experiment, "--settings-json", settings_json, "--tag", f"{TRAINJOB_TAG}={name}",
-            "--checkpoint-scope", pipeline_run]  # fmt: skip
-    if tracking_uri:
-        args += ["--tracking-uri", tracking_uri]
-    if settings.train.checkpoint_dir:
-        args.append("--resume")  # a restarted job continues from its own checkpoints
-    manifest = trainjob_manifest(
-        name,
-        namespace=namespace or _pod_namespace(),
+    manifest = training_job(
+        settings_json,
+        mode,
+        data_uri,
+        masks_uri,
+        gpus=gpus,
+        nodes=nodes,
         image=image,
-        args=args,
-        num_nodes=nodes,
-        gpus_per_node=gpus // nodes,
+        pipeline_run=pipeline_run,
+        experiment=experiment,
+        pod_out=pod_out,
+        namespace=namespace,
+        tracking_uri=tracking_uri,
         env=env,
         env_from_secrets=env_from_secrets,
-        labels={"isnetflow.io/mode": mode},
         pod_labels=pod_labels,
         service_account=service_account,
         node_selector=node_selector,
         tolerations=tolerations,
     )
-    log.info("submitting TrainJob %s: %d node(s) x %d GPU(s)", name, nodes, gpus // nodes)
-    submit_and_wait(
-        manifest,
-        api_client=api_client if api_client is not None else load_api_client(),
-        timeout_s=timeout_s,
-        on_event=lambda kind, obj: log.info("TrainJob %s: %s", name, kind),
-    )
+    name = manifest["metadata"]["name"]
+    launch(manifest, api_client=api_client, timeout_s=timeout_s)
 
     use_tracking(tracking_uri, experiment)
     runs = mlflow.search_runs(

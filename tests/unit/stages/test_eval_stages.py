@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from isnetflow.cli import app
 from isnetflow.evaluation.gates import GATE_NAMES
 from isnetflow.lrp import relevance
-from isnetflow.registry.packaging import load_classifier
+from isnetflow.registry.classifier import load_classifier
 from isnetflow.registry.promotion import aliases
 from isnetflow.stages import evaluate, promote
 from isnetflow.validation import data_fingerprint

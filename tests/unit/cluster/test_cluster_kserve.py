@@ -1,4 +1,4 @@
-"""``isnetflow.registry.kserve``: from a registry URI to the InferenceService that serves that version."""
+"""``isnetflow.cluster.kserve``: from a registry URI to the InferenceService that serves that version."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ import yaml
 from typer.testing import CliRunner
 
 from isnetflow.cli import app
-from isnetflow.registry.kserve import (
+from isnetflow.cluster.kserve import (
     PREDICTOR_LABELS,
-    RUNTIME,
-    SERVICE_ACCOUNT,
     ModelLocation,
     inference_service,
     resolve_model,
     storage_uri,
 )
+from isnetflow.cluster.names import PREDICTOR_ACCOUNT, SERVING_RUNTIME
 from tests._models import register_small_classifier
 
 NAME = "cxr-kserve-unit"
@@ -72,9 +71,9 @@ def test_the_manifest_pins_the_version() -> None:
     assert doc["metadata"]["annotations"]["isnetflow.io/model-version"] == "7"
     assert doc["metadata"]["annotations"]["isnetflow.io/run-id"] == "r" * 32
     predictor = doc["spec"]["predictor"]
-    assert predictor["serviceAccountName"] == SERVICE_ACCOUNT and predictor["labels"] == PREDICTOR_LABELS
+    assert predictor["serviceAccountName"] == PREDICTOR_ACCOUNT and predictor["labels"] == PREDICTOR_LABELS
     model = predictor["model"]
-    assert model["runtime"] == RUNTIME and model["storageUri"] == "s3://b/1/m"
+    assert model["runtime"] == SERVING_RUNTIME and model["storageUri"] == "s3://b/1/m"
     assert model["resources"] == {
         "requests": {"cpu": "1", "memory": "3Gi"},
         "limits": {"cpu": "1", "memory": "3Gi"},
@@ -133,7 +132,7 @@ def test_cli_refuses_a_local_store_with_one_line(registered: str) -> None:
 
 def test_cli_prints_the_manifest(registered: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the store's artifacts behind an S3 location (as on a cluster), the YAML is the manifest."""
-    from isnetflow.registry import kserve
+    from isnetflow.cluster import kserve
 
     real = kserve.resolve_model
 

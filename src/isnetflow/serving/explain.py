@@ -25,8 +25,8 @@ training image size):
 Explanations
 ------------
 :func:`explain_files` runs the pyfunc model's own ``predict(..., params={"explain": True})`` code
-(:class:`~isnetflow.registry.packaging.CXRClassifier`; the one LRP choice is
-:data:`~isnetflow.registry.packaging.EXPLAIN_METHOD`) and writes per image:
+(:class:`~isnetflow.serving.model.CXRClassifier`; the one LRP choice is
+:data:`~isnetflow.serving.model.EXPLAIN_METHOD`) and writes per image:
 
 * ``<name>.overlay.png``: the model input, and the same image with the signed relevance (red: evidence
   for the explained class, blue: against; scaled to the 99th percentile of ``|R|``);
@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from isnetflow.config import ValidateConfig
-from isnetflow.registry.packaging import (
+from isnetflow.serving.model import (
     EXPLAIN_METHOD,
     EXPLAIN_PARAM,
     EXPLAINED_CLASS,

@@ -1,11 +1,10 @@
-"""The pyfunc package and the model loader (local files and MLflow URIs)."""
+"""Logging the pyfunc package, and the model loader (local files and MLflow URIs)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import mlflow
 import numpy as np
@@ -15,14 +14,8 @@ from torch import nn
 
 from isnetflow.config import TrainConfig
 from isnetflow.nets import build_model
-from isnetflow.registry.packaging import (
-    CXRClassifier,
-    ModelFacts,
-    ModelLoadError,
-    load_classifier,
-    log_pyfunc,
-    model_signature,
-)
+from isnetflow.registry.classifier import ModelLoadError, load_classifier, log_pyfunc
+from isnetflow.serving.model import ModelFacts, model_signature
 
 FACTS = ModelFacts(
     image_size=32, classes=["normal", "covid"], val_fraction=0.2, test_fraction=0.1, seed=4, mode="isnet"
@@ -33,23 +26,6 @@ FACTS = ModelFacts(
 def module() -> nn.Module:
     torch.manual_seed(0)
     return build_model("cnn-small", 2).eval()
-
-
-def test_wrapper_predicts_probabilities_for_any_batch_size(module: nn.Module, tmp_path: Path) -> None:
-    torch.save(module, tmp_path / "m.pt")
-    wrapper = CXRClassifier(FACTS.classes, 32, batch_size=2)
-    wrapper.load_context(SimpleNamespace(artifacts={"torch_model": str(tmp_path / "m.pt")}))
-    for n in (0, 1, 5):
-        x = np.random.default_rng(n).random((n, 1, 32, 32), dtype=np.float32)
-        out = wrapper.predict(None, x)
-        assert list(out.columns) == ["normal", "covid"] and len(out) == n
-        if n:
-            np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-6)
-            ref = torch.softmax(module(torch.from_numpy(x)), 1).detach().numpy()
-            np.testing.assert_allclose(out.to_numpy(), ref, rtol=1e-5, atol=1e-6)
-    assert len(wrapper.predict(None, np.zeros((3, 32, 32), np.float32))) == 3  # channel axis added
-    with pytest.raises(ValueError, match=r"\(N, 1, 32, 32\)"):
-        wrapper.predict(None, np.zeros((2, 1, 16, 16), np.float32))
 
 
 @pytest.fixture

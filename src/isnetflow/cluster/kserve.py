@@ -5,7 +5,7 @@ KServe cannot read MLflow's registry: its storage initializer copies a plain loc
 registry at deploy time: :func:`resolve_model` turns ``models:/<name>@<alias>`` (or ``/<version>``) into
 the version's artifact location, and :func:`inference_service` writes the resource that serves it with
 the ``isnetflow-mlserver`` runtime of ``k8s/serving`` (MLServer + mlserver-mlflow in the project image,
-:mod:`isnetflow.registry.mlserver_runtime`). The manifest pins the *version* (annotations name the
+:mod:`isnetflow.serving.mlserver_runtime`). The manifest pins the *version* (annotations name the
 alias, version and run): promoting another champion means writing and applying it again, a reviewed,
 reversible change rather than a pod that silently serves something else after a restart.
 
@@ -22,24 +22,27 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from isnetflow.names import NAMESPACE, PART_OF, REGISTERED_MODEL
+from isnetflow.cluster.names import (
+    NAMESPACE,
+    PART_OF,
+    PREDICTOR_ACCOUNT,
+    S3_CLIENT_LABEL,
+    SERVING_LABEL,
+    SERVING_RUNTIME,
+)
+from isnetflow.names import REGISTERED_MODEL
 
 __all__ = [
     "PREDICTOR_LABELS",
-    "RUNTIME",
-    "SERVICE_ACCOUNT",
     "ModelLocation",
     "inference_service",
     "resolve_model",
     "storage_uri",
 ]
 
-#: the ServingRuntime and ServiceAccount of ``k8s/serving`` (tests/deploy check the names agree)
-RUNTIME = "isnetflow-mlserver"
-SERVICE_ACCOUNT = "cxr-predictor"
 #: labels of the predictor pods: the NetworkPolicy of ``k8s/serving`` admits inference clients to pods
 #: with the first; the second lets the storage initializer through MinIO's NetworkPolicy (dev overlay)
-PREDICTOR_LABELS = {"isnetflow.io/serving": "champion", "isnetflow.io/s3-client": "true"}
+PREDICTOR_LABELS = {SERVING_LABEL: "champion", S3_CLIENT_LABEL: "true"}
 #: the image is the runtime's, pinned to the release tag (as every isnetflow workload: docs/deploy.md);
 #: the reason checkov's digest check is waived, as on the other workloads of k8s/
 DIGEST_SKIP = (
@@ -142,7 +145,7 @@ def inference_service(
         },
         "spec": {
             "predictor": {
-                "serviceAccountName": SERVICE_ACCOUNT,
+                "serviceAccountName": PREDICTOR_ACCOUNT,
                 "automountServiceAccountToken": False,
                 "minReplicas": min_replicas,
                 "maxReplicas": max_replicas,
@@ -159,7 +162,7 @@ def inference_service(
                 "model": {
                     "modelFormat": {"name": "mlflow", "version": "2"},
                     "protocolVersion": "v2",
-                    "runtime": RUNTIME,
+                    "runtime": SERVING_RUNTIME,
                     "storageUri": storage,
                     "resources": {
                         "requests": {"cpu": cpu, "memory": memory},

@@ -63,7 +63,7 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from isnetflow.names import PART_OF
+from isnetflow.cluster.names import PART_OF, TRAINING_POD_LABEL, TRAINJOB_LABEL
 
 __all__ = [
     "API_VERSION",
@@ -73,13 +73,9 @@ __all__ = [
     "CONDITION_SUSPENDED",
     "GROUP",
     "KIND",
-    "MLFLOW_CLIENT_LABEL",
     "MODES",
     "PATCH_MANAGER",
     "PLURAL",
-    "S3_CLIENT_LABEL",
-    "TRAINING_POD_LABEL",
-    "TRAINJOB_LABEL",
     "VERSION",
     "TrainJobConflict",
     "TrainJobFailed",
@@ -118,15 +114,6 @@ TRAINER_JOB = "node"
 #: the owner of the TrainJob's runtime patch (``spec.runtimePatches`` is a list-map keyed by manager, which
 #: the Trainer's webhook requires to be a domain-prefixed path)
 PATCH_MANAGER = "isnetflow.io/pipeline"
-#: pod labels every training pod carries (they cannot be overridden): the NetworkPolicy training-pods of
-#: k8s/base/networkpolicies.yaml admits, into a pod labelled TRAINING_POD_LABEL="true", only pods labelled
-#: so; TRAINJOB_LABEL names the pod's TrainJob (for kubectl, logs and metrics)
-TRAINING_POD_LABEL = "isnetflow.io/training-pod"
-TRAINJOB_LABEL = "isnetflow.io/trainjob"
-#: pod labels the namespace's servers admit (k8s/base/networkpolicies.yaml: MLflow; k8s/overlays/dev:
-#: MinIO); the caller passes them in ``pod_labels`` (value "true") when the training needs the server
-MLFLOW_CLIENT_LABEL = "isnetflow.io/mlflow-client"
-S3_CLIENT_LABEL = "isnetflow.io/s3-client"
 #: pod label prefixes the JobSet, Job and Trainer controllers set themselves
 RESERVED_LABEL_PREFIXES = ("jobset.sigs.k8s.io", "batch.kubernetes.io", "trainer.kubeflow.org")
 #: the project image's user and group (Dockerfile: useradd --uid 10001, USER 10001:10001) and $HOME
@@ -458,15 +445,17 @@ def trainjob_manifest(
 
     What the caller must pass so that the pods work in the namespace of k8s/:
 
-    * ``pod_labels={"isnetflow.io/mlflow-client": "true"}`` (:data:`MLFLOW_CLIENT_LABEL`) when the
-      training logs to the MLflow server of k8s/ (its NetworkPolicy admits only pods so labelled, Argo
-      workflow pods and the kubeflow namespace; the TrainJob's pods are none of the latter);
-    * ``"isnetflow.io/s3-client": "true"`` (:data:`S3_CLIENT_LABEL`) as well when the training reads or
-      writes ``s3://`` (data, masks, checkpoints) and the object store is the dev overlay's MinIO (its
-      NetworkPolicy admits only pods so labelled, MLflow and Argo workflow pods);
-    * ``service_account="isnetflow-workload"``: a runtime patch cannot set
-      ``automountServiceAccountToken``, and that account disables it (the pods never call the API); left
-      out, the pods run as the namespace's ``default`` account, with its token mounted;
+    * ``pod_labels={"isnetflow.io/mlflow-client": "true"}``
+      (:data:`~isnetflow.cluster.names.MLFLOW_CLIENT_LABEL`) when the training logs to the MLflow server
+      of k8s/ (its NetworkPolicy admits only pods so labelled, Argo workflow pods and the kubeflow
+      namespace; the TrainJob's pods are none of the latter);
+    * ``"isnetflow.io/s3-client": "true"`` (:data:`~isnetflow.cluster.names.S3_CLIENT_LABEL`) as well
+      when the training reads or writes ``s3://`` (data, masks, checkpoints) and the object store is the
+      dev overlay's MinIO (its NetworkPolicy admits only pods so labelled, MLflow and Argo workflow pods);
+    * ``service_account="isnetflow-workload"`` (:data:`~isnetflow.cluster.names.WORKLOAD_ACCOUNT`): a
+      runtime patch cannot set ``automountServiceAccountToken``, and that account disables it (the pods
+      never call the API); left out, the pods run as the namespace's ``default`` account, with its token
+      mounted;
     * ``node_selector`` / ``tolerations`` of the GPU nodes (``{"nvidia.com/gpu.present": "true"}``,
       ``[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]``).
 

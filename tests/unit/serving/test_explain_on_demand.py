@@ -20,15 +20,10 @@ from typer.testing import CliRunner
 from isnetflow.cli import app
 from isnetflow.config import EvaluateConfig, ValidateConfig
 from isnetflow.lrp import relevance
+from isnetflow.registry.classifier import load_classifier, log_pyfunc
 from isnetflow.registry.lineage import DIGEST_CHARS, normalization_of_run
-from isnetflow.registry.packaging import (
-    EXPLAIN_PARAM,
-    HEATMAP,
-    LoadedClassifier,
-    load_classifier,
-    log_pyfunc,
-)
-from isnetflow.registry.serving import ExplainError, InputError, prepare_file
+from isnetflow.serving.explain import ExplainError, InputError, prepare_file
+from isnetflow.serving.model import EXPLAIN_PARAM, HEATMAP, LoadedClassifier
 from isnetflow.validation.manifest import manifest_sha256, read_manifest
 from tests._configs import Trained
 
