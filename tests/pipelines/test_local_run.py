@@ -18,7 +18,7 @@ from isnetflow.stages.retrain import FINGERPRINT_TAG, RECIPE_TAG, RETRAIN_EXPERI
 from isnetflow.synth import generate_cohort
 from isnetflow.validation import read_manifest
 from isnetflow_kfp.pipelines.local import LOG_FILE, PipelineFailed, run_local
-from tests._configs import LENIENT_GATES
+from tests._configs import FAST_EVALUATE, LENIENT_GATES
 from tests._strays import STRAY, STRAY_STATUS, add_stray_files
 
 
@@ -32,6 +32,7 @@ def _small() -> Settings:
                 update={"model": "cnn-small", "image_size": 48, "batch_size": 8, "epochs": 2,
                         "warmup_epochs": 1, "audit_samples": 8}
             ),
+            "evaluate": FAST_EVALUATE,
         }
     )  # fmt: skip
 
@@ -42,10 +43,11 @@ LENIENT = LENIENT_GATES
 STRICT = {**LENIENT, "min_external_auc_ci_low": 0.999, "max_flip_rate": 0.0}
 
 
-@pytest.mark.parametrize("gates", ["lenient", "strict"])
-def test_local_run_end_to_end(tmp_path: Path, gates: str) -> None:
+def test_local_run_end_to_end(tmp_path: Path) -> None:
+    """Lenient gates: the promote component runs. The refusal branch runs in
+    :func:`test_local_run_on_user_data_with_stray_files_refuses_under_strict_gates` (a run each)."""
     small = _small()
-    policy = small.promote.model_copy(update=LENIENT if gates == "lenient" else STRICT)
+    policy = small.promote.model_copy(update=LENIENT)
     settings = small.model_copy(
         update={
             "train": small.train.model_copy(update={"checkpoint_dir": str(tmp_path / "ckpt")}),
@@ -61,15 +63,14 @@ def test_local_run_end_to_end(tmp_path: Path, gates: str) -> None:
     assert set(result["models"]) == {"isnet", "standard"}
     for m in result["models"].values():
         assert {"internal_auc", "external_auc", "background_relevance", "gates_passed"} <= set(m)
-    assert result["promotion"]["decision"] == ("promoted" if gates == "lenient" else "rejected")
-    assert result["models"]["isnet"]["gates_passed"] is (gates == "lenient")
+    assert result["promotion"]["decision"] == "promoted"
+    assert result["models"]["isnet"]["gates_passed"] is True
     # the do-no-harm gate: the ISNet against this run's standard model (wired through the pipeline), in one
     # line of the summary; the standard model is not compared with itself
     line = result["models"]["isnet"]["standard_comparison"]
     assert "external AUC" in line and "the standard model's" in line and "of this run" in line, line
     assert result["models"]["standard"]["standard_comparison"].endswith("the baseline itself")
-    if gates == "lenient":
-        assert result["models"]["isnet"]["gates"]["standard_auc_delta"] is True and line.endswith(": passed")
+    assert result["models"]["isnet"]["gates"]["standard_auc_delta"] is True and line.endswith(": passed")
     assert f"do no harm: {line}" in render_run_summary(result, width=300)
     assert result["wall_seconds"] > 0
     mlflow.set_tracking_uri(result["tracking_uri"])
@@ -105,17 +106,15 @@ def test_local_run_end_to_end(tmp_path: Path, gates: str) -> None:
     )
     assert again["data_check"]["decision"] == "skip" and again["models"] == {}
     assert again["data_check"]["recipe"] == outcome["retrain.recipe"]
-    if gates == "lenient":  # the promote component ran: the ISNet of this run is the champion
-        tasks = {p.name for p in Path(result["pipeline_root"]).iterdir() if p.is_dir()}
-        assert "promote-model" in tasks
-        champion = client.get_model_version_by_alias(policy.registered_model, CHAMPION)
-        assert champion.tags[RECIPE_TAG] == outcome["retrain.recipe"]
-        assert result["promotion"]["model_uri"].endswith(f"/{champion.version}")  # the decision file's model
-        packaged = load_classifier(f"models:/{policy.registered_model}/{champion.version}")
-        assert packaged.splits_csv is not None and packaged.facts.splits_sha256
-        assert "data unchanged since champion" in again["data_check"]["reason"]
-    else:
-        assert again["data_check"]["refused_before"]["run_id"] == outcomes[0].info.run_id
+    # the promote component ran: the ISNet of this run is the champion
+    tasks = {p.name for p in Path(result["pipeline_root"]).iterdir() if p.is_dir()}
+    assert "promote-model" in tasks
+    champion = client.get_model_version_by_alias(policy.registered_model, CHAMPION)
+    assert champion.tags[RECIPE_TAG] == outcome["retrain.recipe"]
+    assert result["promotion"]["model_uri"].endswith(f"/{champion.version}")  # the decision file's model
+    packaged = load_classifier(f"models:/{policy.registered_model}/{champion.version}")
+    assert packaged.splits_csv is not None and packaged.facts.splits_sha256
+    assert "data unchanged since champion" in again["data_check"]["reason"]
 
 
 def test_local_run_ends_early_when_the_data_equals_the_champions(tmp_path: Path) -> None:
@@ -143,13 +142,18 @@ def test_local_run_ends_early_when_the_data_equals_the_champions(tmp_path: Path)
     assert "no model was trained in this run" in render_run_summary(result)
 
 
-def test_local_run_on_user_data_with_stray_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_local_run_on_user_data_with_stray_files_refuses_under_strict_gates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A user folder as exports come: DICOMs (real Part-10 files from the synthetic writer) with
     labels.csv and masks/ beside them, plus a DICOMDIR, sidecars, a README, .DS_Store and Thumbs.db.
     The run trains and evaluates; every file is in the manifest: each stray file ignored with its rule,
     labels.csv and the masks beside it ignored as side files; the terminal gets nothing but the progress
-    events, the kfp log goes to the run folder."""
-    s = _small()
+    events, the kfp log goes to the run folder. Under gates no candidate can pass, the pipeline's refusal
+    branch runs: nothing is promoted, the refused candidate is recorded for scheduled retraining, and a
+    scheduled run on the same data trains nothing."""
+    small = _small()
+    s = small.model_copy(update={"promote": small.promote.model_copy(update=STRICT)})
     export = tmp_path / "export"
     info = generate_cohort(s.synth, export, progress=False)
     strays = [f"dicom/{p}" for p in add_stray_files(export / "dicom")] + ["cohort.json", "truth.csv"]
@@ -194,6 +198,23 @@ def test_local_run_on_user_data_with_stray_files(tmp_path: Path, capsys: pytest.
     assert result["log"] == str(run_dir / LOG_FILE)
     log = (run_dir / LOG_FILE).read_text()
     assert "Executing task" in log and "finished with status" in log
+
+    # the refusal branch: no promote component, the ISNet candidate's refusal recorded, then skipped
+    assert result["promotion"]["decision"] == "rejected"
+    assert result["models"]["isnet"]["gates_passed"] is False
+    assert "promote-model" not in {p.name for p in run_dir.iterdir() if p.is_dir()}
+    client = MlflowClient(result["tracking_uri"])
+    retraining = client.get_experiment_by_name(RETRAIN_EXPERIMENT)
+    stage = "tags.`isnetflow.stage` = 'candidate-outcome'"
+    (outcome,) = client.search_runs([retraining.experiment_id], stage)
+    assert outcome.data.tags["retrain.outcome"] == "refused"
+    assert outcome.data.tags["retrain.data_fingerprint"] == result["data_check"]["fingerprint"]
+    again = run_local(
+        s, tmp_path / "again", input_uri=str(export), external_sites=info["external_sites"],
+        tracking_uri=result["tracking_uri"], skip_if_unchanged=True, verbose=False,
+    )  # fmt: skip
+    assert again["data_check"]["decision"] == "skip" and again["models"] == {}
+    assert again["data_check"]["refused_before"]["run_id"] == outcome.info.run_id
 
 
 def test_a_failed_task_names_the_task_the_error_and_the_log(
