@@ -11,6 +11,8 @@ YAML layout (any section or key may be omitted; unknown keys are an error, so ty
       shortcut: {strength: 0.95}
     validate:
       min_pass_rate: 0.9
+    audit:              # one section for two stages: model selection (train) and the evaluation
+      gamma: 0.25
 """
 
 from __future__ import annotations
@@ -447,6 +449,80 @@ class ValidateConfig(StrictModel):
 
 
 # --------------------------------------------------------------------------------------------------
+# The shortcut audit's yardstick (model selection and the evaluation's background-share gate)
+# --------------------------------------------------------------------------------------------------
+
+AuditComposite = Literal["epsilon_gamma_box", "epsilon_plus_flat", "epsilon"]
+
+
+class AuditConfig(StrictModel):
+    """How the shortcut audit measures a background share (see :mod:`isnetflow.audit.explain`).
+
+    One yardstick for two readers: model selection's per-epoch validation background share (the
+    selection limit, ``train.audit_samples`` images) and the evaluation's audit (``evaluate.audit_per_site``
+    images per site), whose pooled mean the background-share promotion gate judges. It is one section of
+    the settings file, ``audit:``; :class:`Settings` hands the same values to ``train`` and ``evaluate``.
+    """
+
+    composite: AuditComposite = Field(
+        "epsilon_gamma_box",
+        description="zennit composite (isnetflow.audit.explain.COMPOSITES); the training LRP rule, "
+        "'epsilon', reported 0.2-0.5 less than 'epsilon_gamma_box' on the same model",
+    )
+    epsilon: float = Field(1e-6, gt=0.0, description="epsilon of the zennit Epsilon rule")
+    gamma: float = Field(0.25, ge=0.0, description="gamma of the zennit Gamma rule (epsilon_gamma_box)")
+    target: Literal["label", "predicted"] = Field(
+        "label", description="class whose logit is explained: the true label or the predicted class"
+    )
+
+
+#: the sections' flat audit keys, read as ``audit.<name>`` with a ``FutureWarning`` so that settings files
+#: and settings JSON written with them still load
+LEGACY_AUDIT_KEYS: dict[str, dict[str, str]] = {
+    "train": {"audit_composite": "composite"},
+    "evaluate": {
+        "audit_composite": "composite",
+        "audit_epsilon": "epsilon",
+        "audit_gamma": "gamma",
+        "audit_target": "target",
+    },
+}
+
+
+def _given_audit(value: Any) -> dict[str, Any]:
+    """The fields an audit setting states explicitly (a mapping or an :class:`AuditConfig`), validated."""
+    audit = value if isinstance(value, AuditConfig) else AuditConfig.model_validate(value)
+    return audit.model_dump(include=set(audit.model_fields_set))
+
+
+def _upgrade_audit_keys(section: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (the ``section`` settings as a mapping) with its old flat audit keys
+    (``audit_composite``, ...: :data:`LEGACY_AUDIT_KEYS`) moved into its ``audit``, with a ``FutureWarning``.
+
+    An old key that contradicts the same setting in ``audit`` is an error.
+    """
+    legacy = {old: new for old, new in LEGACY_AUDIT_KEYS[section].items() if old in data}
+    if not legacy:
+        return data
+    warnings.warn(
+        f"{section}: {', '.join(f'{old} is audit.{new}' for old, new in legacy.items())} (the top-level "
+        "`audit` section of the settings file); the old keys will stop being read",
+        FutureWarning,
+        stacklevel=2,
+    )
+    out = {k: v for k, v in data.items() if k not in legacy}
+    audit = _given_audit(out["audit"]) if out.get("audit") is not None else {}
+    for new, value in _given_audit({new: data[old] for old, new in legacy.items()}).items():
+        if new in audit and audit[new] != value:
+            raise ValueError(
+                f"{section}: the old audit key for {new} ({value!r}) contradicts audit.{new} ({audit[new]!r})"
+            )
+        audit[new] = value
+    out["audit"] = audit
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
 # Classifier training (ISNet and the standard baseline)
 # --------------------------------------------------------------------------------------------------
 
@@ -712,16 +788,25 @@ class TrainConfig(StrictModel):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
-    audit_samples: int = Field(48, ge=0, description="validation images used for background relevance")
-    audit_composite: Literal["epsilon_gamma_box", "epsilon_plus_flat", "epsilon"] = Field(
-        "epsilon_gamma_box",
-        description="zennit composite of the per-epoch validation background share (the selection limit): "
-        "the evaluation audit's default, so selection measures what the background-share gate measures (the "
-        "training rule, 'epsilon', reported 0.2-0.5 less than the audit on the same model)",
+    audit_samples: int = Field(
+        48,
+        ge=0,
+        description="validation images whose background share (measured with the `audit` settings) the "
+        "selection limit reads; 0: none",
+    )
+    audit: AuditConfig = Field(
+        default_factory=AuditConfig,
+        description="how the validation background share is measured: the top-level `audit` section, the "
+        "same yardstick as the evaluation's background-share gate (set there, not here)",
     )
     heatmap: HeatmapLossConfig = Field(default_factory=HeatmapLossConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_audit_keys(cls, data: Any) -> Any:
+        return _upgrade_audit_keys("train", data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _check_selection(self) -> TrainConfig:
@@ -881,14 +966,11 @@ class EvaluateConfig(StrictModel):
     audit_per_site: int = Field(
         24, ge=0, description="images per site explained with zennit for the background share (0 = no audit)"
     )
-    audit_composite: Literal["epsilon_gamma_box", "epsilon_plus_flat", "epsilon"] = Field(
-        "epsilon_gamma_box", description="zennit composite (see isnetflow.audit.explain)"
+    audit: AuditConfig = Field(
+        default_factory=AuditConfig,
+        description="how the background share is measured: the top-level `audit` section, the same yardstick "
+        "as model selection's (set there, not here)",
     )
-    audit_target: Literal["label", "predicted"] = Field(
-        "label", description="class whose logit is explained: the true label or the predicted class"
-    )
-    audit_epsilon: float = Field(1e-6, gt=0.0, description="epsilon of the zennit Epsilon rule")
-    audit_gamma: float = Field(0.25, ge=0.0, description="gamma of the zennit Gamma rule (epsilon_gamma_box)")
     counterfactual_max: int = Field(
         400, ge=0, description="recipient images of the background-swap test (0 = no test)"
     )
@@ -904,6 +986,11 @@ class EvaluateConfig(StrictModel):
         description="evaluate a model that has no stored held-out patient list (splits.csv: trained before "
         "it existed) on a split recomputed from its seed and fractions; the report says so. False: refuse",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_audit_keys(cls, data: Any) -> Any:
+        return _upgrade_audit_keys("evaluate", data) if isinstance(data, dict) else data
 
 
 class PromotionPolicy(StrictModel):
@@ -957,19 +1044,87 @@ class PromotionPolicy(StrictModel):
 warnings.filterwarnings("ignore", message='Field name "validate" in "Settings" shadows', category=UserWarning)
 
 
+#: the sections whose stage reads the audit settings (each carries a copy of ``Settings.audit``)
+AUDIT_READERS: tuple[str, ...] = ("train", "evaluate")
+
+
 class Settings(StrictModel):
-    """All stage settings; a YAML file passed with ``--config`` may set any subset."""
+    """All stage settings; a YAML file passed with ``--config`` may set any subset.
+
+    ``audit`` is the one setting of the shortcut audit's yardstick: the train and evaluate stages receive
+    only their own section, so each section carries a copy of it (``train.audit``, ``evaluate.audit``),
+    which this class fills in and keeps equal. A section's ``audit`` (or its flat keys of
+    :data:`LEGACY_AUDIT_KEYS`) is read as the same setting: every place that states an audit field must
+    state the same value, and what one states holds for both stages.
+    """
 
     synth: SynthConfig = Field(default_factory=SynthConfig)
     validate: ValidateConfig = Field(default_factory=ValidateConfig)  # type: ignore[assignment]
+    audit: AuditConfig = Field(
+        default_factory=AuditConfig,
+        description="the shortcut audit's yardstick, for model selection (train) and the evaluation's "
+        "background-share gate (evaluate) alike",
+    )
     train: TrainConfig = Field(default_factory=TrainConfig)
     segmenter: SegmenterTrainConfig = Field(default_factory=SegmenterTrainConfig)
     masks: MaskConfig = Field(default_factory=MaskConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     promote: PromotionPolicy = Field(default_factory=PromotionPolicy)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_audit(cls, data: Any) -> Any:
+        """Merge the audit settings stated at the top and in the sections; hand the result to both."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        stated: dict[str, dict[str, Any]] = {}
+        if data.get("audit") is not None:
+            stated["audit"] = _given_audit(data["audit"])
+        for name in AUDIT_READERS:
+            section = data.get(name)
+            if isinstance(section, dict):
+                section = data[name] = _upgrade_audit_keys(name, section)
+                if section.get("audit") is not None:
+                    stated[f"{name}.audit"] = _given_audit(section["audit"])
+            elif isinstance(section, TrainConfig | EvaluateConfig) and "audit" in section.model_fields_set:
+                stated[f"{name}.audit"] = _given_audit(section.audit)
+        merged: dict[str, Any] = {}
+        where: dict[str, str] = {}
+        for place, fields in stated.items():
+            for key, value in fields.items():
+                if key in merged and merged[key] != value:
+                    raise ValueError(
+                        f"{where[key]}.{key} ({merged[key]!r}) and {place}.{key} ({value!r}) differ: the "
+                        "audit is one yardstick for model selection and the evaluation; set it once, in the "
+                        "top-level `audit` section"
+                    )
+                merged.setdefault(key, value)
+                where.setdefault(key, place)
+        audit = AuditConfig.model_validate(merged)
+        data["audit"] = audit
+        for name in AUDIT_READERS:
+            section = data.get(name)
+            if isinstance(section, BaseModel):
+                data[name] = section.model_copy(update={"audit": audit})
+            else:
+                data[name] = {**(section or {}), "audit": audit}
+        return data
+
+    @model_validator(mode="after")
+    def _audit_shared(self) -> Settings:
+        """Refuse sections whose audit differs from ``audit`` (an assignment that bypassed the merge)."""
+        differ = [name for name in AUDIT_READERS if getattr(self, name).audit != self.audit]
+        if differ:
+            raise ValueError(
+                f"{', '.join(f'{n}.audit' for n in differ)} differ(s) from audit: the audit is one "
+                "yardstick for model selection and the evaluation"
+            )
+        return self
+
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> Settings:
-        """The defaults, or the YAML file ``path``, with top-level sections replaced by ``overrides``."""
+        """The defaults, or the YAML file ``path``, with top-level sections replaced by ``overrides``
+        (validated together, so an override's audit settings hold for every stage)."""
         base = cls() if path is None else cls.from_yaml(path)
-        return base.model_copy(update=overrides) if overrides else base
+        return cls.model_validate({**dict(base), **overrides}) if overrides else base

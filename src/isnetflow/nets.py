@@ -26,10 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+import torch
 from monai.networks.nets import DenseNet, DenseNet121
 from torch import nn
+from tqdm import tqdm
 
-__all__ = ["NETS", "build_model"]
+__all__ = ["NETS", "build_model", "predict_proba"]
 
 
 def _densenet121(num_classes: int, in_channels: int) -> nn.Module:
@@ -118,3 +121,29 @@ def build_model(name: str, num_classes: int, in_channels: int = 1) -> nn.Module:
     if in_channels < 1:
         raise ValueError(f"in_channels must be >= 1, got {in_channels}")
     return NETS[name](num_classes, in_channels)
+
+
+@torch.no_grad()
+def predict_proba(
+    model: nn.Module, images: torch.Tensor | np.ndarray, *, batch_size: int, progress: bool = False
+) -> np.ndarray:
+    """Class probabilities ``(N, classes)`` of a classifier: float32, in eval mode, on the model's device.
+
+    The images go in batches of ``batch_size`` as float32, and the softmax is taken of float32 logits.
+    The one prediction of training's validation, the evaluation and the served model: a caller that keeps
+    float64 probabilities converts the result (exact). The batch size is the caller's (validation 64,
+    the evaluation ``evaluate.batch_size``, the served model its packaged one): on a CPU the batch can
+    change the last bits of a logit, so each caller keeps its own. ``progress`` shows a tqdm bar.
+    """
+    model.eval()
+    x_all = torch.as_tensor(images)
+    device = next(model.parameters()).device
+    n = int(x_all.shape[0])
+    out = []
+    for i in tqdm(range(0, n, batch_size), desc="predict", unit="batch", disable=not progress, leave=False):
+        logits = model(x_all[i : i + batch_size].to(device).float())
+        out.append(torch.softmax(logits.float(), dim=1).cpu())
+    if not out:
+        n_classes = int(model(torch.zeros(1, *x_all.shape[1:], device=device)).shape[1])
+        return np.zeros((0, n_classes), dtype=np.float32)
+    return torch.cat(out).numpy()

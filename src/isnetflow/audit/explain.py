@@ -41,7 +41,7 @@ import copy
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -53,20 +53,24 @@ from zennit.core import Composite
 from zennit.rules import Epsilon, ZBox
 from zennit.types import AvgPool, BatchNorm, Convolution, Linear
 
+from isnetflow.config import AuditComposite, AuditConfig
+
 log = logging.getLogger(__name__)
 
 __all__ = [
     "COMPOSITES",
     "CompositeName",
     "GraphMergeBatchNorm",
+    "audit_relevance",
     "background_share",
     "explain",
+    "explained_classes",
     "make_composite",
     "mergeable_batch_norms",
 ]
 
-CompositeName = Literal["epsilon_gamma_box", "epsilon_plus_flat", "epsilon"]
-COMPOSITES: tuple[str, ...] = ("epsilon_gamma_box", "epsilon_plus_flat", "epsilon")
+CompositeName = AuditComposite
+COMPOSITES: tuple[str, ...] = get_args(AuditComposite)
 
 _LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -204,6 +208,38 @@ def explain(
     if not out:
         return np.zeros(tuple(images.shape), dtype=np.float32)
     return np.concatenate(out)
+
+
+def explained_classes(audit: AuditConfig, labels: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """The class whose logit the audit explains, per image (``audit.target``): the label or the predicted
+    class (the argmax of ``proba``, ``(N, classes)``)."""
+    return np.asarray(labels) if audit.target == "label" else np.asarray(proba).argmax(1)
+
+
+def audit_relevance(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    audit: AuditConfig,
+    *,
+    batch_size: int = 16,
+    num_threads: int = 0,
+) -> np.ndarray:
+    """The shortcut audit's relevance maps: :func:`explain` with ``audit``'s composite, epsilon and gamma.
+
+    The one way model selection and the evaluation measure relevance, so that the selection limit and
+    the background-share gate read the same yardstick.
+    """
+    return explain(
+        model,
+        images,
+        targets,
+        composite=audit.composite,
+        epsilon=audit.epsilon,
+        gamma=audit.gamma,
+        batch_size=batch_size,
+        num_threads=num_threads,
+    )
 
 
 def background_share(relevance: np.ndarray, masks: np.ndarray) -> np.ndarray:

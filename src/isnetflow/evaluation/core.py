@@ -51,7 +51,7 @@ from torch import nn
 from tqdm import tqdm
 
 from isnetflow.audit.counterfactual import CounterfactualResult, counterfactual_test
-from isnetflow.audit.explain import background_share, explain
+from isnetflow.audit.explain import audit_relevance, background_share, explained_classes
 from isnetflow.config import EvaluateConfig
 from isnetflow.evaluation import keys
 from isnetflow.evaluation.bootstrap import bootstrap_ci
@@ -66,6 +66,7 @@ from isnetflow.evaluation.metrics import (
     roc_points,
     youden_threshold,
 )
+from isnetflow.nets import predict_proba
 from isnetflow.training.data import TrainData
 
 __all__ = [
@@ -74,7 +75,6 @@ __all__ = [
     "EvaluationResult",
     "evaluate_model",
     "evaluate_predictions",
-    "predict_proba",
     "select_sites",
     "set_metrics",
 ]
@@ -84,26 +84,6 @@ SPLIT_SETS = {keys.INTERNAL_VAL: ("val",), keys.INTERNAL_TEST: ("test",), keys.E
 
 class EvaluationError(ValueError):
     """The data cannot be evaluated as asked (message names the problem)."""
-
-
-@torch.no_grad()
-def predict_proba(
-    model: nn.Module, images: torch.Tensor | np.ndarray, *, batch_size: int = 32, progress: bool = False
-) -> np.ndarray:
-    """Softmax probabilities ``(N, C)`` (float64) in eval mode, batched, on the model's device."""
-    model.eval()
-    x_all = torch.as_tensor(images)
-    device = next(model.parameters()).device
-    n = int(x_all.shape[0])
-    out = []
-    for i in tqdm(range(0, n, batch_size), desc="predict", unit="batch", disable=not progress, leave=False):
-        logits = model(x_all[i : i + batch_size].to(device).float())
-        out.append(torch.softmax(logits.float(), dim=1).cpu().double().numpy())
-    if not out:
-        with torch.no_grad():
-            n_cls = int(model(torch.zeros(1, *x_all.shape[1:], device=device)).shape[1])
-        return np.zeros((0, n_cls))
-    return np.concatenate(out)
 
 
 def set_metrics(
@@ -284,19 +264,17 @@ def run_audit(
     sample: AuditSample | None = None
     if cfg.audit_per_site > 0:
         idx = _audit_indices(data, sites, cfg.audit_per_site, cfg.seed)
-        targets = data.labels.numpy()[idx] if cfg.audit_target == "label" else proba[idx].argmax(1)
+        targets = explained_classes(cfg.audit, data.labels.numpy()[idx], proba[idx])
         rel_parts = []
         step = max(1, cfg.batch_size // 2)
         for i in tqdm(range(0, idx.size, step), desc="audit (zennit)", unit="batch", disable=not progress):
             j = idx[i : i + step]
             rel_parts.append(
-                explain(
+                audit_relevance(
                     model,
                     data.images[j],
                     torch.as_tensor(targets[i : i + step], dtype=torch.long),
-                    composite=cfg.audit_composite,
-                    epsilon=cfg.audit_epsilon,
-                    gamma=cfg.audit_gamma,
+                    cfg.audit,
                     batch_size=step,
                     num_threads=cfg.num_threads,
                 )
@@ -315,9 +293,9 @@ def run_audit(
             "per_site": {s: _mean(shares[site_of == s]) for s in sites if (site_of == s).any()},
             "background_area": _mean(area),
             "n_images": int(idx.size),
-            "composite": cfg.audit_composite,
+            "composite": cfg.audit.composite,
             "canonizer": "GraphMergeBatchNorm (torch.fx-verified conv->BN merges; other BNs: epsilon rule)",
-            "target": cfg.audit_target,
+            "target": cfg.audit.target,
         }
         sample = AuditSample(indices=idx, relevance=rel, shares=shares, targets=np.asarray(targets))
     cf: CounterfactualResult | None = None

@@ -29,6 +29,7 @@ from sklearn.metrics import (
 __all__ = [
     "BinaryMetrics",
     "ReliabilityCurve",
+    "abnormal_auc",
     "auc_or_nan",
     "binary_metrics",
     "binary_targets",
@@ -61,6 +62,22 @@ def auc_or_nan(y: np.ndarray, score: np.ndarray) -> float:
     if y.size == 0 or np.unique(y).size < 2:
         return math.nan
     return float(roc_auc_score(y, score))
+
+
+def abnormal_auc(labels: np.ndarray, proba: np.ndarray) -> float:
+    """The AUC of a classifier from its ``(N, C)`` probabilities: abnormal (every class but the first)
+    vs normal, for any number of classes; NaN when ``labels`` hold only one of the two groups.
+
+    The evaluation's AUC (:func:`auc_or_nan` of :func:`binary_targets` and the abnormal score) in the form
+    model selection reads it: the score of a two-class ``proba`` is its second column as given,
+    ``1 - P(first class)`` (:func:`positive_scores`) otherwise. The two scores are the same number in
+    exact arithmetic; a float32 ``P(second class)`` saturates near 1, where ``1 - P(first class)`` in
+    float64 still orders the images, so on saturated two-class probabilities the two can rank ties
+    differently (the evaluation keeps :func:`positive_scores`).
+    """
+    p = np.asarray(proba)
+    score = p[:, 1] if p.ndim == 2 and p.shape[1] == 2 else positive_scores(p)
+    return auc_or_nan(binary_targets(labels), score)
 
 
 def youden_threshold(y: np.ndarray, score: np.ndarray) -> float:

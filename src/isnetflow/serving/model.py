@@ -186,15 +186,15 @@ class CXRClassifier(PythonModel):
         self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         """Class probabilities of ``model_input`` (normalized images), one column per class."""
+        from isnetflow.nets import predict_proba
+
         if self.module is None:
             raise RuntimeError("CXRClassifier used before load_context")
         x = _as_batch(model_input, self.image_size)
-        out = []
-        with torch.no_grad():
-            for i in range(0, x.shape[0], self.batch_size):
-                logits = self.module(torch.from_numpy(x[i : i + self.batch_size]))
-                out.append(torch.softmax(logits.float(), dim=1).double().numpy())
-        proba = np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+        if x.shape[0]:
+            proba = predict_proba(self.module, x, batch_size=self.batch_size).astype(np.float64)
+        else:
+            proba = np.zeros((0, len(self.classes)))
         frame = pd.DataFrame(proba, columns=self.classes)
         if _flag((params or {}).get(EXPLAIN_PARAM, False)):
             targets = proba.argmax(axis=1) if len(proba) else np.zeros(0, dtype=np.int64)

@@ -46,7 +46,13 @@ from isnetflow.evaluation.report import flat_metrics, json_safe, render_html
 from isnetflow.names import EXPERIMENT
 from isnetflow.registry.classifier import ModelLoadError, load_classifier
 from isnetflow.registry.lineage import log_manifest_input
-from isnetflow.registry.tracking import DEFAULT_HOME, is_mlflow_uri, resolve_tracking_uri, use_tracking
+from isnetflow.registry.tracking import (
+    DEFAULT_HOME,
+    flatten,
+    is_mlflow_uri,
+    resolve_tracking_uri,
+    use_tracking,
+)
 from isnetflow.training.data import TrainData
 from isnetflow.training.splits import UNLISTED
 from isnetflow.validation.fingerprint import data_fingerprint
@@ -251,7 +257,7 @@ def run(
         }
         with mlflow.start_run(run_name=f"evaluate-{f.mode or 'model'}", tags=tags) as active:
             log_manifest_input(validated, "evaluation")
-            mlflow.log_params({k: str(v)[:500] for k, v in cfg.model_dump(mode="json").items()})
+            mlflow.log_params(flatten(cfg.model_dump(mode="json")))
             mlflow.log_metrics(flat_metrics(safe))
             for _, png in figures:
                 mlflow.log_artifact(str(png), artifact_path="figures")

@@ -63,13 +63,13 @@ def save_heatmaps(
 ) -> Path:
     """LRP heatmaps (for the label class) of ``indices`` with lung outlines and predictions."""
     from isnetflow.lrp import relevance
-    from isnetflow.training.validation import predict_proba
+    from isnetflow.nets import predict_proba
 
     idx = indices[:8]
     x, m, y = data.images[idx], data.masks[idx], data.labels[idx]
     device = next(model.parameters()).device
     rel = relevance(model.eval(), x.to(device), y.to(device), epsilon=epsilon).cpu().numpy()[:, 0]
-    proba = predict_proba(model, x)
+    proba = predict_proba(model, x, batch_size=8)  # the (at most) 8 images in one batch
     titles = [
         f"{data.sites[i][:18]}\n{data.classes[int(y[k])]} p={proba[k, int(y[k])]:.2f}"
         for k, i in enumerate(idx)

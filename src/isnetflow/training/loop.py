@@ -34,6 +34,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,6 +138,20 @@ def _config_fingerprint(cfg: TrainConfig) -> str:
     return json.dumps(d, sort_keys=True)
 
 
+def _same_settings(written: str, fingerprint: str) -> bool:
+    """Whether a checkpoint's fingerprint ``written`` names the settings of ``fingerprint``, also when it
+    was written with the settings' older key names (``audit_composite``): read back through
+    :class:`TrainConfig`, which still accepts them."""
+    if written == fingerprint:
+        return True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return _config_fingerprint(TrainConfig.model_validate(json.loads(written))) == fingerprint
+    except (ValueError, TypeError):
+        return False
+
+
 @contextlib.contextmanager
 def torch_runtime(num_threads: int | None, deterministic: bool) -> Iterator[None]:
     """CPU threads and deterministic algorithms for one training, restored afterwards.
@@ -236,7 +251,7 @@ class Checkpointer:
         if ckpt is None:
             log.warning("no checkpoint at %s: starting from scratch", self.cfg.checkpoint_dir)
         else:
-            if ckpt["fingerprint"] != self.fingerprint:
+            if not _same_settings(ckpt["fingerprint"], self.fingerprint):
                 raise ValueError(f"{self.cfg.checkpoint_dir}: checkpoint was written with a different config")
             written_by = ckpt.get("world_size", 1)
             if written_by != self.ctx.world_size:  # the global batch would change mid-run

@@ -1,8 +1,10 @@
 """What the training measures on its validation split after every epoch (rank 0 only).
 
-Validation AUC and cross-entropy; the counterfactual swap change; the evaluation audit's background share
-on ``train.audit_samples`` images (the gate's own yardstick); and, while the heatmap loss is on, the ISNet
-objective's terms. The selection (:mod:`isnetflow.training.selection`) scores epochs on these.
+Validation AUC (:func:`isnetflow.evaluation.metrics.abnormal_auc`, the evaluation's abnormal-vs-normal AUC)
+and cross-entropy; the counterfactual swap change; the audit's background share on ``train.audit_samples``
+images, measured with ``train.audit`` (the settings' one ``audit`` section, which the evaluation's
+background-share gate measures with too); and, while the heatmap loss is on, the ISNet objective's terms.
+The selection (:mod:`isnetflow.training.selection`) scores epochs on these.
 """
 
 from __future__ import annotations
@@ -14,46 +16,39 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from isnetflow.config import TrainConfig
+from isnetflow.config import AuditConfig, TrainConfig
+from isnetflow.evaluation.metrics import abnormal_auc
 from isnetflow.isnet import ISNetLossConfig, isnet_objective
+from isnetflow.nets import predict_proba
 from isnetflow.training.data import TrainData
 from isnetflow.training.streams import RandomStreams
 
 __all__ = [
-    "auc",
+    "VALIDATION_BATCH",
     "audit_background_share",
-    "predict_proba",
     "val_heatmap_terms",
     "val_swap_change",
     "validate_epoch",
 ]
 
-
-@torch.no_grad()
-def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """Softmax probabilities ``(N, classes)`` in eval mode, batched."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = [
-        torch.softmax(model(images[i : i + batch_size].to(device)).float(), dim=1).cpu()
-        for i in range(0, images.shape[0], batch_size)
-    ]
-    return torch.cat(out).numpy()
+#: images per forward pass of the validation's predictions
+VALIDATION_BATCH = 64
 
 
 def audit_background_share(
-    model: nn.Module, images: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor, composite: str
+    model: nn.Module, images: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor, audit: AuditConfig
 ) -> float:
-    """Mean share of positive relevance outside the lungs with the evaluation audit's zennit ``composite``.
+    """Mean share of positive relevance outside the lungs, measured as the shortcut audit measures it.
 
-    The measurement of the background-share promotion gate (:func:`isnetflow.audit.explain.explain`,
-    label logit), on validation images: the selection limit is judged with the gate's own yardstick.
+    The measurement of the background-share promotion gate (:func:`isnetflow.audit.explain.audit_relevance`
+    with ``audit``, the ``targets`` logits), on validation images: the selection limit is judged with the
+    gate's own yardstick.
     """
+    from isnetflow.audit.explain import audit_relevance  # lazy: zennit is only needed here
     from isnetflow.audit.explain import background_share as share_of
-    from isnetflow.audit.explain import explain  # lazy: zennit is only needed here
 
     model.eval()
-    rel = explain(model, images, targets, composite=composite)  # type: ignore[arg-type]
+    rel = audit_relevance(model, images, targets, audit)
     shares = share_of(rel, masks.numpy())
     return float(np.nanmean(shares)) if np.isfinite(shares).any() else math.nan
 
@@ -110,21 +105,9 @@ def val_swap_change(
     don = torch.as_tensor(np.asarray([d for _, d in pairs], dtype=np.int64))
     region = (data.masks[rec] > 0.5) | (data.masks[don] > 0.5)
     composite = torch.where(region, data.images[rec], data.images[don])
-    swapped = predict_proba(model, composite)
+    swapped = predict_proba(model, composite, batch_size=VALIDATION_BATCH)
     original = proba[[k for k, _ in pairs]]
     return float(np.abs(1.0 - swapped[:, 0] - (1.0 - original[:, 0])).mean())
-
-
-def auc(labels: np.ndarray, proba: np.ndarray) -> float:
-    """ROC AUC of ``proba`` ``(N, classes)``: the positive class's for two classes, macro one-vs-rest
-    otherwise; NaN when ``labels`` hold one class."""
-    from sklearn.metrics import roc_auc_score
-
-    if len(np.unique(labels)) < 2:
-        return float("nan")
-    if proba.shape[1] == 2:
-        return float(roc_auc_score(labels, proba[:, 1]))
-    return float(roc_auc_score(labels, proba, multi_class="ovr", average="macro"))
 
 
 def validate_epoch(
@@ -138,17 +121,21 @@ def validate_epoch(
     """The end-of-epoch validation metrics: AUC, CE, swap change, audit background share, and the ISNet
     terms of ``loss_config`` when the heatmap loss is on."""
     metrics: dict[str, float] = {}
-    proba = predict_proba(model, data.images[val_idx])
+    proba = predict_proba(model, data.images[val_idx], batch_size=VALIDATION_BATCH)
     val_labels = data.labels[val_idx].numpy()
-    metrics["val_auc"] = auc(val_labels, proba)
+    metrics["val_auc"] = abnormal_auc(val_labels, proba)
     metrics["val_ce"] = float(
         F.nll_loss(torch.log(torch.from_numpy(proba).clamp_min(1e-12)), torch.from_numpy(val_labels))
     )
     metrics["val_swap_change"] = val_swap_change(model, data, val_idx, proba, cfg.seed)
     if cfg.audit_samples:
-        a_idx = val_idx[: cfg.audit_samples]
+        from isnetflow.audit.explain import explained_classes  # lazy: zennit is only needed here
+
+        n = cfg.audit_samples
+        a_idx = val_idx[:n]
+        targets = torch.as_tensor(explained_classes(cfg.audit, val_labels[:n], proba[:n]), dtype=torch.long)
         metrics["val_background_share"] = audit_background_share(
-            model, data.images[a_idx], data.masks[a_idx], data.labels[a_idx], cfg.audit_composite
+            model, data.images[a_idx], data.masks[a_idx], targets, cfg.audit
         )
     if loss_config is not None:
         terms = val_heatmap_terms(

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from isnetflow.config import DistillConfig, HeatmapLossConfig, TrainConfig
+from isnetflow.config import AuditConfig, DistillConfig, HeatmapLossConfig, TrainConfig
 from isnetflow.isnet import (
     ISNetLossConfig,
     ISNetOutput,
@@ -293,7 +293,7 @@ def test_validation_background_share_is_the_audit_measurement() -> None:
     rel = explain(result.model, data.images[idx], data.labels[idx], composite="epsilon_gamma_box")
     expected = float(np.nanmean(background_share(rel, data.masks[idx].numpy())))
     assert result.history[-1]["val_background_share"] == pytest.approx(expected, rel=1e-5)
-    other = train(cfg.model_copy(update={"audit_composite": "epsilon"}), data, progress=False)
+    other = train(cfg.model_copy(update={"audit": AuditConfig(composite="epsilon")}), data, progress=False)
     assert other.history[-1]["val_background_share"] != pytest.approx(expected, rel=1e-3)
 
 

@@ -1,0 +1,67 @@
+"""The settings: the audit is one section that model selection (train) and the evaluation both read."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from pydantic import ValidationError
+
+from isnetflow.config import AuditConfig, EvaluateConfig, Settings, TrainConfig
+
+
+def test_the_audit_section_reaches_both_stages() -> None:
+    s = Settings.model_validate({"audit": {"composite": "epsilon_plus_flat", "gamma": 0.5}})
+    assert s.train.audit == s.evaluate.audit == s.audit
+    assert (s.audit.composite, s.audit.gamma, s.audit.epsilon) == ("epsilon_plus_flat", 0.5, 1e-6)
+    assert Settings().train.audit == Settings().evaluate.audit == AuditConfig()
+
+
+def test_what_one_section_states_holds_for_both() -> None:
+    s = Settings(train=TrainConfig(audit=AuditConfig(gamma=0.7)), evaluate=EvaluateConfig(n_boot=3))
+    assert s.audit.gamma == s.evaluate.audit.gamma == 0.7 and s.evaluate.n_boot == 3
+    loaded = Settings.load(None, evaluate=EvaluateConfig(audit=AuditConfig(target="predicted")))
+    assert loaded.train.audit.target == "predicted"
+
+
+def test_two_audits_are_refused() -> None:
+    with pytest.raises(ValidationError, match="one yardstick"):
+        Settings.model_validate({"audit": {"gamma": 0.5}, "evaluate": {"audit": {"gamma": 0.3}}})
+    # a copy that bypassed validation, serialized for a pipeline, is refused where it is read back
+    split = Settings().model_copy(update={"train": TrainConfig(audit=AuditConfig(gamma=0.7))})
+    with pytest.raises(ValidationError, match="one yardstick"):
+        Settings.model_validate_json(split.model_dump_json())
+
+
+def test_settings_json_round_trips() -> None:
+    s = Settings.model_validate({"audit": {"epsilon": 1e-4, "target": "predicted"}})
+    assert Settings.model_validate_json(s.model_dump_json()) == s
+    assert Settings.model_validate_json(Settings().model_dump_json()) == Settings()
+
+
+def test_the_old_flat_keys_still_load_with_a_warning() -> None:
+    old = {
+        "train": {"audit_composite": "epsilon"},
+        "evaluate": {"audit_composite": "epsilon", "audit_gamma": 0.5, "audit_target": "predicted"},
+    }
+    with pytest.warns(FutureWarning) as caught:
+        s = Settings.model_validate(old)
+    assert any("audit_gamma is audit.gamma" in str(w.message) for w in caught)
+    assert s.audit == AuditConfig(composite="epsilon", gamma=0.5, target="predicted")
+    assert s.train.audit == s.evaluate.audit == s.audit
+    with pytest.warns(FutureWarning):
+        alone = TrainConfig.model_validate({"audit_composite": "epsilon_plus_flat", "lr": 0.01})
+    assert alone.audit.composite == "epsilon_plus_flat" and alone.lr == 0.01
+    with pytest.warns(FutureWarning):
+        ev = EvaluateConfig.model_validate({"audit_epsilon": 1e-3})
+    assert ev.audit == AuditConfig(epsilon=1e-3)
+
+
+def test_old_keys_that_contradict_are_refused() -> None:
+    two = {"train": {"audit_composite": "epsilon"}, "evaluate": {"audit_composite": "epsilon_plus_flat"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        with pytest.raises(ValidationError, match="one yardstick"):
+            Settings.model_validate(two)
+        with pytest.raises(ValidationError, match="contradicts"):
+            EvaluateConfig.model_validate({"audit_gamma": 0.5, "audit": {"gamma": 0.3}})
