@@ -10,7 +10,10 @@ STAMP := $(VENV)/.isnetflow-installed
 # checkov's pins conflict with constraints.txt. Locked by constraints-tools.txt.
 TOOLS_VENV ?= .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.isnetflow-tools-installed
-PYTEST_ARGS ?= -m "not slow and not gpu"
+# The default suite on PYTEST_WORKERS processes (pytest-xdist; a file stays on one worker, so module fixtures are
+# built once). `make test PYTEST_WORKERS=0` runs it in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?= -m "not slow and not gpu" -n $(PYTEST_WORKERS) --dist loadfile
 DEMO_ARGS ?=
 
 .PHONY: demo test venv tools lint typecheck pytest test-slow bench-gpus clean help
