@@ -28,8 +28,10 @@ from typing import Any, TextIO
 
 from kfp import local
 
+from isnetflow.artifacts.evaluation import EVALUATION_FILE, EvaluationReport
+from isnetflow.artifacts.training import TRAIN_SUMMARY_FILE, TrainSummary
+from isnetflow.artifacts.validation import ValidationSummary
 from isnetflow.config import Settings
-from isnetflow.evaluation import keys
 from isnetflow.evaluation.gates import standard_line, summary_values
 from isnetflow.registry.tracking import resolve_tracking_uri
 from isnetflow.tasks import GATES_FILE, INGEST_FILE, DataArtifact, read_json
@@ -170,12 +172,12 @@ def _get(d: dict[str, Any], *names: str) -> Any:
     return d
 
 
-def _confound(validation: dict[str, Any]) -> dict[str, Any] | None:
+def _confound(validation: ValidationSummary | dict[str, Any]) -> dict[str, Any] | None:
     """The site/label confound the validation found (one line, and whether it warns or fails), or None."""
-    balance = validation.get("class_balance") or {}
-    if not balance.get("line"):
+    balance = ValidationSummary.of(validation).class_balance
+    if balance is None or not balance.line:
         return None
-    return {"line": balance["line"], "action": balance.get("confound"), "sites": list(balance["confounded"])}
+    return {"line": balance.line, "action": balance.confound, "sites": list(balance.confounded or {})}
 
 
 def collect_summary(run_dir: Path, tracking_uri: str, wall: float) -> dict[str, Any]:
@@ -183,27 +185,21 @@ def collect_summary(run_dir: Path, tracking_uri: str, wall: float) -> dict[str, 
     data = DataArtifact.read(next(run_dir.rglob(INGEST_FILE)).parent)
     ingest = data.info
     models: dict[str, Any] = {}
-    for summary_file in run_dir.rglob("train_summary.json"):
-        s = read_json(summary_file)
-        models[s["mode"]] = {
-            "model_uri": s["model_uri"],
-            "run_id": s["run_id"],
-            "best_val_auc": s["best_val_auc"],
-        }
-    for ev_file in run_dir.rglob(keys.EVALUATION_FILE):
-        ev = read_json(ev_file)
-        mode = keys.get(ev, keys.path(keys.MODEL, "mode"))
+    for summary_file in run_dir.rglob(TRAIN_SUMMARY_FILE):
+        s = TrainSummary.read(summary_file)
+        models[str(s.mode)] = {"model_uri": s.model_uri, "run_id": s.run_id, "best_val_auc": s.best_val_auc}
+    for ev_file in run_dir.rglob(EVALUATION_FILE):
+        ev = EvaluationReport.read_from(ev_file)
+        mode = ev.mode
         if mode not in models:
             continue
         gates = read_json(ev_file.parent / GATES_FILE) if (ev_file.parent / GATES_FILE).exists() else {}
+        external = ev.external_pooled
         models[mode].update(
             {
-                "internal_auc": keys.get(ev, keys.INTERNAL_TEST_AUC),
-                "external_auc": keys.get(ev, keys.EXTERNAL_AUC),
-                "external_auc_ci": [
-                    keys.get(ev, keys.EXTERNAL_AUC_CI_LOW),
-                    keys.get(ev, keys.EXTERNAL_AUC_CI_HIGH),
-                ],
+                "internal_auc": ev.internal_test.auc,
+                "external_auc": external.auc,
+                "external_auc_ci": [external.auc_ci_low, external.auc_ci_high],
                 **summary_values(ev),  # the gates' values shown in the summary table
                 "gates_passed": gates.get("all_gates_passed"),
                 "gates": {g["name"]: g.get("passed") for g in gates.get("gates", [])},
@@ -227,18 +223,18 @@ def collect_summary(run_dir: Path, tracking_uri: str, wall: float) -> dict[str, 
     elif data_check is not None and not data_check.get("proceed", True):
         promotion.update({"decision": "skipped", "reason": f"no training: {data_check.get('reason')}"})
     elif not data.passed:
-        promotion.update({"decision": "skipped", "reason": f"validation failed: {ingest.get('reason')}"})
+        promotion.update({"decision": "skipped", "reason": f"validation failed: {ingest.reason}"})
     return {
         "pipeline_root": str(run_dir),
         "tracking_uri": tracking_uri,
         "data": {
-            "source": ingest["source"],
+            "source": ingest.source,
             **data.counts,
             "validation_passed": data.passed,
-            "fingerprint": ingest.get("data_fingerprint"),
-            "internal_sites": ingest["internal_sites"],
-            "external_sites": ingest["external_sites"],
-            "confound": _confound(ingest.get("validation") or {}),
+            "fingerprint": ingest.data_fingerprint,
+            "internal_sites": ingest.internal_sites,
+            "external_sites": ingest.external_sites,
+            "confound": _confound(data.validation),
         },
         "data_check": data_check,
         "models": models,

@@ -489,7 +489,7 @@ LEGACY_AUDIT_KEYS: dict[str, dict[str, str]] = {
 }
 
 
-def _given_audit(value: Any) -> dict[str, Any]:
+def _given_audit(value: Any) -> dict[str, object]:
     """The fields an audit setting states explicitly (a mapping or an :class:`AuditConfig`), validated."""
     audit = value if isinstance(value, AuditConfig) else AuditConfig.model_validate(value)
     return audit.model_dump(include=set(audit.model_fields_set))
@@ -1078,7 +1078,7 @@ class Settings(StrictModel):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        stated: dict[str, dict[str, Any]] = {}
+        stated: dict[str, dict[str, object]] = {}
         if data.get("audit") is not None:
             stated["audit"] = _given_audit(data["audit"])
         for name in AUDIT_READERS:
@@ -1089,7 +1089,7 @@ class Settings(StrictModel):
                     stated[f"{name}.audit"] = _given_audit(section["audit"])
             elif isinstance(section, TrainConfig | EvaluateConfig) and "audit" in section.model_fields_set:
                 stated[f"{name}.audit"] = _given_audit(section.audit)
-        merged: dict[str, Any] = {}
+        merged: dict[str, object] = {}
         where: dict[str, str] = {}
         for place, fields in stated.items():
             for key, value in fields.items():

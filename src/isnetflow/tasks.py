@@ -4,7 +4,8 @@ A component (``components/*.py``) is only an interface: it declares its inputs a
 task of the same name here with the artifacts' local paths and copies the returned
 :class:`TaskOutputs` into its KFP outputs (metrics, HTML, metadata, ROC curve). The logic lives here,
 where it is typed, linted and tested without kfp; ``pipelines/local.collect_summary`` reads the same
-artifacts through the same readers (:class:`DataArtifact`, :func:`read_json`).
+artifacts through the same readers (:class:`DataArtifact`, the typed artifacts of
+:mod:`isnetflow.artifacts`, :func:`read_json` for the rest).
 
 This module sits above the stages: a task may run several of them (``evaluate_model`` evaluates, checks
 the gates without registering, and records the candidate's outcome for scheduled retraining).
@@ -27,11 +28,15 @@ down to the stages.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from isnetflow.artifacts.evaluation import EvaluationReport
+from isnetflow.artifacts.training import TrainSummary
+from isnetflow.artifacts.validation import INGEST_FILE, IngestSummary, ValidationSummary
 from isnetflow.config import Settings
 from isnetflow.evaluation import keys
 from isnetflow.evaluation.gates import STANDARD_GATE
@@ -54,7 +59,6 @@ __all__ = [
     "train_model_distributed",
 ]
 
-INGEST_FILE = "ingest.json"
 GATES_FILE = "gates.json"
 #: the masks artifact holds the mask stage's output folder under this name
 MASKS_SUBDIR = "masks"
@@ -71,16 +75,22 @@ def read_json(path: str | Path) -> Any:
 
 @dataclass(frozen=True)
 class DataArtifact:
-    """The data artifact the ingest task writes (``ingest.json`` and the folders it names)."""
+    """The data artifact the ingest task writes (``ingest.json``, its
+    :class:`~isnetflow.artifacts.validation.IngestSummary`, and the folders it names)."""
 
     root: Path
-    info: dict[str, Any]
+    info: IngestSummary
+
+    def __post_init__(self) -> None:
+        """Read ``info`` given as a mapping (the ingest stage's return value) as the summary."""
+        if not isinstance(self.info, IngestSummary):
+            object.__setattr__(self, "info", IngestSummary.of(self.info))
 
     @classmethod
     def read(cls, root: str | Path) -> DataArtifact:
         """The artifact at ``root``, with its ``ingest.json``."""
         root = Path(root)
-        return cls(root, read_json(root / INGEST_FILE))
+        return cls(root, IngestSummary.read_from(root))
 
     def resolve(self, entry: str | None) -> Path | None:
         """Absolute path of an ``ingest.json`` entry (relative entries lie inside the artifact)."""
@@ -92,24 +102,27 @@ class DataArtifact:
     @property
     def validated(self) -> Path:
         """The validate stage's output folder (manifest, images)."""
-        return self.root / self.info["validated"]
+        return self.root / str(self.info.validated)
 
     @property
     def provided_masks(self) -> Path | None:
         """The lung masks that came with the data (the demo cohort's, or a ``masks/`` beside the labels)."""
-        return self.resolve(self.info.get("provided_masks"))
+        return self.resolve(self.info.provided_masks)
 
     @property
     def passed(self) -> bool:
         """Whether the data can make a run: validation passed and the site choice works (``ingest.json``)."""
-        return bool(self.info["passed"])
+        return bool(self.info.passed)
+
+    @property
+    def validation(self) -> ValidationSummary:
+        """The validation's summary (empty when not recorded)."""
+        return self.info.validation or ValidationSummary()
 
     @property
     def counts(self) -> dict[str, int]:
         """Files per status (valid / quarantined / ignored)."""
-        return {
-            k: int(self.info["validation"]["counts"].get(k, 0)) for k in ("valid", "quarantined", "ignored")
-        }
+        return {k: self.validation.count(k) for k in ("valid", "quarantined", "ignored")}
 
 
 @dataclass
@@ -132,22 +145,23 @@ def ingest(
     from isnetflow.stages import ingest as stage
 
     settings = Settings.model_validate_json(settings_json)
-    summary = stage.run(
+    stage.run(
         settings,
         out,
         input_uri=input_uri,
         labels_uri=labels_uri,
         external_sites=json.loads(external_sites_json or "[]"),
     )
-    data = DataArtifact(Path(out), summary)
-    v = summary["validation"]
-    metrics = {key: float(v[key]) for key in ("files", "pass_rate")}
+    data = DataArtifact.read(out)
+    v = data.validation
+    metrics = {"files": float(v.files or 0), "pass_rate": float(v.pass_rate or 0.0)}
     metrics.update({k: float(n) for k, n in data.counts.items()})
     figures = []
-    preview = data.resolve(summary["cohort_preview"])
+    preview = data.resolve(data.info.cohort_preview)
     if preview is not None:
         figures.append(("synthetic cohort: examples per site and class", preview))
-    note = f"{v['counts']} — pass rate {v['pass_rate']:.3f}; {summary['reason'] or 'validation passed'}"
+    counts = v.counts.model_dump(exclude_unset=True) if v.counts is not None else {}
+    note = f"{counts} — pass rate {float(v.pass_rate or 0.0):.3f}; {data.info.reason or 'validation passed'}"
     return TaskOutputs(
         value=data.passed,
         metrics=metrics,
@@ -206,11 +220,15 @@ def lung_masks(settings_json: str, tracking_uri: str, data: str | Path, out: str
     )
 
 
-def _trained(summary: dict[str, Any], mode: str, out: str | Path, title: str) -> TaskOutputs:
+def _trained(mode: str, out: str | Path, title: str) -> TaskOutputs:
+    """The model artifact ``out``'s outputs, from the ``train_summary.json`` the training wrote into it."""
+    summary = TrainSummary.read_from(out)
+    numbers = {"best_val_auc": summary.best_val_auc, "best_epoch": summary.best_epoch}
+    numbers["wall_seconds"] = summary.wall_seconds
     return TaskOutputs(
-        value=str(summary["model_uri"]),
-        metrics={k: float(summary[k]) for k in ("best_val_auc", "best_epoch", "wall_seconds")},
-        metadata={"mlflow_model_uri": summary["model_uri"], "mode": mode, "run_id": summary["run_id"]},
+        value=str(summary.model_uri),
+        metrics={k: math.nan if v is None else float(v) for k, v in numbers.items()},
+        metadata={"mlflow_model_uri": summary.model_uri, "mode": mode, "run_id": summary.run_id},
         html=images_html(title, [("LRP relevance, label class", Path(out) / "heatmaps.png")]),
     )
 
@@ -233,7 +251,7 @@ def train_model(
 
     settings = Settings.model_validate_json(settings_json)
     cfg = settings.train.model_copy(update={"mode": mode})
-    summary = stage.run(
+    stage.run(
         cfg,
         DataArtifact.read(data).validated,
         Path(masks) / MASKS_SUBDIR,
@@ -245,7 +263,7 @@ def train_model(
         resume=cfg.checkpoint_dir is not None,
         checkpoint_scope=pipeline_run,
     )
-    return _trained(summary, mode, out, f"{mode}: validation heatmaps")
+    return _trained(mode, out, f"{mode}: validation heatmaps")
 
 
 def train_model_distributed(
@@ -273,10 +291,10 @@ def train_model_distributed(
 
     cluster = json.loads(cluster_json)
     info = DataArtifact.read(data).info
-    summary = stage.run_trainjob(
+    stage.run_trainjob(
         settings_json,
         mode,
-        f"{data_uri.rstrip('/')}/{info['validated']}",
+        f"{data_uri.rstrip('/')}/{info.validated}",
         f"{masks_uri.rstrip('/')}/{MASKS_SUBDIR}",
         out,
         gpus=gpus,
@@ -294,9 +312,10 @@ def train_model_distributed(
         node_selector=cluster["node_selector"],
         tolerations=cluster["tolerations"],
     )
-    outputs = _trained(summary, mode, out, f"{mode}: validation heatmaps ({gpus} GPUs)")
+    outputs = _trained(mode, out, f"{mode}: validation heatmaps ({gpus} GPUs)")
     outputs.metrics["gpus"] = float(gpus)
-    outputs.metadata["trainjob"] = summary["trainjob"]["name"]
+    trainjob = TrainSummary.read_from(out).trainjob
+    outputs.metadata["trainjob"] = None if trainjob is None else trainjob.name
     return outputs
 
 
@@ -376,7 +395,7 @@ def evaluate_model(
     standard = _baseline(settings, baseline, candidate)
     validated = DataArtifact.read(data).validated
     masks_dir = Path(masks) / MASKS_SUBDIR
-    payload = evaluate.run(
+    evaluate.run(
         settings.evaluate,
         model_uri,
         validated,
@@ -404,22 +423,23 @@ def evaluate_model(
             failed_gates=[g["name"] for g in decision["gates"] if not g["passed"]],
             candidate_uri=model_uri,
         )
+    evaluation = EvaluationReport.read_from(out)
     metrics: dict[str, float] = {}
     for split in (keys.INTERNAL_TEST, keys.EXTERNAL_POOLED):
-        auc = payload[keys.SPLITS][split][keys.AUC]
+        auc = evaluation.split(split).auc
         if auc is not None:
             metrics[f"{split}_auc"] = float(auc)
-    share = keys.get(payload, keys.BACKGROUND_SHARE)
-    if share is not None:
-        metrics["background_share"] = float(share)
+    if evaluation.background_share is not None:
+        metrics["background_share"] = evaluation.background_share
     delta = next((g["value"] for g in decision["gates"] if g["name"] == STANDARD_GATE), None)
     if delta is not None:
         metrics["auc_delta_vs_standard"] = float(delta)
     outputs = TaskOutputs(value=passed, metrics=metrics, html=report.read_text())
-    cm = payload.get(keys.CLASSIFICATION_METRICS, {}).get(keys.EXTERNAL_POOLED)
-    if cm:  # absent when the external set holds a single class (no ROC curve exists)
-        outputs.roc = {k: cm["roc"][k] for k in ("fpr", "tpr", "thresholds")}
-        outputs.confusion = {k: cm["confusion_matrix"][k] for k in ("categories", "matrix")}
+    cm = (evaluation.classification_metrics or {}).get(keys.EXTERNAL_POOLED)
+    # absent when the external set holds a single class (no ROC curve exists)
+    if cm is not None and cm.roc is not None and cm.confusion_matrix is not None:
+        outputs.roc = cm.roc.model_dump(include={"fpr", "tpr", "thresholds"})
+        outputs.confusion = cm.confusion_matrix.model_dump(include={"categories", "matrix"})
     return outputs
 
 

@@ -39,8 +39,9 @@ from typing import Any
 
 import numpy as np
 
+from isnetflow.artifacts import finite
+from isnetflow.artifacts.evaluation import EvaluationReport
 from isnetflow.config import Settings, TrainConfig
-from isnetflow.evaluation import keys
 from isnetflow.names import BENCH_SEEDS_EXPERIMENT
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,7 @@ def prepare_cohort(
     """
     import hashlib
 
+    from isnetflow.artifacts.validation import IngestSummary
     from isnetflow.stages import ingest, masks
     from isnetflow.tasks import MASKS_SUBDIR, DataArtifact
 
@@ -185,7 +187,7 @@ def prepare_cohort(
     )  # fmt: skip
     if not info["passed"]:
         raise RuntimeError(f"validation failed: {info['reason']}")
-    data = DataArtifact(workdir / "data", info)
+    data = DataArtifact(workdir / "data", IngestSummary.of(info))
     validated = data.validated
     masks.run(settings.masks, validated, workdir / "masks", data.provided_masks, progress=progress)
     cohort = {
@@ -200,13 +202,14 @@ def prepare_cohort(
 
 
 def _metrics(payload: dict[str, Any]) -> dict[str, Any]:
-    sites = [v for v in keys.external_site_aucs(payload).values() if v is not None]
+    ev = EvaluationReport.of(payload)
+    sites = [v for v in ev.external_site_aucs().values() if v is not None]
     return {
-        "internal_auc": keys.number(payload, keys.INTERNAL_TEST_AUC),
-        "external_auc": keys.number(payload, keys.EXTERNAL_AUC),
+        "internal_auc": finite(ev.internal_test.auc),
+        "external_auc": finite(ev.external_pooled.auc),
         "min_site_auc": min(sites) if sites else None,
-        "background_share": keys.number(payload, keys.BACKGROUND_SHARE),
-        "flip_rate": keys.number(payload, keys.FLIP_RATE),
+        "background_share": ev.background_share,
+        "flip_rate": ev.flip_rate,
     }
 
 

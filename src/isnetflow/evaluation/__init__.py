@@ -9,7 +9,8 @@
 * :mod:`~isnetflow.evaluation.plots` / :mod:`~isnetflow.evaluation.report` -- figures, HTML, kfp data;
 * :mod:`~isnetflow.evaluation.io` -- the evaluation's data and its ``evaluation.json`` read back (shared
   by the evaluate and promote stages);
-* :mod:`~isnetflow.evaluation.keys` -- the ``evaluation.json`` keys, defined once, and their readers;
+* :mod:`~isnetflow.evaluation.keys` -- the dotted paths of ``evaluation.json`` values (metric keys); the
+  file itself is typed in :mod:`isnetflow.artifacts.evaluation`;
 * :mod:`~isnetflow.evaluation.gates` -- the promotion gate registry and the pass/fail checks.
 
 The audit's instruments (zennit heatmaps, the counterfactual background swap) are in

@@ -19,8 +19,9 @@ site's test patients so that the internal reference and the gap stay defined.
 
 Images are scored as abnormal vs normal (:func:`isnetflow.evaluation.metrics.positive_scores`).
 
-Output keys (``evaluation.json``, see :func:`evaluate_model`; NaN is written as ``null``; the paths
-the gates, tags and summaries read are constants of :mod:`isnetflow.evaluation.keys`)::
+Output keys (``evaluation.json``, see :func:`evaluate_model`; NaN is written as ``null``; the file is
+typed as :class:`~isnetflow.artifacts.evaluation.EvaluationReport`, which the gates, tags and summaries
+read, and its metric paths are constants of :mod:`isnetflow.evaluation.keys`)::
 
     threshold.{value, method, n}
     splits.{internal_val, internal_test, external_pooled}.{n, n_patients, n_positive, auc, auc_ci_low,

@@ -1,10 +1,12 @@
-"""Promotion gates: the gate registry :data:`GATES` and pure pass/fail logic on an ``evaluation.json``
-payload and a policy.
+"""Promotion gates: the gate registry :data:`GATES` and pure pass/fail logic on an evaluation and a policy.
 
-Each gate is one :class:`Gate` entry in :data:`GATES`: its name (used in the registry tags
-``gate.<name>.value|threshold|passed``), the ``evaluation.json`` key its value is read from (also its
-flat MLflow metric key), the comparison (inclusive), the :class:`~isnetflow.config.PromotionPolicy`
-field holding its threshold and a one-line description. Everything else follows the registry: the
+An evaluation is read as the typed ``evaluation.json``
+(:class:`~isnetflow.artifacts.evaluation.EvaluationReport`; a mapping, the file's content or an
+in-memory payload, is read as one). Each gate is one :class:`Gate` entry in :data:`GATES`: its name (used
+in the registry tags ``gate.<name>.value|threshold|passed``), the ``evaluation.json`` key of its value
+(its flat MLflow metric key) and the reader taking the value from the report, the comparison
+(inclusive), the :class:`~isnetflow.config.PromotionPolicy` field holding its threshold and a one-line
+description. Everything else follows the registry: the
 checks (:func:`evaluate_gates`), the ``eval.*`` model-version tags written at promotion
 (:func:`evaluation_tags`), the flat metrics (:func:`isnetflow.evaluation.report.flat_metrics`), the
 HTML report's headline and the run summary table (:func:`summary_values`,
@@ -47,6 +49,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from isnetflow.artifacts import finite
+from isnetflow.artifacts.evaluation import EvaluatedModel, EvaluationReport
 from isnetflow.config import PromotionPolicy
 from isnetflow.evaluation import keys
 
@@ -66,6 +70,8 @@ __all__ = [
 ]
 
 Comparison = Literal[">=", "<="]
+#: an evaluation as the gates take it: the typed report, or its JSON mapping (read as the report)
+Evaluation = EvaluationReport | Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -120,17 +126,18 @@ class BaselineReference:
     evaluated_sites: tuple[str, ...] | None = None
 
     @classmethod
-    def from_payload(cls, evaluation: Mapping[str, Any], *, name: str = "standard") -> BaselineReference:
-        """The baseline of an ``evaluation.json`` payload (the evaluate stage's, or
+    def from_payload(cls, evaluation: Evaluation, *, name: str = "standard") -> BaselineReference:
+        """The baseline of an evaluation (the evaluate stage's ``evaluation.json``, or
         :func:`isnetflow.evaluation.core.evaluate_model`'s ``payload``, which records no model or data)."""
-        sites = evaluation.get(keys.EVALUATED_SITES)
+        ev = EvaluationReport.of(evaluation)
+        model = ev.model or EvaluatedModel()
         return cls(
-            external_auc=keys.number(evaluation, keys.EXTERNAL_AUC),
+            external_auc=finite(ev.external_pooled.auc),
             name=name,
-            model_uri=str(keys.get(evaluation, keys.MODEL_URI) or ""),
-            run_id=str(keys.get(evaluation, keys.MODEL_RUN_ID) or ""),
-            manifest_sha256=str(keys.get(evaluation, keys.MANIFEST_SHA256) or ""),
-            evaluated_sites=tuple(str(x) for x in sites) if isinstance(sites, list) else None,
+            model_uri=model.uri or "",
+            run_id=model.run_id or "",
+            manifest_sha256=_manifest(ev),
+            evaluated_sites=None if ev.evaluated_sites is None else tuple(ev.evaluated_sites),
         )
 
 
@@ -143,9 +150,9 @@ class GateReferences:
 
 
 #: ``read(evaluation) -> (value, detail)``: a gate's value and what explains it (or why it is missing).
-GateReader = Callable[[Mapping[str, Any]], tuple[float | None, str]]
+GateReader = Callable[[EvaluationReport], tuple[float | None, str]]
 #: ``check(gate, evaluation, policy, references)``: a gate that needs more than its value and threshold.
-GateCheck = Callable[["Gate", Mapping[str, Any], PromotionPolicy, GateReferences], GateResult]
+GateCheck = Callable[["Gate", EvaluationReport, PromotionPolicy, GateReferences], GateResult]
 
 
 @dataclass(frozen=True)
@@ -153,7 +160,8 @@ class Gate:
     """A registered promotion gate.
 
     ``metric`` is the ``evaluation.json`` key (dotted, ``*`` = every site) the value comes from and its
-    flat metric key; ``read`` computes the value when it is not simply the number at ``metric``;
+    flat metric key; ``read`` takes the value from the typed report (without one: the number at
+    ``metric``, :meth:`~isnetflow.artifacts.evaluation.EvaluationReport.number`);
     ``check`` replaces the plain comparison of value and threshold (the champion and do-no-harm gates,
     given the champion and the baseline as :class:`GateReferences`). ``eval_tag``
     names the ``eval.*`` model-version tag recording the value at promotion and ``summary`` the run
@@ -175,23 +183,25 @@ class Gate:
         value: float | None = getattr(policy, self.policy_field)
         return value
 
-    def value(self, evaluation: Mapping[str, Any]) -> tuple[float | None, str]:
+    def value(self, evaluation: Evaluation) -> tuple[float | None, str]:
         """The gate's value in ``evaluation`` and its detail."""
+        ev = EvaluationReport.of(evaluation)
         if self.read is not None:
-            return self.read(evaluation)
-        return keys.number(evaluation, self.metric), ""
+            return self.read(ev)
+        return ev.number(self.metric), ""
 
     def evaluate(
         self,
-        evaluation: Mapping[str, Any],
+        evaluation: Evaluation,
         policy: PromotionPolicy,
         champion: ChampionReference | None = None,
         baseline: BaselineReference | None = None,
     ) -> GateResult:
         """This gate's outcome for one candidate evaluation."""
+        ev = EvaluationReport.of(evaluation)
         if self.check is not None:
-            return self.check(self, evaluation, policy, GateReferences(champion, baseline))
-        value, detail = self.value(evaluation)
+            return self.check(self, ev, policy, GateReferences(champion, baseline))
+        value, detail = self.value(ev)
         return _compare(self.name, value, self.threshold(policy), self.comparison, detail)
 
 
@@ -208,14 +218,29 @@ def _compare(
     return GateResult(name, value, threshold, op, passed, detail)
 
 
-def _auc_gap(evaluation: Mapping[str, Any]) -> tuple[float | None, str]:
-    internal = keys.number(evaluation, keys.INTERNAL_TEST_AUC)
-    external = keys.number(evaluation, keys.EXTERNAL_AUC)
+def _manifest(ev: EvaluationReport) -> str:
+    return (ev.data.manifest_sha256 if ev.data is not None else None) or ""
+
+
+def _external_auc_ci_low(ev: EvaluationReport) -> tuple[float | None, str]:
+    return finite(ev.external_pooled.auc_ci_low), ""
+
+
+def _auc_gap(ev: EvaluationReport) -> tuple[float | None, str]:
+    internal, external = finite(ev.internal_test.auc), finite(ev.external_pooled.auc)
     return (internal - external if internal is not None and external is not None else None), ""
 
 
-def _min_site_auc(evaluation: Mapping[str, Any]) -> tuple[float | None, str]:
-    scored = keys.external_site_aucs(evaluation)
+def _background_share(ev: EvaluationReport) -> tuple[float | None, str]:
+    return ev.background_share, ""
+
+
+def _flip_rate(ev: EvaluationReport) -> tuple[float | None, str]:
+    return ev.flip_rate, ""
+
+
+def _min_site_auc(ev: EvaluationReport) -> tuple[float | None, str]:
+    scored = ev.external_site_aucs()
     if not scored:
         return None, "no external site was evaluated"
     valid = {k: v for k, v in scored.items() if v is not None}
@@ -231,7 +256,7 @@ def _min_site_auc(evaluation: Mapping[str, Any]) -> tuple[float | None, str]:
 
 def _champion_check(
     gate: Gate,
-    evaluation: Mapping[str, Any],
+    ev: EvaluationReport,
     policy: PromotionPolicy,
     refs: GateReferences,
 ) -> GateResult:
@@ -242,7 +267,7 @@ def _champion_check(
         return _compare(gate.name, None, None, gate.comparison)
     if champion is None:
         return GateResult(gate.name, None, -max_drop, gate.comparison, True, "no champion yet")
-    external = keys.number(evaluation, gate.metric)
+    external = finite(ev.external_pooled.auc)
     if champion.external_auc is None or external is None:
         return GateResult(
             gate.name,
@@ -262,33 +287,32 @@ def _champion_check(
     )
 
 
-def _same_model(evaluation: Mapping[str, Any], baseline: BaselineReference) -> bool:
-    uri, run_id = keys.get(evaluation, keys.MODEL_URI), keys.get(evaluation, keys.MODEL_RUN_ID)
-    return bool(baseline.model_uri and baseline.model_uri == uri) or bool(
-        baseline.run_id and baseline.run_id == run_id
+def _same_model(ev: EvaluationReport, baseline: BaselineReference) -> bool:
+    model = ev.model or EvaluatedModel()
+    return bool(baseline.model_uri and baseline.model_uri == model.uri) or bool(
+        baseline.run_id and baseline.run_id == model.run_id
     )
 
 
-def _other_data(evaluation: Mapping[str, Any], baseline: BaselineReference) -> str:
+def _other_data(ev: EvaluationReport, baseline: BaselineReference) -> str:
     """Why the baseline was not evaluated on the candidate's data ("" when it was, as far as recorded)."""
-    want = keys.get(evaluation, keys.MANIFEST_SHA256)
+    want = _manifest(ev)
     if want and baseline.manifest_sha256 and want != baseline.manifest_sha256:
         return f"manifest {str(baseline.manifest_sha256)[:12]} vs the candidate's {str(want)[:12]}"
-    sites = evaluation.get(keys.EVALUATED_SITES)
+    sites = ev.evaluated_sites
     recorded = baseline.evaluated_sites
-    if isinstance(sites, list) and recorded is not None and tuple(str(x) for x in sites) != recorded:
+    if sites is not None and recorded is not None and tuple(sites) != recorded:
         return f"sites {list(recorded)} vs the candidate's {sites}"
     return ""
 
 
-def _candidate_label(evaluation: Mapping[str, Any]) -> str:
-    mode = keys.get(evaluation, keys.path(keys.MODEL, "mode"))
-    return {"isnet": "ISNet", "standard": "standard model"}.get(str(mode), "candidate")
+def _candidate_label(ev: EvaluationReport) -> str:
+    return {"isnet": "ISNet", "standard": "standard model"}.get(str(ev.mode), "candidate")
 
 
 def _standard_check(
     gate: Gate,
-    evaluation: Mapping[str, Any],
+    ev: EvaluationReport,
     policy: PromotionPolicy,
     refs: GateReferences,
 ) -> GateResult:
@@ -304,17 +328,17 @@ def _standard_check(
     if baseline is None:
         if threshold is None:
             return result(None, True, "disabled by policy")
-        if keys.get(evaluation, keys.path(keys.MODEL, "mode")) == "standard":  # the baseline's own check
+        if ev.mode == "standard":  # the baseline's own check
             return result(None, True, "not applicable: this is the standard model, the baseline itself")
         return result(None, True, "not applicable: no standard model was trained beside this candidate")
     who = baseline.name
-    if _same_model(evaluation, baseline):
+    if _same_model(ev, baseline):
         return result(None, True, f"not applicable: the candidate is the {who} model itself")
-    candidate = _candidate_label(evaluation)
-    other = _other_data(evaluation, baseline)
+    candidate = _candidate_label(ev)
+    other = _other_data(ev, baseline)
     if other:
         return result(None, max_drop is None, f"cannot compare with the {who} model: other data ({other})")
-    external = keys.number(evaluation, gate.metric)
+    external = finite(ev.external_pooled.auc)
     if external is None or baseline.external_auc is None:
         missing = " and ".join(
             label
@@ -343,6 +367,7 @@ GATES: dict[str, Gate] = {
             ">=",
             "min_external_auc_ci_low",
             "lower CI bound of the pooled external AUC",
+            read=_external_auc_ci_low,
             eval_tag="eval.external_pooled.auc_ci_low",
         ),
         Gate(
@@ -359,6 +384,7 @@ GATES: dict[str, Gate] = {
             "<=",
             "max_background_share",
             "mean positive relevance share outside the lungs (audit)",
+            read=_background_share,
             eval_tag="eval.background_share",
             summary=("background_relevance", "background relevance share"),
         ),
@@ -368,6 +394,7 @@ GATES: dict[str, Gate] = {
             "<=",
             "max_flip_rate",
             "share of predictions flipped by the background swap",
+            read=_flip_rate,
             eval_tag="eval.flip_rate",
             summary=("counterfactual_flip_rate", "counterfactual flip rate"),
         ),
@@ -405,7 +432,7 @@ STANDARD_GATE = "standard_auc_delta"
 
 
 def evaluate_gates(
-    evaluation: Mapping[str, Any],
+    evaluation: Evaluation,
     policy: PromotionPolicy,
     champion: ChampionReference | None = None,
     *,
@@ -417,7 +444,8 @@ def evaluate_gates(
     standard model of the same run (``None``: none was trained beside the candidate, see the module
     docstring).
     """
-    return [gate.evaluate(evaluation, policy, champion, baseline) for gate in GATES.values()]
+    ev = EvaluationReport.of(evaluation)
+    return [gate.evaluate(ev, policy, champion, baseline) for gate in GATES.values()]
 
 
 def standard_line(results: Iterable[GateResult | Mapping[str, Any]]) -> str | None:
@@ -435,16 +463,18 @@ def all_passed(results: list[GateResult]) -> bool:
     return all(r.passed for r in results)
 
 
-def evaluation_tags(evaluation: Mapping[str, Any]) -> dict[str, str]:
+def evaluation_tags(evaluation: Evaluation) -> dict[str, str]:
     """The gates' ``eval.*`` model-version tags: each gate's value (``""`` when missing)."""
+    ev = EvaluationReport.of(evaluation)
     out: dict[str, str] = {}
     for gate in GATES.values():
         if gate.eval_tag is not None:
-            value, _ = gate.value(evaluation)
+            value, _ = gate.value(ev)
             out[gate.eval_tag] = "" if value is None else f"{value:.6g}"
     return out
 
 
-def summary_values(evaluation: Mapping[str, Any]) -> dict[str, float | None]:
+def summary_values(evaluation: Evaluation) -> dict[str, float | None]:
     """The gates' values for the run summary, by their summary keys."""
-    return {gate.summary[0]: gate.value(evaluation)[0] for gate in GATES.values() if gate.summary}
+    ev = EvaluationReport.of(evaluation)
+    return {gate.summary[0]: gate.value(ev)[0] for gate in GATES.values() if gate.summary}

@@ -6,20 +6,20 @@ and the ``evaluation.json`` it writes.
   recomputed;
 * :func:`load_evaluation_data` -- the validated images and masks at the model's resolution, split exactly
   as its training run split them (the promote stage evaluates the champion with it too);
-* :func:`load_evaluation` -- an ``evaluation.json`` read back (how ``isnetflow promote`` takes the
-  candidate's evaluation).
+* :func:`load_evaluation` -- an ``evaluation.json`` read back as the typed
+  :class:`~isnetflow.artifacts.evaluation.EvaluationReport` (how ``isnetflow promote`` takes the
+  candidate's evaluation), its error the evaluate stage's.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from isnetflow.artifacts import ArtifactError
+from isnetflow.artifacts.evaluation import EVALUATION_FILE, EvaluationReport
 from isnetflow.config import TrainConfig
-from isnetflow.evaluation.keys import EVALUATION_FILE
 from isnetflow.training.data import TrainData
 from isnetflow.training.inputs import TrainDataError, load_train_data
 from isnetflow.training.splitfile import SPLITS_FILE, SplitFileError, parse_splits, split_of_patient
@@ -99,15 +99,9 @@ def load_evaluation_data(
         raise EvaluateStageError(str(exc)) from exc
 
 
-def load_evaluation(path_or_dir: str | Path) -> dict[str, Any]:
+def load_evaluation(path_or_dir: str | Path) -> EvaluationReport:
     """Read an ``evaluation.json`` (or the folder holding one); errors name the file."""
-    p = Path(path_or_dir)
-    if p.is_dir():
-        p = p / EVALUATION_FILE
     try:
-        data = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EvaluateStageError(f"{p}: cannot read the evaluation: {exc}") from exc
-    if not isinstance(data, dict) or "splits" not in data:
-        raise EvaluateStageError(f"{p}: not an isnetflow evaluation (no 'splits')")
-    return data
+        return EvaluationReport.read_from(path_or_dir)
+    except ArtifactError as exc:
+        raise EvaluateStageError(str(exc)) from exc

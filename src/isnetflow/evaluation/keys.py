@@ -1,11 +1,13 @@
-"""The keys of ``evaluation.json``, defined once, and small readers for them.
+"""The dotted paths of ``evaluation.json`` values (their MLflow metric keys), defined once, and readers.
 
 The layout is described in :mod:`isnetflow.evaluation.core`. A value is named by its dotted path
 (``"splits.external_pooled.auc"``); the same path is its MLflow metric key in
 :func:`isnetflow.evaluation.report.flat_metrics`. A ``*`` part of a path stands for every key of that
 level (``"sites.*.auc"``: one value per site, see :func:`expand`).
 
-This module imports nothing heavy: the run summary and the promotion gates read evaluations with it.
+The file itself is typed in :mod:`isnetflow.artifacts.evaluation` (:class:`EvaluationReport`), which the
+gates, tags and summaries read; the paths here name its values as metrics (and a registered gate's value
+that the model does not name). This module imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from typing import Any
+
+from isnetflow.artifacts.evaluation import EVALUATION_FILE, EvaluationReport
 
 __all__ = [
     "AUC",
@@ -22,23 +26,15 @@ __all__ = [
     "AUDIT",
     "BACKGROUND_SHARE",
     "CLASSIFICATION_METRICS",
-    "DATA",
-    "EVALUATED_SITES",
     "EVALUATION_FILE",
     "EXTERNAL_AUC",
-    "EXTERNAL_AUC_CI_HIGH",
     "EXTERNAL_AUC_CI_LOW",
     "EXTERNAL_POOLED",
-    "EXTERNAL_ROLE",
     "FLIP_RATE",
     "GAP_SECTION",
     "INTERNAL_TEST",
     "INTERNAL_TEST_AUC",
     "INTERNAL_VAL",
-    "MODEL",
-    "MODEL_RUN_ID",
-    "MODEL_URI",
-    "ROLE",
     "SITES",
     "SITE_AUC",
     "SPLITS",
@@ -53,8 +49,6 @@ __all__ = [
     "put",
 ]
 
-#: the file the evaluate stage writes (and the promote stage reads)
-EVALUATION_FILE = "evaluation.json"
 
 # top-level sections
 SPLITS = "splits"
@@ -62,9 +56,6 @@ SITES = "sites"
 GAP_SECTION = "gap"
 AUDIT = "audit"
 THRESHOLD_SECTION = "threshold"
-DATA = "data"
-MODEL = "model"
-EVALUATED_SITES = "evaluated_sites"
 CLASSIFICATION_METRICS = "classification_metrics"
 
 # the split sets under ``splits`` (and ``classification_metrics``)
@@ -77,30 +68,21 @@ AUC = "auc"
 AUC_CI_LOW = "auc_ci_low"
 AUC_CI_HIGH = "auc_ci_high"
 
-# a site's role (``sites.<name>.role``)
-ROLE = "role"
-EXTERNAL_ROLE = "external"
-
 
 def path(*parts: str) -> str:
     """A dotted key path from its parts."""
     return ".".join(parts)
 
 
-# the values read by the promotion gates, the registry tags and the run summary
+# the metric keys of the values the promotion gates read (the gates read them from the typed report)
 INTERNAL_TEST_AUC = path(SPLITS, INTERNAL_TEST, AUC)
 EXTERNAL_AUC = path(SPLITS, EXTERNAL_POOLED, AUC)
 EXTERNAL_AUC_CI_LOW = path(SPLITS, EXTERNAL_POOLED, AUC_CI_LOW)
-EXTERNAL_AUC_CI_HIGH = path(SPLITS, EXTERNAL_POOLED, AUC_CI_HIGH)
 AUC_GAP = path(GAP_SECTION, "internal_minus_external_auc")
 BACKGROUND_SHARE = path(AUDIT, "background_share", "pooled")
 FLIP_RATE = path(AUDIT, "counterfactual", "flip_rate")
 SITE_AUC = path(SITES, "*", AUC)
 THRESHOLD = path(THRESHOLD_SECTION, "value")
-MANIFEST_SHA256 = path(DATA, "manifest_sha256")
-# the evaluated model (the evaluate stage records it; the do-no-harm gate's baseline is identified by it)
-MODEL_URI = path(MODEL, "uri")
-MODEL_RUN_ID = path(MODEL, "run_id")
 
 
 def get(evaluation: Mapping[str, Any], key: str) -> Any:
@@ -150,10 +132,6 @@ def expand(evaluation: Mapping[str, Any], pattern: str) -> dict[str, Any]:
 
 
 def external_site_aucs(evaluation: Mapping[str, Any]) -> dict[str, float | None]:
-    """AUC of every external site (``None`` for a site without both classes), in the file's order."""
-    sites = evaluation.get(SITES) or {}
-    return {
-        name: as_number(m.get(AUC))
-        for name, m in sites.items()
-        if isinstance(m, Mapping) and m.get(ROLE) == EXTERNAL_ROLE
-    }
+    """AUC of every external site (``None`` for a site without both classes), in the file's order: the
+    report's :meth:`~isnetflow.artifacts.evaluation.EvaluationReport.external_site_aucs`."""
+    return EvaluationReport.of(evaluation).external_site_aucs()

@@ -8,10 +8,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from isnetflow.artifacts import json_safe
 from isnetflow.evaluation import keys
 from isnetflow.evaluation.gates import GATES, standard_line
 from isnetflow.viz import figure_html
 
+# ``json_safe`` is the artifacts' (isnetflow.artifacts); named here too, beside the renderers that use it
 __all__ = [
     "flat_metrics",
     "gates_html",
@@ -21,26 +23,6 @@ __all__ = [
     "split_note",
     "with_gates",
 ]
-
-
-def json_safe(obj: Any) -> Any:
-    """Recursively convert NumPy scalars/arrays to Python and non-finite floats to ``None``."""
-    import numpy as np
-
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer, int)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    return obj
 
 
 def _key(name: str) -> str:

@@ -34,7 +34,6 @@ Security: ``model.pt`` files are pickles; load only models from a store you trus
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -48,6 +47,8 @@ import torch
 from torch import nn
 
 from isnetflow import __version__
+from isnetflow.artifacts import ArtifactError
+from isnetflow.artifacts.training import TRAIN_SUMMARY_FILE, TrainSummary
 from isnetflow.config import TrainConfig
 from isnetflow.registry.tracking import is_mlflow_uri
 from isnetflow.serving.model import (
@@ -153,47 +154,50 @@ def _load_local(path: Path, fallback: TrainConfig | None) -> LoadedClassifier:
         raise ModelLoadError(f"{model_file}: cannot load the pickled model: {exc}") from exc
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{model_file}: expected a pickled torch.nn.Module, got {type(module).__name__}")
-    summary_file = model_file.parent / "train_summary.json"
-    summary: dict[str, Any] = {}
-    if summary_file.is_file():
-        summary = json.loads(summary_file.read_text())
+    summary_file = model_file.parent / TRAIN_SUMMARY_FILE
+    try:
+        summary = TrainSummary.read(summary_file) if summary_file.is_file() else TrainSummary()
+    except ArtifactError as exc:
+        raise ModelLoadError(str(exc)) from exc
     cfg = fallback
-    if "image_size" not in summary and cfg is None:
+    if summary.image_size is None and cfg is None:
         raise ModelLoadError(
             f"{model_file}: no train_summary.json beside it and no training config to fall back on"
         )
-    if "classes" not in summary:
+    if summary.classes is None:
         raise ModelLoadError(f"{summary_file}: the class order ('classes') is needed and missing")
-    keys = ("val_fraction", "test_fraction", "seed")
-    if all(k in summary for k in keys):
-        split = {k: summary[k] for k in keys}
+    if summary.val_fraction is not None and summary.test_fraction is not None and summary.seed is not None:
+        val_fraction, test_fraction, seed = summary.val_fraction, summary.test_fraction, summary.seed
         source = "summary"
     else:
         if cfg is None:
             raise ModelLoadError(
                 f"{summary_file}: no split parameters and no training config to fall back on"
             )
-        split = {"val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction, "seed": cfg.seed}
+        val_fraction, test_fraction, seed = cfg.val_fraction, cfg.test_fraction, cfg.seed
         source = "config"
         log.warning(
-            "%s: split seed/fractions not recorded; using the training config's (%s)", summary_file, split
+            "%s: split seed/fractions not recorded; using the training config's (%s)",
+            summary_file,
+            {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed},
         )
-    run_id = str(summary.get("run_id", ""))
+    run_id = summary.run_id or ""
+    image_size = summary.image_size if summary.image_size is not None else cfg.image_size if cfg else 0
     facts = ModelFacts(
-        image_size=int(summary.get("image_size", cfg.image_size if cfg else 0)),
-        classes=list(summary["classes"]),
-        val_fraction=float(split["val_fraction"]),
-        test_fraction=float(split["test_fraction"]),
-        seed=int(split["seed"]),
-        mode=str(summary.get("mode", "")),
-        architecture=str(summary.get("model", "")),
+        image_size=int(image_size),
+        classes=list(summary.classes),
+        val_fraction=float(val_fraction),
+        test_fraction=float(test_fraction),
+        seed=int(seed),
+        mode=summary.mode or "",
+        architecture=summary.model or "",
         run_id=run_id,
         source_uri=str(model_file.resolve()),
         split_source=source,
         normalization=_normalization_if_tracked(run_id),
-        splits_sha256=str(summary.get("splits_sha256", "")),
+        splits_sha256=summary.splits_sha256 or "",
     )
-    splits_file = model_file.parent / str(summary.get("splits_file", SPLITS_FILE))
+    splits_file = model_file.parent / (summary.splits_file or SPLITS_FILE)
     found = splits_file.read_bytes() if facts.splits_sha256 and splits_file.is_file() else None
     return LoadedClassifier(module.eval(), facts, found, str(splits_file))
 

@@ -34,6 +34,8 @@ import pandas as pd
 from mlflow.data.pandas_dataset import PandasDataset
 
 from isnetflow import __version__
+from isnetflow.artifacts import ArtifactError
+from isnetflow.artifacts.validation import ValidationSummary
 from isnetflow.validation.manifest import MANIFEST_FILE, manifest_sha256, read_manifest
 
 log = logging.getLogger(__name__)
@@ -71,13 +73,11 @@ class ManifestDataset(PandasDataset):
 
 def _validation_config(validated: Path) -> dict[str, Any] | None:
     """The validate stage's settings from ``validation.json`` (None when absent or unreadable)."""
-    path = validated / "validation.json"
     try:
-        config = json.loads(path.read_text()).get("config")
-    except (OSError, ValueError, AttributeError) as exc:
-        log.warning("%s: no validate settings recorded (%s)", path, exc)
+        return ValidationSummary.read_from(validated).config
+    except ArtifactError as exc:
+        log.warning("no validate settings recorded (%s)", exc)
         return None
-    return config if isinstance(config, dict) else None
 
 
 def manifest_dataset(validated: str | Path) -> ManifestDataset:

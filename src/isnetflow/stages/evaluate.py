@@ -27,7 +27,6 @@ and ``isnetflow.evaluated_run_id=<training run>``, which is how ``isnetflow prom
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,12 +36,14 @@ import numpy as np
 import pandas as pd
 
 from isnetflow import __version__
+from isnetflow.artifacts import json_safe
+from isnetflow.artifacts.evaluation import EVALUATION_FILE, EvaluatedModel, EvaluationData, EvaluationReport
 from isnetflow.audit.counterfactual import swap_background
 from isnetflow.config import EvaluateConfig, TrainConfig
 from isnetflow.evaluation.core import EvaluationError, EvaluationResult, evaluate_model
-from isnetflow.evaluation.io import EVALUATION_FILE, EvaluateStageError, held_out_split, load_evaluation_data
+from isnetflow.evaluation.io import EvaluateStageError, held_out_split, load_evaluation_data
 from isnetflow.evaluation.plots import counterfactual_figure, reliability_figure, roc_figure
-from isnetflow.evaluation.report import flat_metrics, json_safe, render_html
+from isnetflow.evaluation.report import flat_metrics, render_html
 from isnetflow.names import EXPERIMENT
 from isnetflow.registry.classifier import ModelLoadError, load_classifier
 from isnetflow.registry.lineage import log_manifest_input
@@ -192,36 +193,37 @@ def run(
 
     f = loaded.facts
     counted = ("train", "val", "test", "external", *([UNLISTED] if UNLISTED in data.splits else []))
-    payload: dict[str, Any] = {
-        "schema_version": 1,
-        "generator": f"isnetflow {__version__}",
-        "model": {
-            "uri": model_uri,
-            "run_id": f.run_id,
-            "mode": f.mode,
-            "architecture": f.architecture,
-            "image_size": f.image_size,
-            "classes": f.classes,
-            "score": f"1 - P({f.classes[0]})",
-        },
-        "data": {
-            "validated": str(validated.resolve()),
-            "masks": str(Path(masks).resolve()) if masks is not None else None,
-            "manifest_sha256": manifest_sha256(validated),
-            "data_fingerprint": data_fingerprint(validated),
-            "n_images": len(data),
-            "splits": {s: data.splits.count(s) for s in counted},
-            "split_recomputed": held.recomputed,
-            "splits_file": held.file or None,
-            "splits_sha256": held.sha256 or None,
-            "split_seed": f.seed,
-            "val_fraction": f.val_fraction,
-            "test_fraction": f.test_fraction,
-            "split_source": f.split_source,
-        },
-        **res.payload,
-        "config": cfg.model_dump(mode="json"),
-    }
+    report = EvaluationReport.of(json_safe(res.payload)).model_copy(
+        update={
+            "schema_version": 1,
+            "generator": f"isnetflow {__version__}",
+            "model": EvaluatedModel(
+                uri=model_uri,
+                run_id=f.run_id,
+                mode=f.mode,
+                architecture=f.architecture,
+                image_size=f.image_size,
+                classes=f.classes,
+                score=f"1 - P({f.classes[0]})",
+            ),
+            "data": EvaluationData(
+                validated=str(validated.resolve()),
+                masks=str(Path(masks).resolve()) if masks is not None else None,
+                manifest_sha256=manifest_sha256(validated),
+                data_fingerprint=data_fingerprint(validated),
+                n_images=len(data),
+                splits={s: data.splits.count(s) for s in counted},
+                split_recomputed=held.recomputed,
+                splits_file=held.file or None,
+                splits_sha256=held.sha256 or None,
+                split_seed=f.seed,
+                val_fraction=f.val_fraction,
+                test_fraction=f.test_fraction,
+                split_source=f.split_source,
+            ),
+            "config": cfg.model_dump(mode="json"),
+        }
+    )
     figs_dir = out / "figures"
     figures: list[tuple[str, Path]] = [
         (
@@ -236,11 +238,10 @@ def run(
     cf_png = _counterfactual_examples(res, data, figs_dir / "counterfactual.png")
     if cf_png is not None:
         figures.append(("Counterfactual background swap: largest score changes", cf_png))
-    payload["figures"] = {p.stem: str(p.relative_to(out)) for _, p in figures}
-
-    safe = json_safe(payload)
+    report.figures = {p.stem: str(p.relative_to(out)) for _, p in figures}
+    safe = report.as_json()
     out.mkdir(parents=True, exist_ok=True)
-    (out / EVALUATION_FILE).write_text(json.dumps(safe, indent=2))
+    report.write_to(out)
     (out / "report.html").write_text(render_html(safe, figures, title=f"Evaluation of {model_uri}"))
     _predictions_frame(res, data).to_csv(out / "predictions.csv", index=False)
 
@@ -252,7 +253,7 @@ def run(
             "isnetflow.version": __version__,
             "isnetflow.evaluated_model_uri": model_uri,
             "isnetflow.evaluated_run_id": f.run_id,
-            "data.manifest_sha256": payload["data"]["manifest_sha256"],
+            "data.manifest_sha256": report.data.manifest_sha256 if report.data is not None else None,
             "isnetflow.split_recomputed": str(held.recomputed).lower(),
         }
         with mlflow.start_run(run_name=f"evaluate-{f.mode or 'model'}", tags=tags) as active:
@@ -264,6 +265,6 @@ def run(
             mlflow.log_artifact(str(out / EVALUATION_FILE))
             mlflow.log_artifact(str(out / "report.html"))
             mlflow.log_artifact(str(out / "predictions.csv"))
-            safe["evaluation_run_id"] = active.info.run_id
-        (out / EVALUATION_FILE).write_text(json.dumps(safe, indent=2))
-    return dict(safe)
+            report.evaluation_run_id = active.info.run_id
+        report.write_to(out)
+    return report.as_json()

@@ -19,13 +19,13 @@ scanned like any other.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from isnetflow.artifacts.validation import IngestSummary, ValidationSummary
 from isnetflow.config import Settings, ValidateConfig
 from isnetflow.dicom.source import is_s3, join, parent
 from isnetflow.validation.dataset import validate_tree
@@ -56,7 +56,8 @@ def run(
     external_sites: list[str] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Write ``out/validated`` (and ``out/cohort`` in demo mode); return a summary with paths and roles."""
+    """Write ``out/validated`` (and ``out/cohort`` in demo mode) and ``out/ingest.json``
+    (:class:`~isnetflow.artifacts.validation.IngestSummary`); return that summary as a mapping."""
     from isnetflow.synth import generate_cohort, write_preview
 
     out = Path(out)
@@ -97,24 +98,23 @@ def run(
     )
     failure = result.failure or _site_choice_failure(result.manifest, vcfg)
     internal_sites = _internal_sites(result.manifest, vcfg)
-    summary = {
-        # location-independent identity of the data (what scheduled retraining compares)
-        "data_fingerprint": data_fingerprint(out / "validated"),
-        "source": source,
-        "labels": labels,
+    summary = IngestSummary(
+        data_fingerprint=data_fingerprint(out / "validated"),
+        source=source,
+        labels=labels,
         # Paths inside ``out`` are relative: pipeline artifacts are mounted at different places per task.
-        "validated": "validated",
-        "provided_masks": _rel(provided_masks, out),
-        "cohort_preview": _rel(cohort_preview, out),
-        "internal_sites": internal_sites,
-        "external_sites": list(vcfg.external_sites),
-        "validation": result.summary,
-        "passed": failure is None,
-        "reason": failure,
-    }
-    (out / "ingest.json").write_text(json.dumps(summary, indent=2, default=str))
+        validated="validated",
+        provided_masks=_rel(provided_masks, out),
+        cohort_preview=_rel(cohort_preview, out),
+        internal_sites=internal_sites,
+        external_sites=list(vcfg.external_sites),
+        validation=ValidationSummary.of(result.summary),
+        passed=failure is None,
+        reason=failure,
+    )
+    summary.write_to(out)
     log.info("ingest: %s", failure or "passed")
-    return summary
+    return summary.model_dump(exclude_unset=True)
 
 
 def _internal_sites(manifest: pd.DataFrame, vcfg: ValidateConfig) -> list[str]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -31,8 +30,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from isnetflow.artifacts import ArtifactError, finite
+from isnetflow.artifacts.evaluation import EVALUATION_FILE, EvaluationData, EvaluationReport
+from isnetflow.artifacts.validation import ValidationSummary
 from isnetflow.config import EvaluateConfig, PromotionPolicy, TrainConfig
-from isnetflow.evaluation import keys
 from isnetflow.evaluation.gates import (
     BaselineReference,
     ChampionReference,
@@ -68,27 +69,26 @@ class PromoteStageError(ValueError):
     """The promotion cannot proceed (message names the URI/file and the problem)."""
 
 
-def _validation_summary(evaluation: Mapping[str, Any]) -> str:
-    validated = (evaluation.get("data") or {}).get("validated")
+def _validation_summary(evaluation: EvaluationReport) -> str:
+    validated = evaluation.data.validated if evaluation.data is not None else None
     if not validated:
         return ""
-    p = Path(validated) / "validation.json"
     try:
-        v = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
+        v = ValidationSummary.read_from(validated)
+    except ArtifactError:
         return ""
     summary = {
-        "files": v.get("files"),
-        "counts": v.get("counts"),
-        "pass_rate": v.get("pass_rate"),
-        "expectations_success": (v.get("expectations") or {}).get("success"),
-        "passed": v.get("passed"),
+        "files": v.files,
+        "counts": None if v.counts is None else v.counts.model_dump(exclude_unset=True),
+        "pass_rate": v.pass_rate,
+        "expectations_success": None if v.expectations is None else v.expectations.success,
+        "passed": v.passed,
     }
     return json.dumps(summary, separators=(",", ":"))
 
 
 def lineage_tags(
-    evaluation: Mapping[str, Any],
+    evaluation: EvaluationReport | Mapping[str, Any],
     training_run_id: str,
     *,
     mask_model_version: str = "",
@@ -105,17 +105,18 @@ def lineage_tags(
     the one recorded in the evaluation; ``recipe`` is known only where the training settings are (the
     pipeline), else "" (then retraining compares the data alone).
     """
-    data = evaluation.get("data") or {}
+    ev = EvaluationReport.of(evaluation)
+    data = ev.data or EvaluationData()
     return {
-        "lineage.data_manifest_sha256": str(data.get("manifest_sha256") or ""),
-        "lineage.data_fingerprint": data_fingerprint or str(data.get("data_fingerprint") or ""),
+        "lineage.data_manifest_sha256": data.manifest_sha256 or "",
+        "lineage.data_fingerprint": data_fingerprint or data.data_fingerprint or "",
         "lineage.recipe_sha256": recipe,
-        "lineage.validation_summary": _validation_summary(evaluation)[:4900],
+        "lineage.validation_summary": _validation_summary(ev)[:4900],
         "lineage.lung_mask_model_version": mask_model_version,
         "lineage.training_run_id": training_run_id,
         "lineage.code_version": code_version(),
         "lineage.container_image": os.environ.get("ISNETFLOW_IMAGE", ""),
-        "lineage.evaluation_run_id": str(evaluation.get("evaluation_run_id") or ""),
+        "lineage.evaluation_run_id": ev.evaluation_run_id or "",
         "lineage.candidate_uri": candidate_uri,
         "lineage.standard_model_uri": standard_model_uri,
     }
@@ -127,26 +128,26 @@ EVALUATED_SITES_TAG = "eval.evaluated_sites"
 MANIFEST_TAG = "eval.data_manifest_sha256"
 
 
-def _evaluation_tags(evaluation: Mapping[str, Any]) -> dict[str, str]:
+def _evaluation_tags(evaluation: EvaluationReport | Mapping[str, Any]) -> dict[str, str]:
     """The headline ``eval.*`` tags of a model version; the gates add theirs (:func:`evaluation_tags`)."""
+    ev = EvaluationReport.of(evaluation)
 
-    def num(key: str) -> str:
-        v = keys.get(evaluation, key)
+    def num(v: float | None) -> str:
         return "" if v is None else f"{float(v):.6g}"
 
-    sites = evaluation.get(keys.SITES) or {}
+    sites = ev.sites or {}
     return {
-        "eval.internal_test.auc": num(keys.INTERNAL_TEST_AUC),
-        EXTERNAL_AUC_TAG: num(keys.EXTERNAL_AUC),
-        **evaluation_tags(evaluation),
-        "eval.threshold": num(keys.THRESHOLD),
-        "eval.site_auc": json.dumps({k: v.get(keys.AUC) for k, v in sites.items()})[:4900],
-        EVALUATED_SITES_TAG: json.dumps(evaluation.get(keys.EVALUATED_SITES) or [])[:4900],
-        MANIFEST_TAG: str(keys.get(evaluation, keys.MANIFEST_SHA256) or ""),
+        "eval.internal_test.auc": num(ev.internal_test.auc),
+        EXTERNAL_AUC_TAG: num(ev.external_pooled.auc),
+        **evaluation_tags(ev),
+        "eval.threshold": num(ev.threshold.value if ev.threshold is not None else None),
+        "eval.site_auc": json.dumps({k: v.auc for k, v in sites.items()})[:4900],
+        EVALUATED_SITES_TAG: json.dumps(ev.evaluated_sites or [])[:4900],
+        MANIFEST_TAG: (ev.data.manifest_sha256 if ev.data is not None else None) or "",
     }
 
 
-def _find_evaluation(training_run_id: str) -> dict[str, Any]:
+def _find_evaluation(training_run_id: str) -> EvaluationReport:
     """The newest evaluate-stage run's evaluation.json for a training run (tracking URI already set)."""
     import mlflow
 
@@ -167,10 +168,14 @@ def _find_evaluation(training_run_id: str) -> dict[str, Any]:
             "or pass --evaluation PATH"
         )
     run = runs[0]
-    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="evaluation.json")
-    evaluation = json.loads(Path(path).read_text())
-    evaluation.setdefault("evaluation_run_id", run.info.run_id)
-    return dict(evaluation)
+    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=EVALUATION_FILE)
+    try:
+        evaluation = EvaluationReport.read_from(path)
+    except ArtifactError as exc:
+        raise PromoteStageError(str(exc)) from exc
+    if evaluation.evaluation_run_id is None:
+        evaluation.evaluation_run_id = run.info.run_id
+    return evaluation
 
 
 def _fingerprint(validated: str | Path | None) -> str:
@@ -189,7 +194,7 @@ def _fingerprint(validated: str | Path | None) -> str:
 def champion_reference(
     version: str,
     name: str,
-    evaluation: Mapping[str, Any],
+    evaluation: EvaluationReport | Mapping[str, Any],
     evaluate_cfg: EvaluateConfig,
     *,
     data: str | Path | None = None,
@@ -201,12 +206,13 @@ def champion_reference(
     from isnetflow.evaluation.core import EvaluationError, evaluate_model
     from isnetflow.evaluation.io import EvaluateStageError, held_out_split, load_evaluation_data
 
-    ev_data = evaluation.get(keys.DATA) or {}
-    want_hash = keys.get(evaluation, keys.MANIFEST_SHA256)
-    location = data or ev_data.get("validated")
+    ev = EvaluationReport.of(evaluation)
+    ev_data = ev.data or EvaluationData()
+    want_hash = ev_data.manifest_sha256
+    location = data or ev_data.validated
     validated = Path(location) if location else None
-    mask_dir = masks or ev_data.get("masks")
-    sites = list(evaluation.get(keys.EVALUATED_SITES) or [])
+    mask_dir = masks or ev_data.masks
+    sites = list(ev.evaluated_sites or [])
     reason = ""
     got = manifest_sha256(validated) if validated is not None else None
     if validated is not None and got is not None:
@@ -225,8 +231,7 @@ def champion_reference(
                 )
                 cfg = evaluate_cfg.model_copy(update={"threshold": 0.5, "n_boot": 0, "sites": []})
                 res = evaluate_model(loaded.module, edata, cfg, sites=sites, audit=False)
-                auc = res.payload[keys.SPLITS][keys.EXTERNAL_POOLED][keys.AUC]
-                value = None if math.isnan(auc) else float(auc)
+                value = finite(EvaluationReport.of(res.payload).external_pooled.auc)
                 return ChampionReference(version, value, f"evaluated on {validated}")
             except (ModelLoadError, EvaluateStageError, EvaluationError) as exc:
                 reason = f"cannot evaluate the champion: {exc}"

@@ -17,7 +17,6 @@ MLflow run (the model with ``serialization_format="pickle"`` so that it loads ba
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import pandas as pd
 import torch
 
 from isnetflow import __version__
+from isnetflow.artifacts.training import TRAIN_SUMMARY_FILE, TrainJobInfo, TrainSummary
 from isnetflow.config import TrainConfig
 from isnetflow.names import EXPERIMENT
 from isnetflow.registry.lineage import log_manifest_input
@@ -214,31 +214,31 @@ def _tracked_training(
     )
     model_cpu = result.model.to("cpu").eval()
     torch.save(model_cpu, out / "model.pt")
-    summary: dict[str, Any] = {
-        "mode": cfg.mode,
-        "run_id": active.info.run_id,
-        "model_uri": f"runs:/{active.info.run_id}/model",
-        "logged_model_uri": None,
-        "best_epoch": result.best_epoch,
-        "best_val_auc": result.best_val_auc,
-        "C1": result.c1,
-        "C2": result.c2,
-        "global_steps": result.global_steps,
-        "wall_seconds": result.wall_seconds,
-        "device": result.device,
-        "processes": world_size,
-        "splits": counts,
-        "splits_file": SPLITS_FILE,
-        "splits_sha256": stored.sha256,
-        "val_fraction": cfg.val_fraction,
-        "test_fraction": cfg.test_fraction,
-        "seed": cfg.seed,
-        "classes": data.classes,
-        "image_size": cfg.image_size,
-        "model": cfg.model,
-        "local_model": str(out / "model.pt"),
-        "tracking_outages": epoch_metrics.outages,
-    }
+    summary = TrainSummary(
+        mode=cfg.mode,
+        run_id=active.info.run_id,
+        model_uri=f"runs:/{active.info.run_id}/model",
+        logged_model_uri=None,
+        best_epoch=result.best_epoch,
+        best_val_auc=result.best_val_auc,
+        C1=result.c1,
+        C2=result.c2,
+        global_steps=result.global_steps,
+        wall_seconds=result.wall_seconds,
+        device=result.device,
+        processes=world_size,
+        splits=counts,
+        splits_file=SPLITS_FILE,
+        splits_sha256=stored.sha256,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        seed=cfg.seed,
+        classes=data.classes,
+        image_size=cfg.image_size,
+        model=cfg.model,
+        local_model=str(out / "model.pt"),
+        tracking_outages=epoch_metrics.outages,
+    )
     try:
         backfilled = _backfill_epochs(active.info.run_id, result.history)
         if backfilled:
@@ -261,13 +261,12 @@ def _tracked_training(
             signature=signature,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"isnetflow=={__version__}"],
         )
-        summary["logged_model_uri"] = info.model_uri
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
-        mlflow.log_artifact(str(out / "train_summary.json"))
+        summary.logged_model_uri = info.model_uri
+        mlflow.log_artifact(str(summary.write_to(out)))
     except TRACKING_ERRORS as exc:
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        summary.write_to(out)
         raise TrackingUnavailable(_unreachable(exc, cfg, out)) from exc
-    return summary
+    return summary.as_json()
 
 
 def run(
@@ -376,7 +375,7 @@ def train_local(
 
 #: what a distributed task copies from the TrainJob's MLflow run into its model artifact folder
 _RUN_OUTPUTS = {
-    "train_summary.json": "train_summary.json",
+    TRAIN_SUMMARY_FILE: TRAIN_SUMMARY_FILE,
     "history.csv": "history.csv",
     SPLITS_FILE: SPLITS_FILE,
     "figures/heatmaps.png": "heatmaps.png",
@@ -471,11 +470,12 @@ def run_trainjob(
     import shutil
 
     shutil.rmtree(out / ".dl", ignore_errors=True)
-    summary: dict[str, Any] = json.loads((out / "train_summary.json").read_text())
-    summary |= {
-        "local_model": None,  # the model stayed in MLflow: model_uri
-        "trainjob": {"name": name, "namespace": manifest["metadata"]["namespace"], "nodes": nodes,
-                     "gpus_per_node": gpus // nodes},
-    }  # fmt: skip
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    summary = TrainSummary.read_from(out).model_copy(
+        update={
+            "local_model": None,  # the model stayed in MLflow: model_uri
+            "trainjob": TrainJobInfo(name=name, namespace=manifest["metadata"]["namespace"], nodes=nodes,
+                                     gpus_per_node=gpus // nodes),
+        }
+    )  # fmt: skip
+    summary.write_to(out)
+    return summary.as_json()

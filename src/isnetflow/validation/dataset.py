@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import functools
 import html
-import json
 import logging
 import math
 import multiprocessing
@@ -58,6 +57,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from isnetflow import __version__
+from isnetflow.artifacts.validation import VALIDATION_FILE, ValidationSummary
 from isnetflow.config import ValidateConfig
 from isnetflow.dicom.issues import Issue
 from isnetflow.dicom.source import (
@@ -455,7 +455,7 @@ def _summary_html(summary: dict[str, Any]) -> str:
 
 def _write_reports(out: Path, manifest: pd.DataFrame, summary: dict[str, Any], gx_html: str) -> None:
     write_manifest(manifest, out)
-    (out / "validation.json").write_text(json.dumps(summary, indent=2, default=str))
+    ValidationSummary.of(summary).write(out / VALIDATION_FILE)
     head = _summary_html(summary)
     if "<body>" in gx_html:
         page = gx_html.replace("<body>", "<body>" + head, 1)

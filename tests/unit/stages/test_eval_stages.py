@@ -229,7 +229,7 @@ def test_promote_register_gate_rollback_sqlite(
         output_format="list",
     )[0]
     found = promote._find_evaluation(eval_trained.summary["run_id"])
-    assert found["evaluation_run_id"] == newest.info.run_id
+    assert found.evaluation_run_id == newest.info.run_id
     with pytest.raises(promote.PromoteStageError, match="no evaluate-stage run found"):
         promote._find_evaluation("0" * 32)
 
