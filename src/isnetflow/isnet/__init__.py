@@ -21,6 +21,7 @@ from isnetflow.isnet.loss import (
 )
 from isnetflow.isnet.objective import (
     CLASSIFIER_PARTS,
+    PART_HISTORY_KEYS,
     ISNetLossConfig,
     ISNetOutput,
     StepDiagnostics,
@@ -29,6 +30,7 @@ from isnetflow.isnet.objective import (
     isnet_objective,
     isnet_step,
     loss_config_from_settings,
+    part_values,
     step_gradients,
 )
 from isnetflow.isnet.variants import (
@@ -41,6 +43,7 @@ from isnetflow.isnet.variants import (
 
 __all__ = [
     "CLASSIFIER_PARTS",
+    "PART_HISTORY_KEYS",
     "VARIANTS",
     "ForegroundRangeEstimator",
     "HeatmapVariant",
@@ -56,6 +59,7 @@ __all__ = [
     "isnet_objective",
     "isnet_step",
     "loss_config_from_settings",
+    "part_values",
     "selective_seed",
     "step_gradients",
     "stochastic_classes",

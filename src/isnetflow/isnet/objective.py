@@ -11,7 +11,9 @@ training step (:func:`isnet_step`) differentiates the two groups separately, opt
 the relevance gradient that opposes the classifier gradient (``grad_projection``), caps its norm at
 ``grad_balance`` times the classifier gradient's norm, scales it by the heatmap ramp, and sets ``.grad``. A
 part added to the objective is therefore trained without touching the loop; with no cap and no projection
-the step's gradient is exactly the gradient of ``loss``.
+the step's gradient is exactly the gradient of ``loss``. It is reported by name too: :func:`part_values`
+gives every part's values under its history keys (:data:`PART_HISTORY_KEYS`), which the training steps
+and the validation record, so a new part reaches the training history and MLflow without touching them.
 
 :class:`ISNetLossConfig` is the ``train.heatmap`` settings (:class:`isnetflow.config.HeatmapLossConfig`,
 the one set of defaults) with the foreground range ``C1``/``C2`` resolved to numbers.
@@ -23,6 +25,7 @@ import functools
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Self
 
 import torch
@@ -36,6 +39,7 @@ from isnetflow.isnet.variants import VARIANTS, explain_batch
 
 __all__ = [
     "CLASSIFIER_PARTS",
+    "PART_HISTORY_KEYS",
     "ISNetLossConfig",
     "ISNetOutput",
     "StepDiagnostics",
@@ -44,6 +48,7 @@ __all__ = [
     "isnet_objective",
     "isnet_step",
     "loss_config_from_settings",
+    "part_values",
     "step_gradients",
 ]
 
@@ -53,6 +58,20 @@ CLASSIFIER_PARTS = frozenset({"cross_entropy", "distillation"})
 """Parts of the objective that train the classifier (the cross-entropy, and the lungs-only teacher's
 distillation part that ``train.distill`` adds); every other part is a relevance part, whose gradient the
 step projects and caps against theirs (:func:`step_gradients`)."""
+
+PART_HISTORY_KEYS: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {
+        "cross_entropy": MappingProxyType({"ce": "cross_entropy"}),
+        "heatmap": MappingProxyType({"background": "background", "foreground": "foreground"}),
+    }
+)
+"""How the training history names each part of the objective (the one mapping; :func:`part_values`).
+
+A part listed here is reported by the unweighted terms it is made of (history key -> name in
+:attr:`ISNetOutput.terms`): the cross-entropy as ``ce``, the heatmap part as ``background`` (``L_bg``) and
+``foreground`` (``L_fg``), so the curves read the same whatever ``P``, ``A`` and ``B`` are. Every other
+part (``distillation``, and any part added to the objective) is reported by its weighted value under its
+own name. The training records them as ``train_<key>``, the validation as ``val_<key>``."""
 
 AllReduce = Callable[[list[Tensor]], list[Tensor]]
 """Averages a list of tensors over the data-parallel ranks (``DistContext.all_reduce_mean``)."""
@@ -137,6 +156,22 @@ class ISNetOutput:
     def heatmap(self) -> Tensor:
         """``A * L_bg + B * L_fg``, before the weight ``P`` (zero without heatmaps)."""
         return self.terms["heatmap"]
+
+
+def part_values(out: ISNetOutput) -> dict[str, dict[str, float]]:
+    """The values that report each part of ``out``: ``{part: {history key: value}}`` in the parts' order.
+
+    A part of :data:`PART_HISTORY_KEYS` gives its unweighted terms under their history keys; any other
+    part its weighted value under its own name. Floats, detached from the graph.
+    """
+    values: dict[str, dict[str, float]] = {}
+    for name, part in out.parts.items():
+        keys = PART_HISTORY_KEYS.get(name)
+        if keys is None:
+            values[name] = {name: float(part.detach())}
+        else:
+            values[name] = {key: float(out.terms[term].detach()) for key, term in keys.items()}
+    return values
 
 
 def heatmap_loss(heatmaps: Tensor, masks: Tensor, config: ISNetLossConfig) -> tuple[Tensor, Tensor]:

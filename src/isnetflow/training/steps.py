@@ -2,8 +2,9 @@
 
 A step takes a batch (images, masks, labels) and the global step, prepares its inputs, sets ``.grad`` of
 the model's parameters and returns the step's values for the epoch's means (``loss``, ``ce``, and for an
-ISNet step its terms and gradient diagnostics). The loop zeroes the gradients before, and clips and steps
-the optimizer after.
+ISNet step its gradient diagnostics and every part of the objective under its history keys:
+:func:`isnetflow.isnet.part_values`). The loop zeroes the gradients before, and clips and steps the
+optimizer after.
 
 * :class:`StandardStep`: cross-entropy on the images as they are (the standard model).
 * :class:`WarmupStep`: the ISNet's warm-up: cross-entropy on shortcut-free inputs (``train.warmup_inputs``:
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from isnetflow.config import TrainConfig
-from isnetflow.isnet import ISNetLossConfig, isnet_step
+from isnetflow.isnet import ISNetLossConfig, isnet_step, part_values
 from isnetflow.training.data import shortcut_free_inputs
 from isnetflow.training.distill import Distiller, head_features
 from isnetflow.training.distributed import DistContext
@@ -103,7 +104,9 @@ class WarmupStep:
 class ISNetStep:
     """An ISNet-phase step: ``cfg.isnet_swap_fraction`` of the batch background-swapped (stream ``swap``),
     then the ISNet objective's step with the heatmap gradient scaled by ``ramp``, or, without the
-    relevance loss, the standard step.
+    relevance loss, the standard step. Its values: the loss, the gradient diagnostics and every part of
+    the objective by name (:func:`isnetflow.isnet.part_values`), the heatmap part with the shares of maps
+    outside the foreground range ``[C1, C2]``.
 
     ``objective`` is the ISNet objective of the epoch (``None``: the swap arm).
     """
@@ -150,15 +153,7 @@ class ISNetStep:
             )  # fmt: skip
         assert out.heatmaps is not None
         below, above = _range_shares(out.heatmaps, m, config.C1, config.C2)
-        values = {
-            "loss": float(out.loss.detach()),
-            **diagnostics.as_dict(),
-            "ce": float(out.cross_entropy.detach()),
-            "background": float(out.background.detach()),
-            "foreground": float(out.foreground.detach()),
-            "share_below_c1": below,
-            "share_above_c2": above,
-        }
-        if "distillation" in out.parts:
-            values["distillation"] = float(out.parts["distillation"].detach())
-        return values
+        parts = part_values(out)
+        parts["heatmap"] = {**parts["heatmap"], "share_below_c1": below, "share_above_c2": above}
+        reported = {key: value for part in parts.values() for key, value in part.items()}
+        return {"loss": float(out.loss.detach()), **diagnostics.as_dict(), **reported}

@@ -3,8 +3,9 @@
 Validation AUC (:func:`isnetflow.evaluation.metrics.abnormal_auc`, the evaluation's abnormal-vs-normal AUC)
 and cross-entropy; the counterfactual swap change; the audit's background share on ``train.audit_samples``
 images, measured with ``train.audit`` (the settings' one ``audit`` section, which the evaluation's
-background-share gate measures with too); and, while the heatmap loss is on, the ISNet objective's terms.
-The selection (:mod:`isnetflow.training.selection`) scores epochs on these.
+background-share gate measures with too); and, while the heatmap loss is on, the ISNet objective and every
+part of it by name (:func:`isnetflow.isnet.part_values`). The selection (:mod:`isnetflow.training.selection`)
+scores epochs on these.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 
 from isnetflow.config import AuditConfig, TrainConfig
 from isnetflow.evaluation.metrics import abnormal_auc
-from isnetflow.isnet import ISNetLossConfig, isnet_objective
+from isnetflow.isnet import PART_HISTORY_KEYS, ISNetLossConfig, isnet_objective, part_values
 from isnetflow.nets import predict_proba
 from isnetflow.training.data import TrainData
 from isnetflow.training.streams import RandomStreams
@@ -62,22 +63,26 @@ def val_heatmap_terms(
     seed: int,
     class_weight: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Mean ISNet terms over ``indices`` (eval mode, no graph): loss, ce, background and foreground.
+    """Mean ISNet objective over ``indices`` (eval mode, no graph): ``loss`` and every part of it under its
+    history keys (:func:`isnetflow.isnet.part_values`: ``ce``, ``background``, ``foreground``, and any other
+    part under its own name).
 
     Computed by :func:`isnetflow.isnet.isnet_objective`, the same objective the training steps use.
     """
     model.eval()
     device = next(model.parameters()).device
-    sums = {"loss": 0.0, "ce": 0.0, "background": 0.0, "foreground": 0.0}
+    sums: dict[str, float] = {}
     for i in range(0, indices.size, batch_size):
         idx = indices[i : i + batch_size]
         x, m, y = data.images[idx].to(device), data.masks[idx].to(device), data.labels[idx].to(device)
         gen = RandomStreams(seed).generator("validation", i)
         with torch.no_grad():
             out = isnet_objective(model, x, y, m, config, generator=gen, class_weight=class_weight)
-        for k, v in (("loss", out.loss), ("ce", out.cross_entropy), ("background", out.background),
-                     ("foreground", out.foreground)):  # fmt: skip
-            sums[k] += float(v) * idx.size
+        values = {"loss": float(out.loss)}
+        for part in part_values(out).values():
+            values |= part
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v * idx.size
     n = max(1, indices.size)
     return {k: v / n for k, v in sums.items()}
 
@@ -118,8 +123,9 @@ def validate_epoch(
     loss_config: ISNetLossConfig | None,
     class_weight: torch.Tensor | None,
 ) -> dict[str, float]:
-    """The end-of-epoch validation metrics: AUC, CE, swap change, audit background share, and the ISNet
-    terms of ``loss_config`` when the heatmap loss is on."""
+    """The end-of-epoch validation metrics: AUC, CE, swap change, audit background share, and, when the
+    heatmap loss is on, the ISNet objective of ``loss_config`` (``val_isnet_loss``) and its parts
+    (``val_<key>``, :func:`val_heatmap_terms`)."""
     metrics: dict[str, float] = {}
     proba = predict_proba(model, data.images[val_idx], batch_size=VALIDATION_BATCH)
     val_labels = data.labels[val_idx].numpy()
@@ -141,6 +147,9 @@ def validate_epoch(
         terms = val_heatmap_terms(
             model, data, val_idx, loss_config, cfg.batch_size, cfg.seed, class_weight=class_weight
         )
-        metrics["val_background"], metrics["val_foreground"] = terms["background"], terms["foreground"]
+        # the cross-entropy part is val_ce above, from the predictions and unweighted, not the objective's
+        # class-weighted one
+        measured_apart = {"loss", *PART_HISTORY_KEYS["cross_entropy"]}
+        metrics |= {f"val_{key}": value for key, value in terms.items() if key not in measured_apart}
         metrics["val_isnet_loss"] = terms["loss"]
     return metrics

@@ -13,11 +13,13 @@ import isnetflow.isnet.objective as objective
 from isnetflow.config import HeatmapLossConfig
 from isnetflow.isnet import (
     CLASSIFIER_PARTS,
+    PART_HISTORY_KEYS,
     ISNetLossConfig,
     ISNetOutput,
     isnet_objective,
     isnet_step,
     loss_config_from_settings,
+    part_values,
 )
 
 
@@ -87,6 +89,24 @@ def test_a_part_added_to_the_objective_is_trained(monkeypatch: pytest.MonkeyPatc
         torch.testing.assert_close(got, total, rtol=1e-3, atol=2e-6)
     assert any(not torch.allclose(a, b) for a, b in zip(trained, without, strict=True))
     assert extra_part in out.parts
+
+
+def test_every_part_is_reported_under_its_history_keys() -> None:
+    """Today's parts keep their history keys (the unweighted terms ``ce``, ``background``, ``foreground``);
+    any other part is reported by its weighted value under its own name."""
+    cfg = ISNetLossConfig(C1=0.01, C2=0.05)
+    out = isnet_objective(_net(), *_batch()[:2], _batch()[2], cfg, generator=torch.Generator().manual_seed(0))
+    out = out.with_parts({"distillation": out.cross_entropy * 0.5, "new_part": out.background * 2.0})
+    values = part_values(out)
+    assert list(values) == ["cross_entropy", "heatmap", "distillation", "new_part"]
+    assert values["cross_entropy"] == {"ce": float(out.cross_entropy.detach())}
+    assert values["heatmap"] == {"background": float(out.background.detach()),
+                                 "foreground": float(out.foreground.detach())}  # fmt: skip
+    assert values["distillation"] == {"distillation": float(out.parts["distillation"].detach())}
+    assert values["new_part"] == {"new_part": float(out.parts["new_part"].detach())}
+    assert {key for keys in PART_HISTORY_KEYS.values() for key in keys} == {"ce", "background", "foreground"}
+    plain = isnet_objective(_net(), *_batch()[:2], _batch()[2], ISNetLossConfig(variant="standard"))
+    assert part_values(plain) == {"cross_entropy": {"ce": float(plain.cross_entropy.detach())}}
 
 
 def test_every_setting_reaches_the_objective() -> None:

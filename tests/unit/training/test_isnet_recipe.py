@@ -255,6 +255,40 @@ def test_diagnostics_are_in_the_history_and_logged(
     assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 10_000
 
 
+def test_a_part_added_to_the_objective_reaches_the_history_and_the_validation_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new part of the objective is recorded under its own name, ``train_<name>`` from the steps and
+    ``val_<name>`` from the validation (:func:`val_heatmap_terms`), with no edit of either; the parts of
+    today keep their keys."""
+    import isnetflow.isnet.objective as objective
+    from isnetflow.training.validation import val_heatmap_terms
+
+    real_loss = objective.isnet_loss
+
+    def with_dummy(logits, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return real_loss(logits, *args, **kwargs).with_parts({"dummy": 0.25 * logits.pow(2).mean()})
+
+    monkeypatch.setattr(objective, "isnet_loss", with_dummy)
+    data = _data()
+    cfg = _cfg(epochs=2, warmup_epochs=1, audit_samples=0, distill=DistillConfig(teacher_epochs=0))
+    result = train(cfg, data, progress=False)
+    warmup, isnet = result.history
+    assert "train_dummy" not in warmup and "val_dummy" not in warmup  # the heatmap loss was off
+    assert isnet["train_dummy"] > 0 and isnet["val_dummy"] > 0
+    today = {"train_ce", "train_background", "train_foreground", "train_share_below_c1",
+             "train_share_above_c2", "val_background", "val_foreground", "val_isnet_loss"}  # fmt: skip
+    assert today <= set(isnet) and "val_ce" in isnet
+
+    val_idx = data.indices("val")
+    lcfg = loss_config_from_settings(cfg.heatmap, 0.5, 4.0)
+    terms = val_heatmap_terms(result.model, data, val_idx, lcfg, batch_size=3, seed=cfg.seed)
+    assert list(terms) == ["loss", "ce", "background", "foreground", "dummy"]
+    with torch.no_grad():
+        logits = result.model.eval()(data.images[val_idx])
+    assert terms["dummy"] == pytest.approx(0.25 * float(logits.pow(2).mean()), rel=1e-5)
+
+
 def test_projection_removes_the_part_of_the_heatmap_gradient_that_opposes_cross_entropy() -> None:
     data = _data()
     x, m, y = data.images[:8], data.masks[:8], data.labels[:8]
