@@ -95,7 +95,8 @@ def build_model(name: str, num_classes: int, in_channels: int = 1) -> nn.Module:
     Parameters
     ----------
     name
-        One of the keys of :data:`NETS` (``"densenet121"``, ``"densenet-small"``, ``"cnn-small"``).
+        One of the keys of :data:`NETS` (``"densenet121"``, ``"densenet-small"``, ``"densenet-medium"``,
+        ``"cnn-small"``).
     num_classes
         Number of output logits (``>= 2``; the ISNet loss uses a softmax / cross-entropy head).
     in_channels
