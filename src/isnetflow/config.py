@@ -466,8 +466,9 @@ class AuditConfig(StrictModel):
 
     composite: AuditComposite = Field(
         "epsilon_gamma_box",
-        description="zennit composite (isnetflow.audit.explain.COMPOSITES); the training LRP rule, "
-        "'epsilon', reported 0.2-0.5 less than 'epsilon_gamma_box' on the same model",
+        description="zennit composite (isnetflow.audit.explain.COMPOSITES); 'epsilon', the training's own "
+        "LRP rule, reads less background relevance than 'epsilon_gamma_box' on the same model "
+        "(docs/training.md)",
     )
     epsilon: float = Field(1e-6, gt=0.0, description="epsilon of the zennit Epsilon rule")
     gamma: float = Field(0.25, ge=0.0, description="gamma of the zennit Gamma rule (epsilon_gamma_box)")
@@ -586,8 +587,8 @@ class HeatmapLossConfig(StrictModel):
         gt=0.0,
         description="cap the norm of the heatmap-term gradient P·∇(A·L_bg + B·L_fg) at this multiple of the "
         "cross-entropy gradient's norm (1-P)·∇CE, per step; None = plain sum (the authors). Uncapped, the "
-        "heatmap gradient (10-50x the CE gradient at first) makes the ISNet forget the disease "
-        "(docs/training.md)",
+        "heatmap gradient, many times the CE gradient at the start of the ISNet phase, makes the ISNet "
+        "forget the disease (docs/training.md)",
     )
     ramp_epochs: int = Field(
         0,
@@ -705,8 +706,8 @@ class TrainConfig(StrictModel):
         description="share of each ISNet-phase batch shown with another image's background (the warm-up's "
         "background swap). 1 (default): the cross-entropy never sees a background that predicts the label, "
         "so it stops pulling towards the shortcut while the heatmap loss pulls relevance into the lungs; 0 = "
-        "the authors' ISNet. A deviation from their recipe; 0.5 still left the tag learnable "
-        "(docs/robustness.md)",
+        "the authors' ISNet. A deviation from their recipe (docs/training.md); a fraction below 1 leaves "
+        "the tag learnable on the raw rest of the batch",
     )
     background_fade_epochs: int = Field(
         0,
@@ -715,7 +716,7 @@ class TrainConfig(StrictModel):
         "background is scaled by min(1, epoch / N), from the lungs alone at epoch 0 to the full composite at "
         "epoch N, so the network learns the disease on uncluttered lungs first (the lungs-only reference "
         "learns the subtle disease fast) and meets real backgrounds while the relevance loss is on. 0 "
-        "(default): off. A candidate of issue 25, measured on the tuning cohorts (docs/robustness.md)",
+        "(default): off; it did not help on a tuning cohort (docs/robustness.md)",
     )
     relevance_loss: bool = Field(
         True,
@@ -732,8 +733,8 @@ class TrainConfig(StrictModel):
     )
     optimizer: Literal["sgd", "adamw"] = Field(
         "adamw",
-        description="adamw (default: measured on the synthetic cohort, the ISNet's background share 0.34 "
-        "vs 0.37 and external AUC 0.83 vs 0.76 with SGD) or sgd with `momentum`",
+        description="adamw (default: the ISNet kept less relevance outside the lungs and generalized "
+        "better than with SGD, docs/robustness.md) or sgd with `momentum`",
     )
     lr: float = Field(0.002, gt=0.0, description="peak learning rate (AdamW 0.002; SGD ~0.01)")
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
@@ -743,22 +744,24 @@ class TrainConfig(StrictModel):
     amp: Literal["auto", "off", "bf16"] = Field(
         "auto",
         description="auto = bf16 autocast for cross-entropy-only steps on CUDA, off on CPU; the LRP "
-        "heatmap pass always runs in float32 (autocast moves its gradient by >100%: isnetflow bench amp)",
+        "heatmap pass always runs in float32, as autocast is not numerically safe for its gradient "
+        "(`isnetflow bench amp`, docs/training.md)",
     )
     class_weighting: bool = Field(True, description="inverse-frequency class weights in cross-entropy")
     patience: int | None = Field(
         None,
         ge=1,
         description="early stopping after this many epochs without a better selection score; None (default) "
-        "trains the whole schedule, as the authors do: validation AUC swings by 0.1-0.2 between ISNet "
-        "epochs, and a patience of 8 stopped runs whose cross-entropy was still falling (docs/robustness.md)",
+        "trains the whole schedule, as the authors do: validation AUC swings widely between ISNet epochs, "
+        "so early stopping ends runs that are still learning (docs/training.md)",
     )
     selection: Literal["auc_within_background", "objective"] = Field(
         "auc_within_background",
         description="ISNet model selection over the heatmap-loss epochs: the best validation AUC minus 5x "
         "the excess of the validation background share and background-swap score change over their limits; "
         "an epoch with validation AUC < 0.5 ranks below every other, so an inverted classifier is never "
-        "kept; 'objective' = the validation ISNet loss (the old default; it once kept an inverted one)",
+        "kept; 'objective' = the validation ISNet loss, which can keep an inverted classifier "
+        "(docs/training.md)",
     )
     selection_auc_tolerance: float | None = Field(
         0.05,
@@ -767,9 +770,8 @@ class TrainConfig(StrictModel):
         description="with selection='auc_within_background': keep only epochs whose validation AUC is within "
         "this much of the best epoch's, then take the best selection score among them (chosen at the end of "
         "the schedule from the epochs no other epoch beats on both AUC and score). None: the best score over "
-        "all epochs, which kept epochs at validation AUC 0.66-0.74 (best 0.90-0.93) for the swap arm, whose "
-        "every epoch is over the background limit; on the demo cohort's 5 seeds both choose the same epochs "
-        "(docs/robustness.md)",
+        "all epochs, which, when every epoch is over the background limit (the swap arm), ranks epochs by "
+        "background share and can keep a near-chance one (docs/robustness.md)",
     )
     selection_max_background: float = Field(
         0.35, gt=0.0, le=1.0, description="background share limit for selection='auc_within_background'"

@@ -15,8 +15,8 @@ Registered names (see :data:`NETS`):
     images on a CPU.
 ``"densenet-medium"``
     The same with ``init_features=32, growth_rate=16`` (about 104k parameters, about twice the training time
-    of ``densenet-small`` on a CPU). On subtle-disease tuning cohorts it learned what the small one could not
-    on two runs and failed to learn at all on a third (docs/robustness.md); not the default.
+    of ``densenet-small`` on a CPU): more capacity for a subtle disease, but not reliably better on the
+    tuning cohorts (docs/robustness.md), so not the default.
 ``"cnn-small"``
     A plain ``Conv-BN-ReLU-MaxPool`` stack (16/32/64 channels) with an adaptive average pool and a linear
     head; the cheapest option, useful for smoke tests.

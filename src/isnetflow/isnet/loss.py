@@ -109,7 +109,7 @@ def background_loss(heatmaps: Tensor, masks: Tensor, *, d: float, E: float, norm
         ``"abs"`` (the authors' ``absRoIMean``): ``|R|`` divided by the in-mask mean of ``|R|``.
         ``"signed"`` (the authors' ``RoIMean``): ``|R / mean_in(R)|``, the in-mask mean of the *signed*
         relevance, so positive and negative in-lung relevance that cancel out (a checkerboard carrying no
-        net evidence) no longer lowers the background term.
+        net evidence) cannot lower the background term, as it can with ``"abs"``.
 
     Returns
     -------

@@ -165,9 +165,9 @@ def explain_batch(
     BN running statistics).
 
     The pass runs in float32 with autocast disabled even inside an enclosing ``torch.autocast`` region:
-    under bf16 autocast the heatmaps of a DenseNet differ from float32 by about 35 % and the ISNet
-    loss gradient by more than 100 % (cosine 0.15; ``isnetflow bench amp``), so mixed precision is not
-    numerically safe for the heatmap loss. ``allow_autocast=True`` (measurements only) lifts the guard.
+    under bf16 autocast the heatmaps, and even more the ISNet loss gradient, move far from their float32
+    values (``isnetflow bench amp`` measures it; docs/training.md), so mixed precision is not numerically
+    safe for the heatmap loss. ``allow_autocast=True`` (measurements only) lifts the guard.
     """
     variant = _variant(config.variant)
     if variant.build is None:

@@ -28,8 +28,9 @@ after the per-file checks:
   ... cropped 3% on each side                                 min 40: not found
   ==========================================================  ===========================================
 
-  A 64-bit pHash (8 x 8 of a 32 x 32 DCT) was measured first and could not separate them: different real
-  patients down to 8 bits, captioned copies up to 6, and 25 of 300 synthetic images matched another.
+  256 bits, because a 64-bit pHash (8 x 8 of a 32 x 32 DCT) cannot separate them: different real patients
+  come down to 8 bits, captioned copies up to 6, and 25 of 300 synthetic images match another
+  (docs/usage.md).
 * **Decision**: rows are taken in path order; a row within the distance of an earlier kept row is a
   duplicate of it (the closest one, then the first by path); the earlier row is kept. The duplicate is
   quarantined as ``duplicate`` when the two differ in patient, site or internal/external role (the
