@@ -27,7 +27,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (isnetflow needs Python 3.11)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24" setuptools wheel
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	@# setuptools boxes an "Editable installation" notice for any editable install whose package_dir maps
+	@# folders (isnetflow_kfp -> components/, pipelines/): advice, not a problem; only that notice is silenced
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
 	@touch $(STAMP)
 
 venv: $(STAMP)
