@@ -15,6 +15,8 @@ TOOLS_STAMP := $(TOOLS_VENV)/.isnetflow-tools-installed
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?= -m "not slow and not gpu" -n $(PYTEST_WORKERS) --dist loadfile
 DEMO_ARGS ?=
+# Free disk (GB) a fresh $(VENV) needs; checked before the first pip install.
+VENV_MIN_FREE_GB ?= 9
 
 .PHONY: demo test venv tools lint typecheck pytest test-slow bench-gpus clean help
 
@@ -25,6 +27,9 @@ help:
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (isnetflow needs Python 3.11)"; exit 1; }
+	@# a fresh environment takes about 7 GB (torch's CUDA build alone 5.5 GB): say so before pip fails halfway
+	@test -x $(BIN)/python || { free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	  if [ "$$free" -lt $(VENV_MIN_FREE_GB) ]; then echo "error: setting up $(VENV) needs about $(VENV_MIN_FREE_GB) GB of free disk, $$(pwd) has $$free GB; free some space (or set VENV_MIN_FREE_GB) and rerun"; exit 1; fi; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24" setuptools wheel
 	@# setuptools boxes an "Editable installation" notice for any editable install whose package_dir maps
