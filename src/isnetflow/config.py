@@ -658,12 +658,31 @@ class DistillConfig(StrictModel):
     )
     weight: float = Field(1.0, ge=0.0, description="weight of the distillation part")
     init_from_teacher: bool = Field(True, description="start the ISNet from the teacher's weights")
+    lr_warmup_epochs: int = Field(
+        0,
+        ge=0,
+        description="with init_from_teacher: the ISNet's learning rate rises linearly from 1/n to the "
+        "schedule's over its first this many epochs (a fresh AdamW's first steps at the peak rate move "
+        "every weight by about the rate, whatever the teacher learned); 0: the peak rate from the start",
+    )
     target: Literal["features", "logits"] = Field(
         "logits",
         description="what the student matches: the teacher's class probabilities at `temperature` ('logits', "
         "Kullback-Leibler; default) or the features the classifier head reads ('features')",
     )
     temperature: float = Field(2.0, gt=0.0, description="softmax temperature of the 'logits' target")
+    map_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="weight of the spatial part: the student's feature map at `map_layer` on the whole image "
+        "must equal the teacher's on the lungs alone at every position, the background's included (where "
+        "the teacher saw black); 0: off",
+    )
+    map_layer: str | None = Field(
+        None,
+        description="the spatial part's layer, a module name of the network (its output), e.g. "
+        "'features.transition2' of the DenseNets; None: the last feature map (the global pooling's input)",
+    )
 
     def epochs_for(self, train_epochs: int) -> int:
         """The teacher's epochs for an ISNet of ``train_epochs`` epochs (0: distillation off)."""

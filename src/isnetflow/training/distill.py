@@ -4,19 +4,21 @@ The teacher is the same network trained on lung-masked images. :class:`Distiller
 whose images the student sees as ``x`` (raw, or with another image's background) and whose own lungs are
 ``x * m``, the part ``weight * mean((f(x) - f_t(x * m))^2) / mean(f_t(x * m)^2)``: ``f`` the features the
 classifier head reads (the input of the network's last linear layer), captured during the student's own
-forward pass (:func:`head_features`), ``f_t`` the teacher's, without gradient.
+forward pass (:func:`head_features`), ``f_t`` the teacher's, without gradient; or the ``logits`` target,
+and optionally a spatial part on a feature map (:class:`Distiller`).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Distiller", "head_features"]
+__all__ = ["Distiller", "StudentCapture", "feature_maps", "head_features"]
 
 
 def _head(model: nn.Module) -> nn.Linear:
@@ -42,15 +44,70 @@ def head_features(model: nn.Module) -> Iterator[list[Tensor]]:
         handle.remove()
 
 
+def _map_module(model: nn.Module, layer: str | None) -> tuple[nn.Module, bool]:
+    """The module whose output (``False``) or, for ``layer=None``, whose input (``True``: the last global
+    pooling's, the network's last feature map) is the distilled feature map."""
+    if layer is None:
+        pools = [m for m in model.modules() if isinstance(m, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d)]
+        if not pools:
+            name = type(model).__name__
+            raise ValueError(f"{name} has no global pooling: name a layer (distill.map_layer)")
+        return pools[-1], True
+    modules = dict(model.named_modules())
+    if layer not in modules:
+        raise ValueError(f"distill.map_layer {layer!r} is not a layer of {type(model).__name__}")
+    return modules[layer], False
+
+
+@contextlib.contextmanager
+def feature_maps(model: nn.Module, layer: str | None) -> Iterator[list[Tensor]]:
+    """While active, every forward pass of ``model`` appends the feature map of ``layer`` (a name in
+    ``model.named_modules()``, its output; ``None``: the input of the last global pooling) to the list."""
+    captured: list[Tensor] = []
+    module, take_input = _map_module(model, layer)
+    if take_input:
+        handle = module.register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0]))
+    else:
+        handle = module.register_forward_hook(lambda _m, _inputs, output: captured.append(output))
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+@dataclass
+class StudentCapture:
+    """What a student's forward pass gives the distillation part: the head's features and, when the
+    spatial part is on, the feature map (the last of each list is the current pass's)."""
+
+    features: list[Tensor] = field(default_factory=list)
+    maps: list[Tensor] = field(default_factory=list)
+
+
+def _relative_mse(student: Tensor, teacher: Tensor) -> Tensor:
+    target = teacher.detach().float()
+    return (student.float() - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-12)
+
+
 class Distiller:
     """The distillation part of a batch against a frozen lungs-only ``teacher``.
 
     ``target``: "features" (the features the head reads) or "logits" (the teacher's class probabilities at
-    ``temperature``, Kullback-Leibler).
+    ``temperature``, Kullback-Leibler). ``map_weight`` > 0 adds the spatial part ``map_weight *
+    mean((g(x) - g_t(x * m))^2) / mean(g_t(x * m)^2)`` over every position of the feature map ``g`` at
+    ``map_layer`` (:func:`feature_maps`), the background's included: where the teacher saw black, the
+    student's map must look as if it had.
     """
 
     def __init__(
-        self, teacher: nn.Module, weight: float, target: str = "features", temperature: float = 2.0
+        self,
+        teacher: nn.Module,
+        weight: float,
+        target: str = "features",
+        temperature: float = 2.0,
+        *,
+        map_weight: float = 0.0,
+        map_layer: str | None = None,
     ) -> None:
         """Freeze ``teacher`` (eval mode, no gradients); ``weight`` scales the part."""
         if target not in ("features", "logits"):
@@ -59,11 +116,27 @@ class Distiller:
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.weight, self.target, self.temperature = weight, target, temperature
+        self.map_weight, self.map_layer = map_weight, map_layer
+        if map_weight > 0:
+            _map_module(teacher, map_layer)  # an unknown layer fails now, not at the first step
 
-    def part(self, student_features: Tensor, student_logits: Tensor, x: Tensor, m: Tensor) -> Tensor:
-        """The weighted part for the student's ``student_features`` / ``student_logits`` of ``x`` against
-        the teacher's of ``x * m`` (module docstring)."""
-        with torch.no_grad(), head_features(self.teacher) as captured:
+    @contextlib.contextmanager
+    def capture(self, student: nn.Module) -> Iterator[StudentCapture]:
+        """While active, the student's forward passes record what :meth:`part` needs."""
+        with contextlib.ExitStack() as stack:
+            got = StudentCapture(features=stack.enter_context(head_features(student)))
+            if self.map_weight > 0:
+                got.maps = stack.enter_context(feature_maps(student, self.map_layer))
+            yield got
+
+    def part(self, student: StudentCapture, student_logits: Tensor, x: Tensor, m: Tensor) -> Tensor:
+        """The weighted part for the student's pass on ``x`` (``student``, ``student_logits``) against the
+        teacher's on ``x * m`` (module docstring)."""
+        with contextlib.ExitStack() as stack, torch.no_grad():
+            captured = stack.enter_context(head_features(self.teacher))
+            maps: list[Tensor] = []
+            if self.map_weight > 0:
+                maps = stack.enter_context(feature_maps(self.teacher, self.map_layer))
             teacher_logits = self.teacher(x * m)
         if self.target == "logits":
             t = self.temperature
@@ -73,7 +146,9 @@ class Distiller:
                 log_target=True,
                 reduction="batchmean",
             )
-            return self.weight * t * t * kl
-        target = captured[-1].detach().float()
-        diff = student_features.float() - target
-        return self.weight * diff.pow(2).mean() / target.pow(2).mean().clamp_min(1e-12)
+            total = self.weight * t * t * kl
+        else:
+            total = self.weight * _relative_mse(student.features[-1], captured[-1])
+        if self.map_weight > 0:
+            total = total + self.map_weight * _relative_mse(student.maps[-1], maps[-1])
+        return total

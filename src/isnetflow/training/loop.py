@@ -109,13 +109,15 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     return torch.device(name)
 
 
-def _lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
-    """LR multiplier at optimizer ``step`` of a schedule of ``total`` steps."""
+def _lr_factor(cfg: TrainConfig, step: int, total: int, warmup_steps: int = 0) -> float:
+    """LR multiplier at optimizer ``step`` of a schedule of ``total`` steps, times a linear ramp from
+    ``1 / warmup_steps`` to 1 over the first ``warmup_steps`` steps."""
+    ramp = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
     if cfg.schedule == "constant":
-        return 1.0
+        return ramp
     if cfg.schedule == "step":
-        return 0.1 ** (step // max(1, total // 3))
-    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(1, total)))
+        return ramp * 0.1 ** (step // max(1, total // 3))
+    return ramp * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(1, total)))
 
 
 def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -362,11 +364,16 @@ def _train(
     # bf16 autocast only for cross-entropy-only steps (also the ISNet warm-up); the LRP pass is float32
     amp = device.type == "cuda" and cfg.amp in ("auto", "bf16")
     distiller = None
+    lr_warmup_steps = 0
     if cfg.mode == "isnet" and cfg.distill.epochs_for(cfg.epochs) > 0:
         teacher = train_teacher(cfg, data, device, progress=progress, ctx=ctx)
-        distiller = Distiller(teacher, cfg.distill.weight, cfg.distill.target, cfg.distill.temperature)
+        distiller = Distiller(
+            teacher, cfg.distill.weight, cfg.distill.target, cfg.distill.temperature,
+            map_weight=cfg.distill.map_weight, map_layer=cfg.distill.map_layer,
+        )  # fmt: skip
         if cfg.distill.init_from_teacher:
             model.load_state_dict(teacher.state_dict())
+            lr_warmup_steps = cfg.distill.lr_warmup_epochs * steps_per_epoch
     standard = StandardStep(model, ctx, class_weight, amp, device, distiller)
     selector = Selector(cfg)
 
@@ -425,7 +432,10 @@ def _train(
             x, m, y = x.to(device), m.to(device), data.labels[idx].to(device)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * _lr_factor(
-                    cfg, state.global_step - state.schedule_start, total_steps - state.schedule_start
+                    cfg,
+                    state.global_step - state.schedule_start,
+                    total_steps - state.schedule_start,
+                    lr_warmup_steps if state.schedule_start == 0 else 0,
                 )
             opt.zero_grad(set_to_none=True)
             try:

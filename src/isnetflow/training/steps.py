@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from isnetflow.config import TrainConfig
 from isnetflow.isnet import ISNetLossConfig, isnet_step, part_values
 from isnetflow.training.data import shortcut_free_inputs
-from isnetflow.training.distill import Distiller, head_features
+from isnetflow.training.distill import Distiller, StudentCapture
 from isnetflow.training.distributed import DistContext
 from isnetflow.training.streams import RandomStreams
 
@@ -67,16 +67,16 @@ class StandardStep:
 
     def __call__(self, x: Tensor, m: Tensor, y: Tensor, global_step: int) -> dict[str, float]:
         """The step of :class:`TrainStep`."""
-        capture: contextlib.AbstractContextManager[list[Tensor]] = (
-            head_features(self.model) if self.distiller is not None else contextlib.nullcontext([])
-        )
-        with capture as features, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        capture: contextlib.AbstractContextManager[StudentCapture] = contextlib.nullcontext(StudentCapture())
+        if self.distiller is not None:
+            capture = self.distiller.capture(self.model)
+        with capture as student, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits = self.model(x)
         ce = F.cross_entropy(logits.float(), y, weight=self.class_weight)
         values: dict[str, float] = {}
         loss = ce
         if self.distiller is not None:
-            distillation = self.distiller.part(features[-1], logits, x, m)
+            distillation = self.distiller.part(student, logits, x, m)
             loss = ce + distillation
             values["distillation"] = float(distillation.detach())
         if not torch.isfinite(loss):
@@ -141,8 +141,8 @@ class ISNetStep:
         with contextlib.ExitStack() as stack:
             extra = None
             if distiller is not None:
-                features = stack.enter_context(head_features(self.standard.model))
-                extra = lambda out: {"distillation": distiller.part(features[-1], out.logits, x, m)}  # noqa: E731
+                student = stack.enter_context(distiller.capture(self.standard.model))
+                extra = lambda out: {"distillation": distiller.part(student, out.logits, x, m)}  # noqa: E731
             out, diagnostics = isnet_step(
                 self.standard.model, x, y, m, config,
                 generator=self.streams.generator("heatmap_classes", global_step),

@@ -10,7 +10,7 @@ from isnetflow.config import DistillConfig, HeatmapLossConfig, TrainConfig
 from isnetflow.isnet import CLASSIFIER_PARTS, ISNetOutput, loss_config_from_settings, step_gradients
 from isnetflow.nets import build_model
 from isnetflow.training.data import TrainData
-from isnetflow.training.distill import Distiller, head_features
+from isnetflow.training.distill import Distiller, StudentCapture, feature_maps, head_features
 from isnetflow.training.loop import train
 
 
@@ -58,10 +58,12 @@ def test_the_part_is_zero_for_the_teacher_on_lungs_only_inputs_and_trains_only_t
     m[:, :, 4:12, 4:12] = 1
     with head_features(student) as f:
         logits = student(x * m)  # nothing but lungs
-    assert float(distiller.part(f[-1], logits, x * m, m).detach()) == pytest.approx(0.0, abs=1e-10)
+    assert float(distiller.part(StudentCapture(features=f), logits, x * m, m).detach()) == pytest.approx(
+        0.0, abs=1e-10
+    )
     with head_features(student) as f:
         logits = student(x)  # the background is there: the student's features differ from the teacher's
-    part = distiller.part(f[-1], logits, x, m)
+    part = distiller.part(StudentCapture(features=f), logits, x, m)
     assert float(part.detach()) > 0
     part.backward()
     head = [m for m in student.modules() if isinstance(m, nn.Linear)][-1]
@@ -144,10 +146,12 @@ def test_the_logits_target_is_the_tempered_kl_to_the_teacher_and_zero_on_its_own
     m[:, :, 4:12, 4:12] = 1
     with head_features(student) as f:
         logits = student(x * m)
-    assert float(distiller.part(f[-1], logits, x * m, m).detach()) == pytest.approx(0.0, abs=1e-7)
+    assert float(distiller.part(StudentCapture(features=f), logits, x * m, m).detach()) == pytest.approx(
+        0.0, abs=1e-7
+    )
     with head_features(student) as f:
         logits = student(x)
-    part = distiller.part(f[-1], logits, x, m)
+    part = distiller.part(StudentCapture(features=f), logits, x, m)
     with torch.no_grad():
         p_t = torch.softmax(teacher(x * m) / 3.0, 1)
     p_s = torch.softmax(logits.detach() / 3.0, 1)
@@ -155,3 +159,97 @@ def test_the_logits_target_is_the_tempered_kl_to_the_teacher_and_zero_on_its_own
     assert float(part.detach()) == pytest.approx(expected, rel=1e-4) and float(part.detach()) > 0
     with pytest.raises(ValueError, match="unknown distillation target"):
         Distiller(teacher, 1.0, target="pixels")
+
+
+def test_the_lr_warmup_ramps_the_rate_over_its_steps_and_zero_keeps_the_schedule() -> None:
+    from isnetflow.training.loop import _lr_factor
+
+    cfg = TrainConfig()  # cosine
+    assert _lr_factor(cfg, 0, 100, 0) == _lr_factor(cfg, 0, 100) == 1.0
+    assert _lr_factor(cfg, 0, 100, 10) == pytest.approx(0.1)
+    assert _lr_factor(cfg, 4, 100, 10) == pytest.approx(0.5 * _lr_factor(cfg, 4, 100))
+    for step in (9, 10, 50, 99):  # the ramp is over: the schedule alone
+        assert _lr_factor(cfg, step, 100, 10) == _lr_factor(cfg, step, 100)
+    constant = cfg.model_copy(update={"schedule": "constant"})
+    assert _lr_factor(constant, 1, 100, 4) == pytest.approx(0.5)
+
+
+def test_the_student_from_the_teacher_starts_at_a_low_rate_the_teacher_and_a_plain_isnet_do_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import isnetflow.training.loop as loop
+
+    rates: dict[str, list[float]] = {}
+    real = loop._make_optimizer
+
+    def spy(cfg, model):  # type: ignore[no-untyped-def]
+        opt = real(cfg, model)
+        step = opt.step
+        seen = rates.setdefault(f"{cfg.mode}-{len(rates)}", [])
+
+        def record(*args, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append(opt.param_groups[0]["lr"])
+            return step(*args, **kwargs)
+
+        opt.step = record  # type: ignore[method-assign]
+        return opt
+
+    monkeypatch.setattr(loop, "_make_optimizer", spy)
+    cfg = TrainConfig(
+        model="cnn-small", image_size=32, batch_size=8, epochs=3, warmup_epochs=1, audit_samples=0,
+        num_threads=1, device="cpu", schedule="constant", augment={"prob": 0.0, "noise_std": 0.0},
+        heatmap=HeatmapLossConfig(C1=0.5, C2=4.0),
+        distill=DistillConfig(teacher_epochs=1, lr_warmup_epochs=1),
+    )  # fmt: skip
+    train(cfg, _data(), progress=False)
+    (isnet, isnet_rates), (teacher, teacher_rates) = rates.items()  # the ISNet's optimizer is made first
+    assert isnet.startswith("isnet") and teacher.startswith("standard")
+    assert teacher_rates == [cfg.lr] * 3  # the teacher trains from scratch at the schedule's rate
+    # 3 steps per epoch: 1/3, 2/3, then the full rate for the rest
+    assert isnet_rates == pytest.approx([cfg.lr / 3, 2 * cfg.lr / 3] + [cfg.lr] * 7)
+
+
+def test_the_map_part_matches_the_teachers_map_everywhere_the_background_included() -> None:
+    teacher, student = _teacher_and_copy()
+    distiller = Distiller(teacher, weight=0.0, target="logits", map_weight=2.0, map_layer="3")
+    x, m = torch.rand(4, 1, 16, 16), torch.zeros(4, 1, 16, 16)
+    m[:, :, 4:12, 4:12] = 1
+    with distiller.capture(student) as got:
+        logits = student(x * m)
+    assert got.maps[-1].shape == (4, 16, 8, 8)  # the output of layer "3", the first max-pool
+    assert float(distiller.part(got, logits, x * m, m).detach()) == pytest.approx(0.0, abs=1e-10)
+    background_only = x * m + (1 - m) * 0.5  # the lungs are the teacher's; only the background differs
+    with distiller.capture(student) as got:
+        logits = student(background_only)
+    part = distiller.part(got, logits, background_only, m)
+    with torch.no_grad(), feature_maps(teacher, "3") as t_maps, feature_maps(student, "3") as s_maps:
+        teacher(x * m), student(background_only)
+    expected = 2.0 * float((s_maps[-1] - t_maps[-1]).pow(2).mean() / t_maps[-1].pow(2).mean())
+    assert float(part.detach()) == pytest.approx(expected, rel=1e-5) and expected > 0
+    part.backward()
+    first_conv = next(p for p in student.parameters())
+    assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
+
+
+def test_the_map_layer_defaults_to_the_last_feature_map_and_an_unknown_one_is_refused() -> None:
+    teacher, student = _teacher_and_copy()
+    with feature_maps(student, None) as maps:
+        student(torch.rand(2, 1, 16, 16))
+    assert maps[-1].shape == (2, 64, 4, 4)  # the global pooling's input
+    with pytest.raises(ValueError, match="'nope' is not a layer"):
+        Distiller(teacher, 1.0, map_weight=1.0, map_layer="nope")
+    Distiller(teacher, 1.0, map_layer="nope")  # the spatial part off: the layer is not looked up
+
+
+def test_an_isnet_with_the_map_part_trains_and_reports_it() -> None:
+    cfg = TrainConfig(
+        model="densenet-small", image_size=32, batch_size=8, epochs=2, warmup_epochs=1, audit_samples=0,
+        num_threads=1, device="cpu", augment={"prob": 0.0, "noise_std": 0.0},
+        heatmap=HeatmapLossConfig(C1=0.5, C2=4.0),
+        distill=DistillConfig(teacher_epochs=1, map_weight=1.0, map_layer="features.transition1"),
+    )  # fmt: skip
+    with_map = train(cfg, _data(), progress=False)
+    without = train(cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"map_weight": 0.0})}),
+                    _data(), progress=False)  # fmt: skip
+    for a, b in zip(with_map.history, without.history, strict=True):
+        assert a["train_distillation"] > b["train_distillation"]  # the map part is in the reported part
