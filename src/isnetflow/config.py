@@ -683,6 +683,13 @@ class DistillConfig(StrictModel):
         description="the spatial part's layer, a module name of the network (its output), e.g. "
         "'features.transition2' of the DenseNets; None: the last feature map (the global pooling's input)",
     )
+    map_region: Literal["image", "lungs"] = Field(
+        "image",
+        description="where the spatial part compares the maps: every position ('image': the student must "
+        "make the background look black, which it can only do by reading it) or the lungs ('lungs': each "
+        "position weighted by the share of its cell inside the mask; the background is the relevance "
+        "loss's)",
+    )
 
     def epochs_for(self, train_epochs: int) -> int:
         """The teacher's epochs for an ISNet of ``train_epochs`` epochs (0: distillation off)."""

@@ -84,9 +84,13 @@ class StudentCapture:
     maps: list[Tensor] = field(default_factory=list)
 
 
-def _relative_mse(student: Tensor, teacher: Tensor) -> Tensor:
+def _relative_mse(student: Tensor, teacher: Tensor, weight: Tensor | None = None) -> Tensor:
+    """``mean(w (s - t)^2) / mean(w t^2)`` (``w`` broadcast over channels; ``None``: 1)."""
     target = teacher.detach().float()
-    return (student.float() - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-12)
+    diff2, target2 = (student.float() - target).pow(2), target.pow(2)
+    if weight is None:
+        return diff2.mean() / target2.mean().clamp_min(1e-12)
+    return (weight * diff2).sum() / (weight * target2).sum().clamp_min(1e-12)
 
 
 class Distiller:
@@ -96,7 +100,8 @@ class Distiller:
     ``temperature``, Kullback-Leibler). ``map_weight`` > 0 adds the spatial part ``map_weight *
     mean((g(x) - g_t(x * m))^2) / mean(g_t(x * m)^2)`` over every position of the feature map ``g`` at
     ``map_layer`` (:func:`feature_maps`), the background's included: where the teacher saw black, the
-    student's map must look as if it had.
+    student's map must look as if it had. ``map_region="lungs"``: each position weighted by the share of
+    its cell inside the lung mask, the background left to the relevance loss.
     """
 
     def __init__(
@@ -108,6 +113,7 @@ class Distiller:
         *,
         map_weight: float = 0.0,
         map_layer: str | None = None,
+        map_region: str = "image",
     ) -> None:
         """Freeze ``teacher`` (eval mode, no gradients); ``weight`` scales the part."""
         if target not in ("features", "logits"):
@@ -116,7 +122,9 @@ class Distiller:
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.weight, self.target, self.temperature = weight, target, temperature
-        self.map_weight, self.map_layer = map_weight, map_layer
+        if map_region not in ("image", "lungs"):
+            raise ValueError(f"unknown distillation map region {map_region!r}; choose 'image' or 'lungs'")
+        self.map_weight, self.map_layer, self.map_region = map_weight, map_layer, map_region
         if map_weight > 0:
             _map_module(teacher, map_layer)  # an unknown layer fails now, not at the first step
 
@@ -150,5 +158,8 @@ class Distiller:
         else:
             total = self.weight * _relative_mse(student.features[-1], captured[-1])
         if self.map_weight > 0:
-            total = total + self.map_weight * _relative_mse(student.maps[-1], maps[-1])
+            lungs = None
+            if self.map_region == "lungs":  # each position weighted by the share of its cell inside the lungs
+                lungs = F.adaptive_avg_pool2d(m.float(), (maps[-1].shape[-2], maps[-1].shape[-1]))
+            total = total + self.map_weight * _relative_mse(student.maps[-1], maps[-1], lungs)
         return total

@@ -370,6 +370,7 @@ def _train(
         distiller = Distiller(
             teacher, cfg.distill.weight, cfg.distill.target, cfg.distill.temperature,
             map_weight=cfg.distill.map_weight, map_layer=cfg.distill.map_layer,
+            map_region=cfg.distill.map_region,
         )  # fmt: skip
         if cfg.distill.init_from_teacher:
             model.load_state_dict(teacher.state_dict())

@@ -253,3 +253,24 @@ def test_an_isnet_with_the_map_part_trains_and_reports_it() -> None:
                     _data(), progress=False)  # fmt: skip
     for a, b in zip(with_map.history, without.history, strict=True):
         assert a["train_distillation"] > b["train_distillation"]  # the map part is in the reported part
+
+
+def test_the_map_part_on_the_lungs_ignores_the_background_and_weighs_the_lung_cells() -> None:
+    teacher, student = _teacher_and_copy()
+    distiller = Distiller(teacher, 0.0, "logits", map_weight=1.0, map_layer="3", map_region="lungs")
+    x, m = torch.rand(4, 1, 16, 16), torch.zeros(4, 1, 16, 16)
+    m[:, :, 4:12, 4:12] = 1  # whole 2x2 cells of the 8x8 map after the first max-pool
+    far_background = x * m + (1 - m) * 0.5
+    far_background[:, :, 3:13, 3:13] = (x * m)[
+        :, :, 3:13, 3:13
+    ]  # the lungs' neighbourhood as the teacher saw it
+    with distiller.capture(student) as got:
+        logits = student(far_background)
+    lungs_only = float(distiller.part(got, logits, far_background, m).detach())
+    everywhere = Distiller(teacher, 0.0, "logits", map_weight=1.0, map_layer="3").part(
+        got, logits, far_background, m
+    )
+    assert float(everywhere.detach()) > 0  # the image region sees the far background ...
+    assert lungs_only == pytest.approx(0.0, abs=1e-10)  # ... the lungs region does not
+    with pytest.raises(ValueError, match="unknown distillation map region"):
+        Distiller(teacher, 1.0, map_region="edges")
