@@ -672,16 +672,17 @@ class DistillConfig(StrictModel):
     )
     temperature: float = Field(2.0, gt=0.0, description="softmax temperature of the 'logits' target")
     map_weight: float = Field(
-        0.0,
+        1.0,
         ge=0.0,
         description="weight of the spatial part: the student's feature map at `map_layer` on the whole image "
-        "must equal the teacher's on the lungs alone at every position, the background's included (where "
-        "the teacher saw black); 0: off",
+        "(or the composite) must equal the teacher's on the lungs alone at every position, the background's "
+        "included (where the teacher saw black); 0: off (the recipe before it)",
     )
     map_layer: str | None = Field(
         None,
-        description="the spatial part's layer, a module name of the network (its output), e.g. "
-        "'features.transition2' of the DenseNets; None: the last feature map (the global pooling's input)",
+        description="the spatial part's layer, a module name of the network (its output); None: the net's "
+        "middle feature map (isnetflow.nets.MIDDLE_LAYERS: 'features.transition2' of the DenseNets), or "
+        "its last one for a net registered without it",
     )
     map_region: Literal["image", "lungs"] = Field(
         "image",

@@ -32,7 +32,7 @@ from monai.networks.nets import DenseNet, DenseNet121
 from torch import nn
 from tqdm import tqdm
 
-__all__ = ["NETS", "build_model", "predict_proba"]
+__all__ = ["MIDDLE_LAYERS", "NETS", "build_model", "middle_layer", "predict_proba"]
 
 
 def _densenet121(num_classes: int, in_channels: int) -> nn.Module:
@@ -87,6 +87,22 @@ NETS: dict[str, Callable[[int, int], nn.Module]] = {
     "cnn-small": _cnn_small,
 }
 """Registry of model builders: name -> ``builder(num_classes, in_channels)``."""
+
+MIDDLE_LAYERS: dict[str, str] = {
+    "densenet121": "features.transition2",
+    "densenet-small": "features.transition2",
+    "densenet-medium": "features.transition2",
+    "cnn-small": "7",
+}
+"""Per net of :data:`NETS`: the module whose output is its middle feature map (after the second of the
+DenseNets' four dense blocks, 1/16 of the input's side; after ``cnn-small``'s second block), the default
+layer of the teacher's spatial distillation (``train.distill.map_layer``)."""
+
+
+def middle_layer(name: str) -> str | None:
+    """The middle feature map's module name of net ``name`` (:data:`MIDDLE_LAYERS`); ``None`` for a net
+    registered without one."""
+    return MIDDLE_LAYERS.get(name)
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 1) -> nn.Module:

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from isnetflow.isnet.objective import AllReduce
+
 __all__ = ["Distiller", "StudentCapture", "feature_maps", "head_features"]
 
 
@@ -84,13 +86,21 @@ class StudentCapture:
     maps: list[Tensor] = field(default_factory=list)
 
 
-def _relative_mse(student: Tensor, teacher: Tensor, weight: Tensor | None = None) -> Tensor:
-    """``mean(w (s - t)^2) / mean(w t^2)`` (``w`` broadcast over channels; ``None``: 1)."""
+def _relative_mse(
+    student: Tensor, teacher: Tensor, weight: Tensor | None = None, reduce: AllReduce | None = None
+) -> Tensor:
+    """``mean(w (s - t)^2) / mean(w t^2)`` (``w`` broadcast over channels; ``None``: 1). Under data
+    parallelism ``reduce`` averages the denominator (the teacher's, no gradient) over the ranks, so that the
+    ranks' mean of this part is the part of the global batch, as one process computes it."""
     target = teacher.detach().float()
     diff2, target2 = (student.float() - target).pow(2), target.pow(2)
     if weight is None:
-        return diff2.mean() / target2.mean().clamp_min(1e-12)
-    return (weight * diff2).sum() / (weight * target2).sum().clamp_min(1e-12)
+        numerator, denominator = diff2.mean(), target2.mean()
+    else:
+        numerator, denominator = (weight * diff2).sum(), (weight * target2).sum()
+    if reduce is not None:
+        denominator = reduce([denominator])[0]
+    return numerator / denominator.clamp_min(1e-12)
 
 
 class Distiller:
@@ -114,8 +124,10 @@ class Distiller:
         map_weight: float = 0.0,
         map_layer: str | None = None,
         map_region: str = "image",
+        all_reduce_mean: AllReduce | None = None,
     ) -> None:
-        """Freeze ``teacher`` (eval mode, no gradients); ``weight`` scales the part."""
+        """Freeze ``teacher`` (eval mode, no gradients); ``weight`` scales the part; ``all_reduce_mean``: the
+        mean over data-parallel ranks (``None``: one process)."""
         if target not in ("features", "logits"):
             raise ValueError(f"unknown distillation target {target!r}; choose 'features' or 'logits'")
         self.teacher = teacher.eval()
@@ -125,6 +137,7 @@ class Distiller:
         if map_region not in ("image", "lungs"):
             raise ValueError(f"unknown distillation map region {map_region!r}; choose 'image' or 'lungs'")
         self.map_weight, self.map_layer, self.map_region = map_weight, map_layer, map_region
+        self.reduce = all_reduce_mean
         if map_weight > 0:
             _map_module(teacher, map_layer)  # an unknown layer fails now, not at the first step
 
@@ -156,10 +169,10 @@ class Distiller:
             )
             total = self.weight * t * t * kl
         else:
-            total = self.weight * _relative_mse(student.features[-1], captured[-1])
+            total = self.weight * _relative_mse(student.features[-1], captured[-1], reduce=self.reduce)
         if self.map_weight > 0:
             lungs = None
             if self.map_region == "lungs":  # each position weighted by the share of its cell inside the lungs
                 lungs = F.adaptive_avg_pool2d(m.float(), (maps[-1].shape[-2], maps[-1].shape[-1]))
-            total = total + self.map_weight * _relative_mse(student.maps[-1], maps[-1], lungs)
+            total = total + self.map_weight * _relative_mse(student.maps[-1], maps[-1], lungs, self.reduce)
         return total

@@ -51,7 +51,7 @@ from isnetflow.isnet import (
     explain_batch,
     loss_config_from_settings,
 )
-from isnetflow.nets import build_model
+from isnetflow.nets import build_model, middle_layer
 from isnetflow.training.checkpoint import CheckpointError, CheckpointStore
 from isnetflow.training.data import Augmenter, TrainData
 from isnetflow.training.distill import Distiller
@@ -326,6 +326,17 @@ def train_teacher(
     return result.model
 
 
+def _map_layer(cfg: TrainConfig) -> str | None:
+    """The spatial distillation's layer: ``distill.map_layer``, else the net's middle feature map, else (a
+    net registered without one) ``None``, the last feature map."""
+    if cfg.distill.map_layer is not None:
+        return cfg.distill.map_layer
+    layer = middle_layer(cfg.model)
+    if layer is None and cfg.distill.map_weight > 0:
+        log.info("net %r has no entry in isnetflow.nets.MIDDLE_LAYERS: its last map is distilled", cfg.model)
+    return layer
+
+
 def _train(
     cfg: TrainConfig,
     data: TrainData,
@@ -369,8 +380,8 @@ def _train(
         teacher = train_teacher(cfg, data, device, progress=progress, ctx=ctx)
         distiller = Distiller(
             teacher, cfg.distill.weight, cfg.distill.target, cfg.distill.temperature,
-            map_weight=cfg.distill.map_weight, map_layer=cfg.distill.map_layer,
-            map_region=cfg.distill.map_region,
+            map_weight=cfg.distill.map_weight, map_layer=_map_layer(cfg), map_region=cfg.distill.map_region,
+            all_reduce_mean=ctx.all_reduce_mean if ctx.distributed else None,
         )  # fmt: skip
         if cfg.distill.init_from_teacher:
             model.load_state_dict(teacher.state_dict())

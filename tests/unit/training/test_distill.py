@@ -191,7 +191,7 @@ def test_the_student_from_the_teacher_starts_at_a_low_rate_the_teacher_and_a_pla
             seen.append(opt.param_groups[0]["lr"])
             return step(*args, **kwargs)
 
-        opt.step = record  # type: ignore[method-assign]
+        opt.step = record
         return opt
 
     monkeypatch.setattr(loop, "_make_optimizer", spy)
@@ -274,3 +274,36 @@ def test_the_map_part_on_the_lungs_ignores_the_background_and_weighs_the_lung_ce
     assert lungs_only == pytest.approx(0.0, abs=1e-10)  # ... the lungs region does not
     with pytest.raises(ValueError, match="unknown distillation map region"):
         Distiller(teacher, 1.0, map_region="edges")
+
+
+@pytest.mark.parametrize("name", ["densenet-small", "densenet-medium", "densenet121", "cnn-small"])
+def test_every_net_names_a_middle_feature_map_for_the_default_spatial_part(name: str) -> None:
+    from isnetflow.nets import NETS, middle_layer
+
+    assert set(NETS) >= {name} and middle_layer(name) is not None
+    model = build_model(name, 2).eval()
+    with torch.no_grad(), feature_maps(model, middle_layer(name)) as maps:
+        model(torch.rand(1, 1, 128, 128))
+    side = maps[-1].shape[-1]
+    assert maps[-1].dim() == 4 and 4 <= side <= 32  # a spatial map between the input and the last one
+
+
+def test_the_spatial_part_is_on_by_default_at_the_nets_middle_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import isnetflow.training.loop as loop
+
+    assert DistillConfig().map_weight == 1.0 and DistillConfig().map_layer is None
+    made: list[Distiller] = []
+    real = loop.Distiller
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(loop, "Distiller", spy)
+    cfg = TrainConfig(
+        model="densenet-small", image_size=32, batch_size=8, epochs=2, warmup_epochs=1, audit_samples=0,
+        num_threads=1, device="cpu", augment={"prob": 0.0, "noise_std": 0.0},
+        heatmap=HeatmapLossConfig(C1=0.5, C2=4.0), distill=DistillConfig(teacher_epochs=1),
+    )  # fmt: skip
+    train(cfg, _data(), progress=False)
+    assert made[-1].map_weight == 1.0 and made[-1].map_layer == "features.transition2"
