@@ -844,6 +844,12 @@ class TrainConfig(StrictModel):
                 "train.selection 'objective' needs the ISNet objective: it is not computed with "
                 "train.relevance_loss false (use auc_within_background)"
             )
+        if self.mode == "isnet" and self.relevance_loss and self.heatmap.P == 0:
+            raise ValueError(
+                "train.heatmap.P is 0: the ISNet phase would have no relevance loss; for the ISNet's "
+                "schedule and inputs without it set train.relevance_loss: false (the 'swap' arm), or mode: "
+                "standard"
+            )
         return self
 
 

@@ -65,3 +65,12 @@ def test_old_keys_that_contradict_are_refused() -> None:
             Settings.model_validate(two)
         with pytest.raises(ValidationError, match="contradicts"):
             EvaluateConfig.model_validate({"audit_gamma": 0.5, "audit": {"gamma": 0.3}})
+
+
+def test_an_isnet_with_a_zero_heatmap_weight_is_refused_with_the_setting_that_means_it() -> None:
+    from isnetflow.config import TrainConfig
+
+    with pytest.raises(ValueError, match=r"train.heatmap.P is 0.*relevance_loss: false"):
+        TrainConfig(heatmap={"P": 0.0})
+    TrainConfig(heatmap={"P": 0.0}, relevance_loss=False)  # the swap arm: no relevance loss, said so
+    TrainConfig(heatmap={"P": 0.0}, mode="standard")  # the standard model never reads it
