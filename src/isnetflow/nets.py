@@ -32,7 +32,7 @@ from monai.networks.nets import DenseNet, DenseNet121
 from torch import nn
 from tqdm import tqdm
 
-__all__ = ["MIDDLE_LAYERS", "NETS", "build_model", "middle_layer", "predict_proba"]
+__all__ = ["MIDDLE_LAYERS", "NETS", "build_model", "predict_proba"]
 
 
 def _densenet121(num_classes: int, in_channels: int) -> nn.Module:
@@ -96,13 +96,8 @@ MIDDLE_LAYERS: dict[str, str] = {
 }
 """Per net of :data:`NETS`: the module whose output is its middle feature map (after the second of the
 DenseNets' four dense blocks, 1/16 of the input's side; after ``cnn-small``'s second block), the default
-layer of the teacher's spatial distillation (``train.distill.map_layer``)."""
-
-
-def middle_layer(name: str) -> str | None:
-    """The middle feature map's module name of net ``name`` (:data:`MIDDLE_LAYERS`); ``None`` for a net
-    registered without one."""
-    return MIDDLE_LAYERS.get(name)
+layer of the teacher's spatial distillation (``train.distill.map_layer``); a net without an entry
+distils its last feature map."""
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 1) -> nn.Module:

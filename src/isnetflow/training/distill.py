@@ -31,19 +31,24 @@ def _head(model: nn.Module) -> nn.Linear:
 
 
 @contextlib.contextmanager
-def head_features(model: nn.Module) -> Iterator[list[Tensor]]:
-    """While active, every forward pass of ``model`` appends the input of its last linear layer (the
-    pooled features the classifier reads, with their graph) to the yielded list."""
+def _hooked(module: nn.Module, take_input: bool) -> Iterator[list[Tensor]]:
+    """While active, every forward pass of ``module`` appends its input (``take_input``) or its output,
+    with their graph, to the yielded list."""
     captured: list[Tensor] = []
-
-    def keep(_module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
-        captured.append(inputs[0])
-
-    handle = _head(model).register_forward_pre_hook(keep)
+    if take_input:
+        handle = module.register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0]))
+    else:
+        handle = module.register_forward_hook(lambda _m, _inputs, output: captured.append(output))
     try:
         yield captured
     finally:
         handle.remove()
+
+
+def head_features(model: nn.Module) -> contextlib.AbstractContextManager[list[Tensor]]:
+    """While active, every forward pass of ``model`` appends the input of its last linear layer (the
+    pooled features the classifier reads, with their graph) to the yielded list."""
+    return _hooked(_head(model), take_input=True)
 
 
 def _map_module(model: nn.Module, layer: str | None) -> tuple[nn.Module, bool]:
@@ -61,20 +66,10 @@ def _map_module(model: nn.Module, layer: str | None) -> tuple[nn.Module, bool]:
     return modules[layer], False
 
 
-@contextlib.contextmanager
-def feature_maps(model: nn.Module, layer: str | None) -> Iterator[list[Tensor]]:
+def feature_maps(model: nn.Module, layer: str | None) -> contextlib.AbstractContextManager[list[Tensor]]:
     """While active, every forward pass of ``model`` appends the feature map of ``layer`` (a name in
     ``model.named_modules()``, its output; ``None``: the input of the last global pooling) to the list."""
-    captured: list[Tensor] = []
-    module, take_input = _map_module(model, layer)
-    if take_input:
-        handle = module.register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0]))
-    else:
-        handle = module.register_forward_hook(lambda _m, _inputs, output: captured.append(output))
-    try:
-        yield captured
-    finally:
-        handle.remove()
+    return _hooked(*_map_module(model, layer))
 
 
 @dataclass

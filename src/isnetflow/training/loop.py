@@ -51,7 +51,7 @@ from isnetflow.isnet import (
     explain_batch,
     loss_config_from_settings,
 )
-from isnetflow.nets import build_model, middle_layer
+from isnetflow.nets import MIDDLE_LAYERS, build_model
 from isnetflow.training.checkpoint import CheckpointError, CheckpointStore
 from isnetflow.training.data import Augmenter, TrainData
 from isnetflow.training.distill import Distiller
@@ -331,7 +331,7 @@ def _map_layer(cfg: TrainConfig) -> str | None:
     net registered without one) ``None``, the last feature map."""
     if cfg.distill.map_layer is not None:
         return cfg.distill.map_layer
-    layer = middle_layer(cfg.model)
+    layer = MIDDLE_LAYERS.get(cfg.model)
     if layer is None and cfg.distill.map_weight > 0:
         log.info("net %r has no entry in isnetflow.nets.MIDDLE_LAYERS: its last map is distilled", cfg.model)
     return layer

@@ -278,11 +278,11 @@ def test_the_map_part_on_the_lungs_ignores_the_background_and_weighs_the_lung_ce
 
 @pytest.mark.parametrize("name", ["densenet-small", "densenet-medium", "densenet121", "cnn-small"])
 def test_every_net_names_a_middle_feature_map_for_the_default_spatial_part(name: str) -> None:
-    from isnetflow.nets import NETS, middle_layer
+    from isnetflow.nets import MIDDLE_LAYERS, NETS
 
-    assert set(NETS) >= {name} and middle_layer(name) is not None
+    assert set(NETS) >= {name} and MIDDLE_LAYERS.get(name) is not None
     model = build_model(name, 2).eval()
-    with torch.no_grad(), feature_maps(model, middle_layer(name)) as maps:
+    with torch.no_grad(), feature_maps(model, MIDDLE_LAYERS[name]) as maps:
         model(torch.rand(1, 1, 128, 128))
     side = maps[-1].shape[-1]
     assert maps[-1].dim() == 4 and 4 <= side <= 32  # a spatial map between the input and the last one
