@@ -872,6 +872,13 @@ class SegmenterTrainConfig(StrictModel):
     percentiles: tuple[float, float] = Field(
         (0.5, 99.5), description="per-image intensity percentiles mapped to 0 and 1 (as at inference)"
     )
+    init_from: str | None = Field(
+        None,
+        description="fine-tune: start from these weights ('shipped': the package's segmenter, or a spec "
+        "JSON / weights file / folder) instead of random ones; the architecture settings must match them. "
+        "Keep the earlier model's held-out images held out (the manifest's `split` column) so its Dice "
+        "stays a held-out figure",
+    )
     epochs: int = Field(150, ge=1, description="maximum epochs (early stopping usually ends sooner)")
     patience: int = Field(
         30, ge=1, description="stop after this many epochs without a better monitored validation Dice"
@@ -958,6 +965,14 @@ class MaskConfig(StrictModel):
         le=1,
         description="QC: mean probability margin |2p-1| around the predicted lungs (held-out masks with "
         "Dice >= 0.9: 1st percentile 0.85; phantoms >= 0.86)",
+    )
+    min_mirror_agreement: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="QC: Dice between the mask and the mask of the image mirrored left-right (mirrored "
+        "back); below it the segmenter is guessing (an arm, the neck, a lung it half sees). Doubles the "
+        "segmenter's work; None: not measured",
     )
     overlays: bool = Field(False, description="write an overlay preview PNG per image")
     gallery_max: int = Field(48, ge=0, description="images in the overlay gallery PNG (QC failures first)")

@@ -114,7 +114,8 @@ def masks(
         ),
     ] = None,
     perturb: Annotated[
-        bool, typer.Option("--perturb", help="Also judge every image under the robustness perturbations.")
+        bool,
+        typer.Option("--perturb", help="Also judge every unseen image under the robustness perturbations."),
     ] = False,
     model: Annotated[
         str | None, typer.Option("--model", help="Segmenter weights (default: shipped).")

@@ -14,7 +14,7 @@ Main entry points:
 from .inference import LungSegmenter, Prediction
 from .network import SHIPPED_DIR, SHIPPED_SPEC, build_network, load_network, save_network
 from .postprocess import postprocess
-from .qc import MaskQC, assess
+from .qc import MaskQC, assess, assess_prediction
 from .spec import SegmenterSpec, sha256_file
 from .train import TrainResult, train_segmenter
 
@@ -27,6 +27,7 @@ __all__ = [
     "SegmenterSpec",
     "TrainResult",
     "assess",
+    "assess_prediction",
     "build_network",
     "load_network",
     "postprocess",

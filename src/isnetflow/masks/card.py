@@ -53,20 +53,21 @@ def model_card(
     for key, label in (
         ("data", "Data"),
         ("split", "Split"),
+        ("init_from", "Fine-tuned from"),
         ("synthetic", "Synthetic phantoms"),
         ("augmentation", "Augmentation"),
         ("schedule", "Schedule"),
         ("wall_seconds", "Wall time (s)"),
         ("hardware", "Hardware"),
     ):
-        if key in t:
+        if t.get(key) is not None:
             lines.append(f"- {label}: {t[key]}")
     lines += ["", "## Evaluation", ""]
     if ev.get("held_out"):
         h = ev["held_out"]
         lines += [
             "Held-out real radiographs (patients never seen in training; Dice excludes the 127 'ignore' "
-            "pixels; original 512 px resolution):",
+            "pixels; each image's original resolution):",
             "",
             f"- Dice: {_fmt(h.get('clean'))}",
             f"- HD95 (px): {_fmt(h.get('clean'), 'hd95_px')}",
@@ -97,16 +98,18 @@ def model_card(
         "",
         "- Frontal (PA/AP) adult and adolescent chest radiographs; lateral views, CT scouts and other body",
         "  parts are out of scope and are expected to fail QC (area, components, balance, confidence).",
-        "- Trained on real images from one hospital (Hannover Medical School) plus synthetic phantoms: the",
-        "  perturbation results above are a proxy, not a measurement, of performance at other hospitals.",
+        "- Trained on the real images named under Training plus synthetic phantoms: the perturbation",
+        "  results above are a proxy, not a measurement, of performance at hospitals unlike those.",
         "  Use the mask stage's QC table and gallery to catch failures; failing masks are quarantined.",
         "- Severe consolidation or effusion may shrink a lung below the QC balance threshold.",
         "",
         "## Data licenses and attribution",
         "",
-        "Real images: COVID-19 Image Data Collection (Cohen et al., arXiv:2006.11988), images contributed",
-        "by Hannover Medical School, CC BY 3.0. Lung annotations: V7 Labs, CC BY 4.0. The images are not",
-        "distributed with isnetflow; only the trained weights are.",
+        "Real images: COVID-19 Image Data Collection (Cohen et al., arXiv:2006.11988): the images",
+        "contributed by Hannover Medical School (CC BY 3.0) and, for fine-tuned weights, the collection's",
+        "other frontal radiographs (each under the licence of its `metadata.csv` row: CC BY, CC BY-NC-SA,",
+        "CC BY-NC-ND, ...). Lung annotations: V7 Labs, CC BY 4.0. The images are not distributed with",
+        "isnetflow; only the trained weights are.",
         "",
     ]
     return "\n".join(lines)

@@ -50,6 +50,7 @@ class PairRecord:
     image: Path
     mask: Path
     patient_id: str
+    split: Literal["train", "val"] | None = None  # fixed by the manifest's ``split`` column; None: random
 
 
 @dataclass
@@ -64,8 +65,12 @@ class Sample:
     ignore: np.ndarray  # uint8 0/1 excluded from loss and metrics
 
 
-def _read_manifest(manifest: Path) -> dict[str, str]:
-    """Map image stem -> patient id from a CSV with a ``patient_id`` column and an image column."""
+def _read_manifest(manifest: Path) -> dict[str, tuple[str, Literal["train", "val"] | None]]:
+    """Map image stem -> (patient id, fixed split) from a CSV with ``patient_id`` and an image column.
+
+    An optional ``split`` column (``train`` / ``val``; empty: none) fixes which side each image is on, e.g.
+    to keep a previous model's held-out patients held out when fine-tuning it on more data.
+    """
     try:
         with manifest.open(newline="") as f:
             rows = list(csv.DictReader(f))
@@ -79,7 +84,15 @@ def _read_manifest(manifest: Path) -> dict[str, str]:
             f"{manifest}: needs a 'patient_id' column and one of image/path/file/name/stem; "
             f"has {list(rows[0])}"
         )
-    return {Path(r[col]).stem: str(r["patient_id"]).strip() for r in rows if r.get(col)}
+    out: dict[str, tuple[str, Literal["train", "val"] | None]] = {}
+    for i, r in enumerate(rows, start=2):
+        if not r.get(col):
+            continue
+        split = (r.get("split") or "").strip().lower() or None
+        if split not in (None, "train", "val"):
+            raise ValueError(f"{manifest}: line {i}: split {r['split']!r} is not 'train' or 'val'")
+        out[Path(r[col]).stem] = (str(r["patient_id"]).strip(), split)  # type: ignore[assignment]
+    return out
 
 
 def find_pairs(images: str | Path, masks: str | Path, manifest: str | Path | None = None) -> list[PairRecord]:
@@ -114,8 +127,8 @@ def find_pairs(images: str | Path, masks: str | Path, manifest: str | Path | Non
         if patients is not None and f.stem not in patients:
             missing_patient.append(f.name)
             continue
-        pid = patients[f.stem] if patients is not None else f.stem
-        pairs.append(PairRecord(f.stem, f, mask, pid))
+        pid, split = patients[f.stem] if patients is not None else (f.stem, None)
+        pairs.append(PairRecord(f.stem, f, mask, pid, split))
     if missing_mask:
         log.warning(
             "%d image(s) without a mask in %s skipped, e.g. %s", len(missing_mask), mask_dir, missing_mask[:3]
@@ -132,7 +145,28 @@ def find_pairs(images: str | Path, masks: str | Path, manifest: str | Path | Non
 def grouped_split(
     records: Sequence[PairRecord], val_fraction: float, seed: int
 ) -> tuple[list[PairRecord], list[PairRecord]]:
-    """Split by patient: no patient has images on both sides. ``val_fraction`` is a share of patients."""
+    """Split by patient: no patient has images on both sides. ``val_fraction`` is a share of patients.
+
+    When the manifest fixed a split (:attr:`PairRecord.split`) it is used as given, for every record, and
+    ``val_fraction`` and ``seed`` are not: all records must name one, and no patient may be on both sides.
+    """
+    fixed = [r for r in records if r.split is not None]
+    if fixed:
+        if len(fixed) != len(records):
+            missing = [r.name for r in records if r.split is None]
+            raise ValueError(
+                f"the manifest fixes the split of {len(fixed)} image(s) but not of {len(missing)}, "
+                f"e.g. {missing[:3]}: give every image a split, or none"
+            )
+        sides: dict[str, set[str]] = {}
+        for r in records:
+            sides.setdefault(r.patient_id, set()).add(str(r.split))
+        both = sorted(p for p, s in sides.items() if len(s) > 1)
+        if both:
+            raise ValueError(
+                f"patient(s) {both[:3]} have images in both train and val of the manifest's split"
+            )
+        return [r for r in records if r.split == "train"], [r for r in records if r.split == "val"]
     if val_fraction <= 0:
         return list(records), []
     groups = [r.patient_id for r in records]

@@ -4,8 +4,9 @@
 image it normalizes and letterboxes to the network size, predicts lung probabilities, maps them back to
 the original pixel grid (:func:`~isnetflow.masks.transforms.from_model_space`), thresholds and
 post-processes (two largest components, holes filled). It also returns what quality control needs: the
-share of the thresholded area that post-processing dropped near the lungs (a lung split in pieces), and
-a confidence (mean probability margin ``|2p - 1|`` around the predicted lungs).
+share of the thresholded area that post-processing dropped near the lungs (a lung split in pieces), a
+confidence (mean probability margin ``|2p - 1|`` around the predicted lungs) and, with ``mirror_check``,
+the agreement between the mask and the mask of the mirrored image (:func:`mirror_agreement`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .postprocess import fill_holes, fragment_fraction, keep_largest_components
 from .spec import SegmenterSpec
 from .transforms import from_model_space, to_model_space
 
-__all__ = ["LungSegmenter", "Prediction", "confidence_margin"]
+__all__ = ["LungSegmenter", "Prediction", "confidence_margin", "mirror_agreement"]
 
 
 @dataclass
@@ -39,6 +40,20 @@ class Prediction:
     box: Letterbox  # how the original maps to network space
     fragment_fraction: float  # thresholded area dropped near the lungs (postprocess.fragment_fraction)
     confidence: float  # mean |2p - 1| in a band around the predicted lungs (1 = certain)
+    mirror_agreement: float | None = None  # Dice with the mirrored image's mask (mirror_check), else None
+
+
+def mirror_agreement(prob: np.ndarray, prob_of_mirrored: np.ndarray, threshold: float = 0.5) -> float:
+    """Dice between the lungs predicted on an image and on its mirror image, mirrored back (network space).
+
+    A chest radiograph mirrored left-right is still a chest radiograph, so a segmenter that has understood
+    the image outlines the same lungs on both; where it is guessing (an arm, the neck, a dense lung it
+    only half sees) the two masks part. Two empty predictions agree (1.0).
+    """
+    a = prob > threshold
+    b = prob_of_mirrored[..., ::-1] > threshold
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
 
 
 def confidence_margin(prob: np.ndarray, threshold: float = 0.5, band: int = 6) -> float:
@@ -57,18 +72,27 @@ def confidence_margin(prob: np.ndarray, threshold: float = 0.5, band: int = 6) -
 class LungSegmenter:
     """A loaded lung segmenter (network + spec) that turns radiographs into lung masks."""
 
-    def __init__(self, model: nn.Module, spec: SegmenterSpec, *, batch_size: int = 16) -> None:
-        """Wrap ``model`` (put in eval mode) with its ``spec``; ``batch_size`` images per forward pass."""
+    def __init__(
+        self, model: nn.Module, spec: SegmenterSpec, *, batch_size: int = 16, mirror_check: bool = False
+    ) -> None:
+        """Wrap ``model`` (put in eval mode) with its ``spec``; ``batch_size`` images per forward pass.
+
+        ``mirror_check`` also segments every image mirrored left-right and reports the agreement of the two
+        masks (:attr:`Prediction.mirror_agreement`, for the QC); it doubles the network's work.
+        """
         self.model = model.eval()
         self.spec = spec
         self.batch_size = batch_size
         self.threshold = spec.threshold
+        self.mirror_check = mirror_check
 
     @classmethod
-    def load(cls, path: str | Path | None = None, *, batch_size: int = 16) -> LungSegmenter:
+    def load(
+        cls, path: str | Path | None = None, *, batch_size: int = 16, mirror_check: bool = False
+    ) -> LungSegmenter:
         """Load from a spec JSON / weights file / folder; None loads the weights shipped in the package."""
         model, spec = load_network(path)
-        return cls(model, spec, batch_size=batch_size)
+        return cls(model, spec, batch_size=batch_size, mirror_check=mirror_check)
 
     @property
     def size(self) -> int:
@@ -124,9 +148,14 @@ class LungSegmenter:
         shapes = list(out_shapes) if out_shapes is not None else [None] * len(prepared)
         for start in range(0, len(prepared), self.batch_size):
             chunk = prepared[start : start + self.batch_size]
-            probs = self.probabilities(np.stack([x for x, _ in chunk]))
+            batch = np.stack([x for x, _ in chunk])
+            probs = self.probabilities(batch)
+            mirrored = self.probabilities(batch[:, :, ::-1]) if self.mirror_check else None
             for k, (prob, (_, box)) in enumerate(zip(probs, chunk, strict=True)):
-                yield self.finish(prob, box, shapes[start + k])
+                pred = self.finish(prob, box, shapes[start + k])
+                if mirrored is not None:
+                    pred.mirror_agreement = mirror_agreement(prob, mirrored[k], self.threshold)
+                yield pred
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """Segment original-resolution images (float, any range; bright = dense)."""

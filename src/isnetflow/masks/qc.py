@@ -11,7 +11,9 @@ Checks (thresholds in :class:`isnetflow.config.MaskConfig`):
 * ``fragments``: share of the thresholded prediction dropped by post-processing *near the kept lungs*
   <= ``max_fragment_fraction`` (a lung predicted in pieces means the network was lost; blobs far from the
   lungs are dropped harmlessly and not counted, :func:`~isnetflow.masks.postprocess.fragment_fraction`);
-* ``confidence``: mean probability margin around the lungs >= ``min_confidence`` (predictions only).
+* ``confidence``: mean probability margin around the lungs >= ``min_confidence`` (predictions only);
+* ``mirror``: Dice between the mask and the mask of the mirrored image >= ``min_mirror_agreement``
+  (predictions with the mirror check only, :func:`~isnetflow.masks.inference.mirror_agreement`).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import numpy as np
 
 from isnetflow.config import MaskConfig
 
+from .inference import Prediction
 from .postprocess import component_areas
 
-__all__ = ["MaskQC", "assess"]
+__all__ = ["MaskQC", "assess", "assess_prediction"]
 
 
 @dataclass
@@ -38,6 +41,7 @@ class MaskQC:
     left_fraction: float  # share of the lung area in the image's left half (patient's right on PA)
     fragment_fraction: float
     confidence: float | None
+    mirror_agreement: float | None = None
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -65,6 +69,7 @@ def assess(
     *,
     fragment_fraction: float = 0.0,
     confidence: float | None = None,
+    mirror_agreement: float | None = None,
 ) -> MaskQC:
     """Measure and judge a post-processed boolean mask (original resolution)."""
     cfg = cfg or MaskConfig()
@@ -107,6 +112,15 @@ def assess(
         )
     if confidence is not None and confidence < cfg.min_confidence:
         failures.append(f"low confidence {confidence:.2f} < {cfg.min_confidence:.2f}")
+    if (
+        mirror_agreement is not None
+        and cfg.min_mirror_agreement is not None
+        and mirror_agreement < cfg.min_mirror_agreement
+    ):
+        failures.append(
+            f"unstable: the mirrored image's mask agrees at Dice {mirror_agreement:.2f} "
+            f"< {cfg.min_mirror_agreement:.2f}"
+        )
     return MaskQC(
         area_fraction=area,
         n_components=n,
@@ -114,5 +128,17 @@ def assess(
         left_fraction=left,
         fragment_fraction=float(fragment_fraction),
         confidence=None if confidence is None else float(confidence),
+        mirror_agreement=None if mirror_agreement is None else float(mirror_agreement),
         failures=failures,
+    )
+
+
+def assess_prediction(pred: Prediction, cfg: MaskConfig | None = None) -> MaskQC:
+    """:func:`assess` a segmenter's prediction with every measurement it carries."""
+    return assess(
+        pred.mask,
+        cfg,
+        fragment_fraction=pred.fragment_fraction,
+        confidence=pred.confidence,
+        mirror_agreement=pred.mirror_agreement,
     )

@@ -9,6 +9,7 @@ proxy for other hospitals). Early stopping keeps the weights with the best monit
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import time
@@ -29,7 +30,7 @@ from isnetflow.config import SegmenterTrainConfig
 
 from .data import Sample
 from .metrics import dice
-from .network import build_network, default_network_kwargs
+from .network import build_network, default_network_kwargs, load_network
 from .postprocess import postprocess
 from .spec import SegmenterSpec
 from .transforms import train_transforms
@@ -89,6 +90,23 @@ def make_spec(cfg: SegmenterTrainConfig) -> SegmenterSpec:
         image_size=cfg.image_size,
         percentiles=cfg.percentiles,
     )
+
+
+def _load_initial_weights(model: nn.Module, spec: SegmenterSpec, source: str) -> None:
+    """Copy the weights of ``source`` ('shipped' or a path) into ``model``; the networks must be the same."""
+    start, start_spec = load_network(None if source == "shipped" else source)
+
+    def key(sp: SegmenterSpec) -> str:  # through JSON: a loaded spec holds lists where a new one has tuples
+        return json.dumps([sp.architecture, sp.network, sp.image_size], sort_keys=True, default=list)
+
+    if key(start_spec) != key(spec):
+        raise ValueError(
+            f"init_from {source!r} is a {start_spec.architecture} {start_spec.network} at "
+            f"{start_spec.image_size} px; the training settings build a {spec.architecture} "
+            f"{spec.network} at {spec.image_size} px: set the same architecture, channels, "
+            "num_res_units and image_size"
+        )
+    model.load_state_dict(start.state_dict())
 
 
 def _as_dict(s: Sample) -> dict[str, Any]:
@@ -179,6 +197,8 @@ def train_segmenter(
         raise ValueError("no training samples")
     spec = make_spec(cfg)
     model = build_network(spec)
+    if cfg.init_from is not None:
+        _load_initial_weights(model, spec, cfg.init_from)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=cfg.epochs, eta_min=cfg.learning_rate * 0.02

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from isnetflow.config import MaskConfig
 from isnetflow.dicom.normalize import Letterbox
-from isnetflow.masks import LungSegmenter, assess
+from isnetflow.masks import LungSegmenter, assess, assess_prediction
 from isnetflow.masks.gallery import GalleryTile, overlay, write_gallery
 from isnetflow.masks.io import LoadedImage, find_inputs, read_image, read_reference_mask, write_mask
 from isnetflow.masks.qc import MaskQC
@@ -56,6 +56,7 @@ _QC_COLUMNS = [
     "left_fraction",
     "fragment_fraction",
     "confidence",
+    "mirror_agreement",
 ]
 
 
@@ -72,7 +73,9 @@ def load_model(cfg: MaskConfig, tracking_uri: str | None = None) -> LungSegmente
     """The segmenter named by ``cfg.model`` (shipped weights when None; MLflow URIs are downloaded)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    return load_segmenter(cfg.model, tracking_uri=tracking_uri, batch_size=cfg.batch_size)
+    seg = load_segmenter(cfg.model, tracking_uri=tracking_uri, batch_size=cfg.batch_size)
+    seg.mirror_check = cfg.min_mirror_agreement is not None
+    return seg
 
 
 def _model_info(seg: LungSegmenter, cfg: MaskConfig, version: str | None) -> dict[str, Any]:
@@ -153,7 +156,7 @@ def segment_files(
         preds = seg.predict_prepared([seg.prepare(img.pixels) for _, _, img in batch])
         for (name, f, img), pred in zip(batch, preds, strict=True):
             target = write_mask(out / f"{name}.png", pred.mask)
-            qc = assess(pred.mask, cfg, fragment_fraction=pred.fragment_fraction, confidence=pred.confidence)
+            qc = assess_prediction(pred, cfg)
             if cfg.overlays:
                 preview = out / "overlays" / f"{name}.png"
                 preview.parent.mkdir(parents=True, exist_ok=True)
@@ -343,7 +346,7 @@ def run(
         prepared = [seg.prepare(image) for _, image, _ in pending]
         shapes = [(box.rows, box.columns) for _, _, box in pending]
         for (i, image, _), pred in zip(pending, seg.predict_prepared(prepared, shapes), strict=True):
-            qc = assess(pred.mask, cfg, fragment_fraction=pred.fragment_fraction, confidence=pred.confidence)
+            qc = assess_prediction(pred, cfg)
             finish(i, image, pred.mask, "predicted", "segmenter", qc)
         pending.clear()
 
@@ -356,7 +359,14 @@ def run(
             problem = f"cannot read normalized image {row['image']}: {exc}"
             empty = np.zeros((box.rows, box.columns), dtype=bool)
             blank = np.zeros((8, 8), dtype=np.float32)
-            finish(i, blank, empty, "none", str(row["image"]), MaskQC(0.0, 0, 0.0, 0.0, 0.0, None, [problem]))
+            finish(
+                i,
+                blank,
+                empty,
+                "none",
+                str(row["image"]),
+                MaskQC(0.0, 0, 0.0, 0.0, 0.0, None, failures=[problem]),
+            )
             continue
         given = _provided_mask(row, provided) if cfg.use_provided else None
         if given is None:
@@ -367,13 +377,15 @@ def run(
         mask, origin, error = given
         if mask is None:
             empty = np.zeros((box.rows, box.columns), dtype=bool)
-            finish(i, image, empty, "provided", origin, MaskQC(0.0, 0, 0.0, 0.0, 0.0, None, [error]))
+            finish(i, image, empty, "provided", origin, MaskQC(0.0, 0, 0.0, 0.0, 0.0, None, failures=[error]))
             continue
         if mask.shape != (box.rows, box.columns):
             shape = f"{mask.shape[0]}x{mask.shape[1]}"
             problem = f"provided mask {origin} is {shape}, image is {box.rows}x{box.columns}"
             empty = np.zeros((box.rows, box.columns), dtype=bool)
-            finish(i, image, empty, "provided", origin, MaskQC(0.0, 0, 0.0, 0.0, 0.0, None, [problem]))
+            finish(
+                i, image, empty, "provided", origin, MaskQC(0.0, 0, 0.0, 0.0, 0.0, None, failures=[problem])
+            )
             continue
         qc = assess(mask, cfg) if cfg.qc_provided else MaskQC(float(mask.mean()), 0, 0.0, 0.0, 0.0, None)
         finish(i, image, mask, "provided", origin, qc)

@@ -231,6 +231,15 @@ def _log_epoch(epoch: int, metrics: dict[str, float]) -> None:
     mlflow.log_metrics(metrics, step=epoch)
 
 
+def _describe_start(init_from: str | None) -> str | None:
+    """The weights a fine-tuning started from, named by their sha256 (None: random initialization)."""
+    if init_from is None:
+        return None
+    spec = SegmenterSpec.load(resolve_spec_path(None if init_from == "shipped" else init_from))
+    label = "the segmenter shipped at the time" if init_from == "shipped" else init_from
+    return f"{label} (weights sha256 {spec.weights_sha256})"
+
+
 def _params(cfg: SegmenterTrainConfig) -> dict[str, Any]:
     return {
         k: (json.dumps(v) if isinstance(v, list | tuple | dict) else v) for k, v in cfg.model_dump().items()
@@ -342,9 +351,15 @@ def train(
                         "command": command,
                         "data": f"{len(pairs)} real image/mask pairs from {images} (masks {masks}); "
                         f"patients from {manifest or 'file stems'}",
-                        "split": f"patient-grouped, val_fraction {cfg.val_fraction}, seed {cfg.seed}: "
+                        "split": (
+                            "fixed by the manifest's split column"
+                            if any(r.split for r in pairs)
+                            else f"patient-grouped, val_fraction {cfg.val_fraction}, seed {cfg.seed}"
+                        )
+                        + ": "
                         f"{len(train_recs)} train / {len(val_recs)} validation images "
                         f"({len({r.patient_id for r in val_recs})} validation patients)",
+                        "init_from": _describe_start(cfg.init_from),
                         "synthetic": f"{cfg.synthetic_n} phantoms, {cfg.synthetic_fraction:.0%} of each "
                         f"epoch, heart region: {cfg.synthetic_heart}",
                         "validation_images": [r.name for r in val_recs],

@@ -104,3 +104,31 @@ def test_shipped_weights_are_small_and_verified() -> None:
     assert sha256_file(weights) == spec["weights_sha256"]
     assert (SHIPPED_SPEC.parent / "MODEL_CARD.md").is_file()
     assert spec["training"]["validation_images"], "the held-out images must be recorded"
+
+
+def test_manifest_split_column_fixes_the_split(tmp_path: Path) -> None:
+    root = _pairs_folder(tmp_path)
+    rows = list(csv.reader((root / "manifest.csv").open()))
+    sides = ["train", "train", "val", "val", "train", "train", "train", "train"]  # p1 held out
+    with (root / "manifest.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(
+            [[*rows[0], "split"]] + [[*r, s] for r, s in zip(rows[1:], sides, strict=True)]
+        )
+    pairs = find_pairs(root / "images", root / "masks", root / "manifest.csv")
+    for seed, frac in ((0, 0.25), (3, 0.5), (1, 0.0)):  # neither the fraction nor the seed moves it
+        train, val = grouped_split(pairs, frac, seed)
+        assert [r.name for r in val] == ["im2", "im3"] and len(train) == 6
+
+    def rewrite(split_of: dict[int, str]) -> list[object]:
+        with (root / "manifest.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow([*rows[0], "split"])
+            w.writerows([*r, split_of.get(i, "train")] for i, r in enumerate(rows[1:]))
+        return find_pairs(root / "images", root / "masks", root / "manifest.csv")  # type: ignore[return-value]
+
+    with pytest.raises(ValueError, match=r"\['p1'\] have images in both train and val"):
+        grouped_split(rewrite({2: "val"}), 0.25, 0)  # im3, the same patient, stays in train
+    with pytest.raises(ValueError, match=r"fixes the split of 7 image.* not of 1"):
+        grouped_split(rewrite({5: ""}), 0.25, 0)
+    with pytest.raises(ValueError, match="line 4: split 'test' is not 'train' or 'val'"):
+        rewrite({2: "test"})

@@ -94,3 +94,27 @@ def test_confidence_margin() -> None:
     assert confidence_margin(sure) == pytest.approx(1.0)
     assert confidence_margin(np.full((40, 40), 0.55, dtype=np.float32)) < 0.2
     assert confidence_margin(np.zeros((40, 40), dtype=np.float32)) == 0.0
+
+
+def test_mirror_agreement_and_its_qc_check(lungs: np.ndarray) -> None:
+    from isnetflow.masks.inference import mirror_agreement
+
+    prob = lungs.astype(np.float32)
+    assert mirror_agreement(prob, prob[:, ::-1]) == pytest.approx(1.0)  # the same lungs found on the mirror
+    spill = prob.copy()
+    spill[:, :30] = 1.0  # an "arm" found only on the original: the mirror's mask does not hold it
+    agreement = mirror_agreement(spill, prob[:, ::-1])
+    assert 0.5 < agreement < 0.85
+    empty = np.zeros_like(prob)
+    assert mirror_agreement(empty, empty) == 1.0 and mirror_agreement(prob, empty) == 0.0
+    strict = MaskConfig(min_mirror_agreement=0.9)
+    qc = assess(lungs, strict, confidence=0.95, mirror_agreement=agreement)
+    assert not qc.passed and qc.reason.startswith(
+        f"unstable: the mirrored image's mask agrees at Dice {agreement:.2f}"
+    )
+    assert qc.to_row()["mirror_agreement"] == pytest.approx(agreement)
+    assert assess(lungs, strict, confidence=0.95, mirror_agreement=0.95).passed
+    assert assess(
+        lungs, MaskConfig(), confidence=0.95, mirror_agreement=0.1
+    ).passed  # check off: measured only
+    assert assess(lungs, strict, confidence=0.95).passed  # not measured: nothing to judge

@@ -11,6 +11,7 @@ import mlflow
 import mlflow.pyfunc
 import numpy as np
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -107,3 +108,34 @@ def test_train_segmenter_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert (
         "Held-out real radiographs" in card and json.loads((out / "evaluation.json").read_text())["held_out"]
     )
+
+
+def test_fine_tuning_starts_from_the_given_weights(tmp_path: Path) -> None:
+    from isnetflow.masks import build_network, load_network, save_network
+    from isnetflow.masks.data import Sample
+    from isnetflow.masks.train import make_spec, train_segmenter
+
+    cfg = SegmenterTrainConfig(
+        channels=(4, 8, 16), image_size=32, epochs=1, batch_size=2, workers=0, threads=1
+    )
+    torch.manual_seed(7)
+    start = build_network(make_spec(cfg))
+    spec_path = save_network(start, make_spec(cfg), tmp_path / "start")
+    start, _ = load_network(spec_path)  # float16 on disk: compare with what was saved
+    label = np.zeros((32, 32), dtype=np.uint8)
+    label[4:28, 4:14] = 1
+    sample = Sample("a", "p", "real", np.full((32, 32), 0.5, dtype=np.float32), label, np.zeros_like(label))
+    no_step = cfg.model_copy(
+        update={"learning_rate": 1e-12, "weight_decay": 0.0, "init_from": str(spec_path)}
+    )
+    tuned = train_segmenter([sample], [], no_step, progress=False).model
+    for (name, a), b in zip(start.state_dict().items(), tuned.state_dict().values(), strict=True):
+        if a.is_floating_point() and "running" not in name:
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+    fresh = train_segmenter(
+        [sample], [], no_step.model_copy(update={"init_from": None}), progress=False
+    ).model
+    assert not torch.allclose(next(iter(fresh.parameters())), next(iter(start.parameters())))
+    wider = no_step.model_copy(update={"channels": (8, 16, 32)})
+    with pytest.raises(ValueError, match=r"init_from .* set the same architecture"):
+        train_segmenter([sample], [], wider, progress=False)

@@ -117,3 +117,18 @@ def test_bad_provided_mask_is_quarantined(synth_cohort: Path, validated: Path, t
 def test_missing_manifest_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"manifest\.csv"):
         stage.run(MaskConfig(), tmp_path, tmp_path / "out")
+
+
+def test_mirror_check_measures_and_quarantines_in_the_stage(
+    synth_cohort: Path, validated: Path, tmp_path: Path
+) -> None:
+    measured = stage.run(MaskConfig(use_provided=False, min_mirror_agreement=0.0), validated, tmp_path / "a")
+    agreement = measured.table["mirror_agreement"]
+    assert agreement.notna().all() and agreement.between(0.5, 1.0).all()
+    assert (measured.table["status"] == "ok").mean() >= 0.9  # the threshold 0 quarantines nothing new
+    off = stage.run(MaskConfig(use_provided=False), validated, tmp_path / "b")
+    assert off.table["mirror_agreement"].isna().all()  # not measured unless asked
+    strict = float(agreement.median())
+    judged = stage.run(MaskConfig(use_provided=False, min_mirror_agreement=strict), validated, tmp_path / "c")
+    unstable = judged.table["reason"].fillna("").str.contains("unstable: the mirrored image's mask agrees")
+    assert unstable.sum() >= (agreement < strict).sum() > 0
