@@ -51,6 +51,7 @@ __all__ = [
     "AUTHORS_RECIPE",
     "MODELS",
     "Arm",
+    "cohort_key",
     "parse_seeds",
     "prepare_cohort",
     "seed_study",
@@ -146,6 +147,30 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(set(seeds))
 
 
+def cohort_key(
+    settings: Settings, input_uri: str = "", labels_uri: str = "", external_sites: Sequence[str] = ()
+) -> str:
+    """The key of everything that shapes a prepared cohort: synthetic cohort, validation and mask settings,
+    the segmenter (the shipped or a local one by its weights' sha256, so new weights never reuse old
+    masks; a registry URI by itself) and the input."""
+    import hashlib
+
+    from isnetflow.masks.network import resolve_spec_path
+    from isnetflow.masks.spec import SegmenterSpec
+
+    model = settings.masks.model
+    local = model is None or Path(model).exists()
+    segmenter = SegmenterSpec.load(resolve_spec_path(model)).weights_sha256 if local else model
+    return hashlib.sha256(
+        json.dumps(
+            [settings.synth.model_dump(mode="json", exclude={"workers"}),
+             settings.validate.model_dump(mode="json"),
+             settings.masks.model_dump(mode="json"), segmenter, input_uri, labels_uri, list(external_sites)],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()  # fmt: skip
+
+
 def prepare_cohort(
     settings: Settings,
     workdir: Path,
@@ -157,23 +182,13 @@ def prepare_cohort(
 ) -> dict[str, Any]:
     """Validate the cohort and make its lung masks once (production stages); return paths and sites.
 
-    The result is kept in ``workdir`` with a key of everything that shapes it (synthetic cohort,
-    validation and mask settings, input): a later study with the same key reuses it.
+    The result is kept in ``workdir`` under :func:`cohort_key`: a later study with the same key reuses it.
     """
-    import hashlib
-
     from isnetflow.artifacts.validation import IngestSummary
     from isnetflow.stages import ingest, masks
     from isnetflow.tasks import MASKS_SUBDIR, DataArtifact
 
-    key = hashlib.sha256(
-        json.dumps(
-            [settings.synth.model_dump(mode="json", exclude={"workers"}),
-             settings.validate.model_dump(mode="json"),
-             settings.masks.model_dump(mode="json"), input_uri, labels_uri, list(external_sites)],
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()  # fmt: skip
+    key = cohort_key(settings, input_uri, labels_uri, external_sites)
     marker = workdir / "cohort.json"
     if marker.is_file():
         kept = json.loads(marker.read_text())

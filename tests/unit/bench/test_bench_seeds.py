@@ -157,3 +157,23 @@ def test_swap_and_authors_arms_run_and_the_isnet_is_judged_against_the_standard_
     worse = row["swap"]["external_auc"] < row["standard"]["external_auc"] - drop
     assert ("standard_auc_delta" in row["swap"]["gates_failed"]) == worse
     assert "standard_auc_delta" not in row["standard"]["gates_failed"]
+
+
+def test_cohort_key_follows_the_segmenter_weights(tmp_path: Path) -> None:
+    import shutil
+
+    from isnetflow.bench.seeds import cohort_key
+    from isnetflow.config import Settings
+    from isnetflow.masks import SHIPPED_SPEC, SegmenterSpec
+
+    shipped = Settings()
+    assert cohort_key(shipped) == cohort_key(Settings())  # reused when nothing changed
+    folder = tmp_path / "segmenter"
+    shutil.copytree(SHIPPED_SPEC.parent, folder)
+    local = Settings.model_validate({"masks": {"model": str(folder / "lung_segmenter.json")}})
+    before = cohort_key(local)
+    spec = SegmenterSpec.load(folder / "lung_segmenter.json")
+    spec.weights_sha256 = "0" * 64  # retrained in place: the spec names the new weights by their sha256
+    spec.save(folder / "lung_segmenter.json")
+    assert cohort_key(local) != before  # same settings, new weights: never the old masks
+    assert cohort_key(shipped, input_uri="s3://b/x") != cohort_key(shipped)
