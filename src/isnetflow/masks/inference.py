@@ -23,6 +23,7 @@ from torch import nn
 
 from isnetflow.dicom.normalize import Letterbox
 
+from .metrics import dice
 from .network import load_network
 from .postprocess import fill_holes, fragment_fraction, keep_largest_components
 from .spec import SegmenterSpec
@@ -50,10 +51,7 @@ def mirror_agreement(prob: np.ndarray, prob_of_mirrored: np.ndarray, threshold: 
     the image outlines the same lungs on both; where it is guessing (an arm, the neck, a dense lung it
     only half sees) the two masks part. Two empty predictions agree (1.0).
     """
-    a = prob > threshold
-    b = prob_of_mirrored[..., ::-1] > threshold
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
+    return dice(prob > threshold, np.ascontiguousarray(prob_of_mirrored[..., ::-1]) > threshold)
 
 
 def confidence_margin(prob: np.ndarray, threshold: float = 0.5, band: int = 6) -> float:
