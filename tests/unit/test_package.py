@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -156,6 +157,37 @@ def test_the_kfp_layer_is_installed_under_the_project_name() -> None:
         f"{KFP_LAYER}.pipelines": str(REPO / "pipelines"),
     }
     assert all((Path(path) / "__init__.py").is_file() for path in kfp_layer.values())
+
+
+def test_a_built_wheel_holds_only_the_project_packages_and_builds_without_warnings(tmp_path: Path) -> None:
+    """A real wheel, built by pip from a copy of the sources (the repository stays untouched): its top-level
+    entries are isnetflow, isnetflow_kfp and the dist-info, never a plain ``components`` or ``pipelines``;
+    the kfp layer's modules are inside it; and the build prints no setuptools deprecation warning (the
+    banner every ``make demo`` set-up used to show; ``-v`` shows setuptools' own output, where it appears)."""
+    import zipfile
+
+    src = tmp_path / "src-copy"
+    src.mkdir()
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
+    for name in ("src", "components", "pipelines"):
+        shutil.copytree(REPO / name, src / name, ignore=skip)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation", "-w",
+         str(tmp_path / "dist"), str(src)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    log = out.stdout + out.stderr
+    banners = [line for line in log.splitlines() if "deprecat" in line.lower() or "Warning:" in line]
+    assert not banners, banners[:5]
+    (wheel,) = (tmp_path / "dist").glob("isnetflow-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"isnetflow", KFP_LAYER}
+    assert f"{KFP_LAYER}/components/__init__.py" in names and f"{KFP_LAYER}/pipelines/training.py" in names
+    assert not any(n.startswith(("components/", "pipelines/")) for n in names)
 
 
 #: The layers of src/isnetflow, lowest first; a module may import its own layer and the layers below.
