@@ -74,3 +74,26 @@ def test_an_isnet_with_a_zero_heatmap_weight_is_refused_with_the_setting_that_me
         TrainConfig(heatmap={"P": 0.0})
     TrainConfig(heatmap={"P": 0.0}, relevance_loss=False)  # the swap arm: no relevance loss, said so
     TrainConfig(heatmap={"P": 0.0}, mode="standard")  # the standard model never reads it
+
+
+#: sha256 of the demo cohort's six hospitals as settings (JSON, sorted keys): every bench table of the demo
+#: cohort rests on them, so a change must be deliberate (and this digest updated with it).
+DEMO_SITES_SHA256 = "7d91d17d1a0a9412f11ac5d5f27abeae5b025a013657f8490d8518c7d4a2ca71"
+
+
+def test_the_demo_hospitals_are_data_beside_the_synth_code() -> None:
+    """The default ``synth.sites`` come from ``synth/sites.yaml`` (not code in the settings module), equal
+    the hospitals every bench table used, and each Settings gets its own copies."""
+    import hashlib
+    import json
+
+    from isnetflow.config import DEFAULT_SITES_FILE
+
+    assert DEFAULT_SITES_FILE.parent.name == "synth" and DEFAULT_SITES_FILE.is_file()
+    sites = Settings().synth.sites
+    dump = json.dumps([s.model_dump(mode="json") for s in sites], sort_keys=True)
+    assert hashlib.sha256(dump.encode()).hexdigest() == DEMO_SITES_SHA256
+    assert [s.role for s in sites].count("internal") == 3 and len(sites) == 6
+    a, b = Settings(), Settings()
+    a.synth.sites[0].prevalence = 0.9
+    assert b.synth.sites[0].prevalence == sites[0].prevalence != 0.9

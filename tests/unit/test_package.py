@@ -187,6 +187,7 @@ def test_a_built_wheel_holds_only_the_project_packages_and_builds_without_warnin
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"isnetflow", KFP_LAYER}
     assert f"{KFP_LAYER}/components/__init__.py" in names and f"{KFP_LAYER}/pipelines/training.py" in names
+    assert "isnetflow/synth/sites.yaml" in names  # the settings' default hospitals are package data
     assert not any(n.startswith(("components/", "pipelines/")) for n in names)
 
 
