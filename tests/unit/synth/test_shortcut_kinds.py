@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -34,21 +33,45 @@ def test_config_literals_match_the_registry() -> None:
     assert ShortcutConfig().kind == "tag" and ShortcutConfig().placement == "far"
 
 
+#: 8x8 block means of every image of a small default cohort per older kind (shape and stored values),
+#: written from the renders the demo's benchmark numbers were measured on.
+DEFAULT_RENDER = Path(__file__).with_name("default_render.json")
+
+
+def _block_means(px: np.ndarray) -> np.ndarray:
+    rows, cols = np.array_split(np.arange(px.shape[0]), 8), np.array_split(np.arange(px.shape[1]), 8)
+    return np.array([[px[np.ix_(r, c)].astype(np.float64).mean() for c in cols] for r in rows])
+
+
 def test_default_render_is_unchanged() -> None:
-    """The default cohort (tag, far) and the older kinds render byte for byte as before the kinds and
-    placements were added: the demo's benchmark numbers were measured on these pixels."""
-    golden = {
-        "tag": "f37f6c3c5151d4b1384937aeaaab1a7f6cc9aaa683f76852743079be637b540f",
-        "marker": "cf2b274affb0a7b8efafd045dfa1151820f54e287cc4d97455395b4049b4fe49",
-        "text": "edff5bf159a57c0fe4610a1cf2405ac4f1b7a01aa39dc8640a753244fe77be41",
-        "border": "33c1ea6c0d3e92afb047d65cae676325d9423c988ac246c5a7ab9265fedb4cec",
-    }
-    for kind, digest in golden.items():
+    """The default cohort (tag, far) and the older kinds render as before the kinds and placements were
+    added: the demo's benchmark numbers were measured on these pixels. Compared as 8x8 block means within
+    2 stored values, not as a byte digest: another CPU's vectorized float functions round the last bit
+    differently and move a few pixels by 1 (a digest of the same code failed on an AMD EPYC machine),
+    while a changed drawing (a cue moved, a tone curve changed) moves block means by 50 or more."""
+    golden = json.loads(DEFAULT_RENDER.read_text())
+    assert sorted(golden) == ["border", "marker", "tag", "text"]
+    for kind, images in golden.items():
         cfg = _cfg(kind, "far", n=12, size=64, seed=0)
-        h = hashlib.sha256()
-        for item in plan_cohort(cfg):
-            h.update(render_item(item, cfg).pixels.tobytes())
-        assert h.hexdigest() == digest, kind
+        items = plan_cohort(cfg)
+        assert len(items) == len(images) == 12
+        for item, want in zip(items, images, strict=True):
+            px = render_item(item, cfg).pixels
+            assert list(px.shape) == want["shape"], (kind, item.index)
+            np.testing.assert_allclose(_block_means(px), want["blocks"], atol=2.0, rtol=0, err_msg=kind)
+
+
+def test_the_render_check_sees_a_moved_cue() -> None:
+    """The block-mean check is tight enough: the same images with the cue drawn near the lungs instead of
+    far, or with another seed's noise, fail it."""
+    golden = json.loads(DEFAULT_RENDER.read_text())["tag"]
+    for cfg in (_cfg("tag", "near", n=12, size=64, seed=0), _cfg("tag", "far", n=12, size=64, seed=1)):
+        worst = max(
+            float(np.abs(_block_means(render_item(item, cfg).pixels) - np.array(want["blocks"])).max())
+            for item, want in zip(plan_cohort(cfg), golden, strict=True)
+            if list(render_item(item, cfg).pixels.shape) == want["shape"]
+        )
+        assert worst > 20.0, worst
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
