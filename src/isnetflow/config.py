@@ -17,6 +17,7 @@ YAML layout (any section or key may be omitted; unknown keys are an error, so ty
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -134,9 +135,15 @@ class ShortcutConfig(StrictModel):
 DEFAULT_SITES_FILE = Path(__file__).parent / "synth" / "sites.yaml"
 
 
+@functools.cache
+def _default_site_data() -> tuple[dict[str, Any], ...]:
+    """``synth/sites.yaml`` as parsed, read once per process."""
+    return tuple(yaml.safe_load(DEFAULT_SITES_FILE.read_text()))
+
+
 def _default_sites() -> list[SiteProfile]:
     """The demo cohort's hospitals (``synth/sites.yaml``), a fresh list of profiles on every call."""
-    return [SiteProfile.model_validate(site) for site in yaml.safe_load(DEFAULT_SITES_FILE.read_text())]
+    return [SiteProfile.model_validate(site) for site in _default_site_data()]
 
 
 class SynthConfig(StrictModel):
