@@ -20,8 +20,12 @@ training loop and evaluated with the production evaluation and the default promo
 Each seed reports, per arm, ``internal_auc`` (internal test split), ``external_auc`` (pooled external
 sites), ``min_site_auc``, ``background_share`` (zennit audit), ``flip_rate`` (counterfactual background
 swap) and ``gates_passed`` (every default gate, the ISNet's do-no-harm gate against the same seed's
-standard model included; no champion), plus the per-epoch diagnostics as lists. Everything is logged to
-MLflow as a parent run with one nested run per (seed, arm), each with its learning curves.
+standard model included; no champion), plus the per-epoch diagnostics as lists, and when the disease was
+learned (:func:`learning_milestones`): ``ce_below_half_epoch``, the first epoch whose training
+cross-entropy is below 0.5, and for the arms with an ISNet phase ``learned_early``, whether that epoch lies
+within the phase's first third (issue 25's yardstick; a flat cross-entropy means the disease was not
+learned, whatever the heatmaps show). Everything is logged to MLflow as a parent run with one nested run
+per (seed, arm), each with its learning curves.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ __all__ = [
     "MODELS",
     "Arm",
     "cohort_key",
+    "learning_milestones",
     "parse_seeds",
     "prepare_cohort",
     "seed_study",
@@ -124,6 +129,27 @@ HISTORY_KEYS = (
     "val_background_share",
     "val_swap_change",
 )
+
+
+CE_LEARNED = 0.5
+"""Training cross-entropy below which a binary classifier counts as having learned (chance is ln 2, 0.69)."""
+
+
+def learning_milestones(
+    train_ce: Sequence[float | None], isnet_start: int | None, epochs: int
+) -> dict[str, Any]:
+    """When a training learned: ``ce_below_half_epoch``, the first epoch (0-based) whose training
+    cross-entropy is below :data:`CE_LEARNED` (``None``: never), and ``learned_early``, whether that epoch
+    lies within the first third of the ISNet phase (epochs ``isnet_start`` to ``epochs - 1``; with the
+    defaults, 4 to 15 of 40). ``learned_early`` is ``None`` for a training without an ISNet phase
+    (``isnet_start`` ``None``: the standard model and the lungs-only reference).
+    """
+    first = next((e for e, v in enumerate(train_ce) if v is not None and v < CE_LEARNED), None)
+    early: bool | None = None
+    if isnet_start is not None:
+        phase = max(0, epochs - isnet_start)
+        early = first is not None and first < isnet_start + math.ceil(phase / 3)
+    return {"ce_below_half_epoch": first, "learned_early": early}
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -256,6 +282,8 @@ def _one(
     m["train_seconds"] = round(train_s, 1)
     if arm.masked_inputs:
         m = {k: m[k] for k in ("internal_auc", "external_auc", "min_site_auc", "best_epoch", "train_seconds")}
+    train_ce = [h.get("train_ce") for h in result.history]
+    m.update(learning_milestones(train_ce, result.isnet_start, tcfg.epochs))
     # every arm's curves, the lungs-only reference's too: how fast it learns is the yardstick of the others
     m["history"] = {k: [h.get(k) for h in result.history] for k in HISTORY_KEYS}
     m["history"]["heatmap_loss_on"] = [bool(h.get("heatmap_loss_on")) for h in result.history]
@@ -435,19 +463,26 @@ def seed_study(
 
 
 def summarize(rows: Sequence[dict[str, Any]], models: Sequence[str] = MODELS) -> dict[str, Any]:
-    """Mean, min and max of every metric per model over the seeds (``gates_passed``: count and share)."""
+    """Mean, min and max of every metric per model over the seeds; ``gates_passed`` and ``learned_early``:
+    count and of how many; ``ce_below_half_epoch``: mean, min and max over the runs that got there, and
+    ``never``, how many did not."""
     out: dict[str, Any] = {}
     for kind in models:
         stats: dict[str, Any] = {}
-        for metric in (*METRICS, "gates_passed"):
+        for metric in (*METRICS, "ce_below_half_epoch", "gates_passed", "learned_early"):
             values = [r[kind].get(metric) for r in rows if kind in r and r[kind].get(metric) is not None]
+            if metric == "ce_below_half_epoch":
+                never = sum(1 for r in rows if kind in r and metric in r[kind] and r[kind][metric] is None)
+                if never:
+                    stats[metric] = {"never": never}
             if not values:
                 continue
-            if metric == "gates_passed":
+            if metric in ("gates_passed", "learned_early"):
                 stats[metric] = {"count": int(sum(bool(v) for v in values)), "of": len(values)}
             else:
                 arr = np.asarray(values, dtype=float)
-                stats[metric] = {"mean": float(arr.mean()), "min": float(arr.min()), "max": float(arr.max())}
+                agg = {"mean": float(arr.mean()), "min": float(arr.min()), "max": float(arr.max())}
+                stats[metric] = {**agg, **stats.get(metric, {})}
         out[kind] = stats
     return out
 
@@ -463,8 +498,17 @@ def seed_table(result: dict[str, Any]) -> Any:
             return "pass" if v else "refused"
         return f"{float(v):.3f}"
 
+    def learned(m: Mapping[str, Any]) -> str:
+        if "ce_below_half_epoch" not in m:  # a result written before the milestones existed
+            return "n/a"
+        epoch = m["ce_below_half_epoch"]
+        text = "never" if epoch is None else str(epoch)
+        return text + (" (early)" if m.get("learned_early") else "")
+
     table = Table(title="bench seeds: ISNet and its comparison arms", title_justify="left")
-    for col in ("seed", "model", "internal AUC", "external AUC", "min site AUC", "bg share", "flip", "gates"):
+    columns = ("seed", "model", "internal AUC", "external AUC", "min site AUC", "bg share", "flip",
+               "CE < 0.5", "gates")  # fmt: skip
+    for col in columns:
         table.add_column(col, justify="left" if col in ("seed", "model", "gates") else "right")
     for row in result["seeds"]:
         for kind in ARMS:
@@ -473,11 +517,13 @@ def seed_table(result: dict[str, Any]) -> Any:
                 gates = fmt(m.get("gates_passed")) if "gates_passed" in m else "-"
                 if m.get("gates_failed"):
                     gates += f" ({', '.join(m['gates_failed'])})"
-                table.add_row(str(row["seed"]), kind, *(fmt(m.get(k)) for k in METRICS), gates)
+                table.add_row(str(row["seed"]), kind, *(fmt(m.get(k)) for k in METRICS), learned(m), gates)
     for kind, stats in result["summary"].items():
         for agg in ("mean", "min", "max"):
             cells = [fmt(stats[k][agg]) if k in stats else "n/a" for k in METRICS]
             passed = stats.get("gates_passed")
             gates = f"{passed['count']}/{passed['of']} passed" if passed and agg == "mean" else ""
-            table.add_row(agg, kind, *cells, gates, style="bold" if agg == "mean" else None)
+            early = stats.get("learned_early")
+            ce = f"{early['count']}/{early['of']} early" if early and agg == "mean" else ""
+            table.add_row(agg, kind, *cells, ce, gates, style="bold" if agg == "mean" else None)
     return table

@@ -95,6 +95,8 @@ class TrainResult:
     wall_seconds: float
     device: str
     config: dict[str, Any] = field(default_factory=dict)
+    isnet_start: int | None = None
+    """The ISNet phase's first epoch (the warm-up's length); ``None`` for a standard training."""
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
@@ -503,4 +505,5 @@ def _train(
         wall_seconds=round(time.perf_counter() - t0, 2),
         device=str(device),
         config=cfg.model_dump(mode="json"),
+        isnet_start=state.isnet_start if cfg.mode == "isnet" else None,
     )

@@ -61,6 +61,12 @@ def test_bench_seeds_json_shape_and_mlflow(tmp_path: Path, shared: Path) -> None
         assert "background_share" not in row["masked"]  # no audit of a model that needs masks
         history = row["isnet"]["history"]
         assert len(history["val_auc"]) == 2 and history["heatmap_loss_on"] == [False, True]
+        # when each run learned: the ISNet is judged on its phase (epoch 1 of 2), the others have none
+        first = row["isnet"]["ce_below_half_epoch"]
+        assert first is None or first == next(e for e, v in enumerate(history["train_ce"]) if v < 0.5)
+        assert row["isnet"]["learned_early"] is (first is not None and first < 2)
+        assert row["standard"]["learned_early"] is None and row["masked"]["learned_early"] is None
+        assert "ce_below_half_epoch" in row["masked"]
         assert history["train_grad_cosine"][0] is None and -1 <= history["train_grad_cosine"][1] <= 1
     assert out["summary"]["isnet"]["gates_passed"]["of"] == 2
     assert out["summary"]["masked"]["external_auc"]["min"] <= out["summary"]["masked"]["external_auc"]["max"]
@@ -72,6 +78,7 @@ def test_bench_seeds_json_shape_and_mlflow(tmp_path: Path, shared: Path) -> None
     console.print(seed_table(out))
     text = console.export_text()
     assert "mean" in text and "masked" in text and "2 passed" not in text.replace("/2 passed", "")
+    assert "CE < 0.5" in text and f"{out['summary']['isnet']['learned_early']['count']}/2 early" in text
     # the cohort was prepared once and is reused by a second study with the same settings
     assert json.loads((shared / "w" / "cohort" / "cohort.json").read_text())["key"]
 
@@ -83,6 +90,37 @@ def test_bench_seeds_json_shape_and_mlflow(tmp_path: Path, shared: Path) -> None
     assert {r.data.tags["bench.model"] for r in children} == {"isnet", "standard", "masked"}
     art = [a.path for a in client.list_artifacts(children[0].info.run_id, "figures")]
     assert any(p.endswith("-curves.png") for p in art)
+
+
+def test_learning_milestones_judge_the_first_third_of_the_isnet_phase() -> None:
+    """The defaults (40 epochs, 4 of warm-up): learned early means training CE < 0.5 by epoch 15."""
+    from isnetflow.bench.seeds import learning_milestones
+
+    curve = [0.69] * 40
+    assert learning_milestones(curve, 4, 40) == {"ce_below_half_epoch": None, "learned_early": False}
+    for epoch, early in ((3, True), (15, True), (16, False), (39, False)):
+        c = [*curve[:epoch], 0.49, *curve[epoch + 1 :]]
+        assert learning_milestones(c, 4, 40) == {"ce_below_half_epoch": epoch, "learned_early": early}
+    # a longer warm-up moves the window with it; a missing value (no step) is skipped
+    assert learning_milestones([None, 0.45, 0.6], 1, 3)["learned_early"] is True
+    assert learning_milestones([None, 0.6, 0.45], 1, 3)["learned_early"] is False
+    assert learning_milestones([0.6] * 10 + [0.4], 10, 40)["learned_early"] is True
+    # no ISNet phase (the standard model, the lungs-only reference): only the epoch
+    assert learning_milestones([0.6, 0.3], None, 2) == {"ce_below_half_epoch": 1, "learned_early": None}
+
+
+def test_the_summary_counts_early_and_never() -> None:
+    from isnetflow.bench.seeds import summarize
+
+    rows = [
+        {"seed": s, "isnet": {"external_auc": 0.9, "ce_below_half_epoch": e, "learned_early": early}}
+        for s, (e, early) in enumerate(((12, True), (20, False), (None, False)))
+    ]
+    out = summarize(rows, ["isnet"])["isnet"]
+    assert out["learned_early"] == {"count": 1, "of": 3}
+    assert out["ce_below_half_epoch"] == {"mean": 16.0, "min": 12.0, "max": 20.0, "never": 1}
+    rows[2]["isnet"]["ce_below_half_epoch"] = 8
+    assert "never" not in summarize(rows, ["isnet"])["isnet"]["ce_below_half_epoch"]
 
 
 def test_bench_seeds_table_and_bad_seeds(tmp_path: Path) -> None:
