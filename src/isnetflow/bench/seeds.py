@@ -139,12 +139,15 @@ def learning_milestones(
     train_ce: Sequence[float | None], isnet_start: int | None, epochs: int
 ) -> dict[str, Any]:
     """When a training learned: ``ce_below_half_epoch``, the first epoch (0-based) whose training
-    cross-entropy is below :data:`CE_LEARNED` (``None``: never), and ``learned_early``, whether that epoch
-    lies within the first third of the ISNet phase (epochs ``isnet_start`` to ``epochs - 1``; with the
-    defaults, 4 to 15 of 40). ``learned_early`` is ``None`` for a training without an ISNet phase
-    (``isnet_start`` ``None``: the standard model and the lungs-only reference).
+    cross-entropy is below :data:`CE_LEARNED` (``None``: never), counted from the ISNet phase's first epoch
+    where there is one (the warm-up trains on other inputs: the authors' raw warm-up falls below 0.5 within
+    an epoch or two, on the shortcut), and ``learned_early``, whether that epoch lies within the first
+    third of the ISNet phase (epochs ``isnet_start`` to ``epochs - 1``; with the defaults, 4 to 15 of 40).
+    ``learned_early`` is ``None`` for a training without an ISNet phase (``isnet_start`` ``None``: the
+    standard model and the lungs-only reference).
     """
-    first = next((e for e, v in enumerate(train_ce) if v is not None and v < CE_LEARNED), None)
+    start = isnet_start or 0
+    first = next((e for e, v in enumerate(train_ce) if e >= start and v is not None and v < CE_LEARNED), None)
     early: bool | None = None
     if isnet_start is not None:
         phase = max(0, epochs - isnet_start)

@@ -63,7 +63,7 @@ def test_bench_seeds_json_shape_and_mlflow(tmp_path: Path, shared: Path) -> None
         assert len(history["val_auc"]) == 2 and history["heatmap_loss_on"] == [False, True]
         # when each run learned: the ISNet is judged on its phase (epoch 1 of 2), the others have none
         first = row["isnet"]["ce_below_half_epoch"]
-        assert first is None or first == next(e for e, v in enumerate(history["train_ce"]) if v < 0.5)
+        assert first is None or first == next(e for e, v in enumerate(history["train_ce"]) if e and v < 0.5)
         assert row["isnet"]["learned_early"] is (first is not None and first < 2)
         assert row["standard"]["learned_early"] is None and row["masked"]["learned_early"] is None
         assert "ce_below_half_epoch" in row["masked"]
@@ -98,9 +98,13 @@ def test_learning_milestones_judge_the_first_third_of_the_isnet_phase() -> None:
 
     curve = [0.69] * 40
     assert learning_milestones(curve, 4, 40) == {"ce_below_half_epoch": None, "learned_early": False}
-    for epoch, early in ((3, True), (15, True), (16, False), (39, False)):
+    for epoch, early in ((4, True), (15, True), (16, False), (39, False)):
         c = [*curve[:epoch], 0.49, *curve[epoch + 1 :]]
         assert learning_milestones(c, 4, 40) == {"ce_below_half_epoch": epoch, "learned_early": early}
+    # the warm-up does not count (the authors' raw warm-up learns the shortcut): from the phase's start
+    c = [*curve[:3], 0.3, *curve[4:]]
+    assert learning_milestones(c, 4, 40) == {"ce_below_half_epoch": None, "learned_early": False}
+    assert learning_milestones([0.3] * 40, 4, 40) == {"ce_below_half_epoch": 4, "learned_early": True}
     # a longer warm-up moves the window with it; a missing value (no step) is skipped
     assert learning_milestones([None, 0.45, 0.6], 1, 3)["learned_early"] is True
     assert learning_milestones([None, 0.6, 0.45], 1, 3)["learned_early"] is False
