@@ -31,9 +31,16 @@ import time
 import torch
 from sklearn.metrics import roc_auc_score
 
+from isnetflow.audit.counterfactual import swap_background
 from isnetflow.config import Settings, TrainConfig
-from isnetflow.training.data import from_synthetic
+from isnetflow.training.data import TrainData, from_synthetic
 from isnetflow.training.loop import train
+
+
+def composite(data: TrainData, i: int, j: int) -> torch.Tensor:
+    """Image ``i``'s lungs on image ``j``'s background: the counterfactual test's construction."""
+    a, b = data.images[i].numpy(), data.images[j].numpy()
+    return torch.from_numpy(swap_background(a, data.masks[i].numpy(), b, data.masks[j].numpy()))
 
 
 def main(variant: str, epochs: int = 20, synth_seed: int = 101, train_seed: int = 1) -> dict[str, object]:
@@ -57,8 +64,7 @@ def main(variant: str, epochs: int = 20, synth_seed: int = 101, train_seed: int 
                 if j != i and (variant == "comp_any" or sites_tr[kk] == sites_tr[k])
             ]
             j = pool[int(torch.randint(len(pool), (1,), generator=g))]
-            region = (data.masks[i] > 0.5) | (data.masks[j] > 0.5)
-            imgs[i] = torch.where(region, data.images[i], data.images[j])
+            imgs[i] = composite(data, i, j)
     data = dataclasses.replace(data, images=imgs)
     cfg = TrainConfig(mode="standard", epochs=epochs, seed=train_seed, audit_samples=0)
     if variant == "dyn_swap":
@@ -88,8 +94,7 @@ def main(variant: str, epochs: int = 20, synth_seed: int = 101, train_seed: int 
     for i in trl:
         j = trl[int(torch.randint(len(trl), (1,), generator=g2))]
         j = j if j != i else trl[(trl.index(i) + 1) % len(trl)]
-        region = (orig.masks[i] > 0.5) | (orig.masks[j] > 0.5)
-        fresh.append(torch.where(region, orig.images[i], orig.images[j]))
+        fresh.append(composite(orig, i, j))
     pf = probs(torch.stack(fresh)).clamp(1e-6, 1 - 1e-6)
     y = lab[tr].float()
     fresh_ce = float(-(y * pf.log() + (1 - y) * (1 - pf).log()).mean())

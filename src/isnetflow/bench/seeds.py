@@ -473,19 +473,19 @@ def summarize(rows: Sequence[dict[str, Any]], models: Sequence[str] = MODELS) ->
     for kind in models:
         stats: dict[str, Any] = {}
         for metric in (*METRICS, "ce_below_half_epoch", "gates_passed", "learned_early"):
-            values = [r[kind].get(metric) for r in rows if kind in r and r[kind].get(metric) is not None]
-            if metric == "ce_below_half_epoch":
-                never = sum(1 for r in rows if kind in r and metric in r[kind] and r[kind][metric] is None)
-                if never:
-                    stats[metric] = {"never": never}
-            if not values:
-                continue
+            given = [r[kind][metric] for r in rows if kind in r and metric in r[kind]]
+            values = [v for v in given if v is not None]
+            agg: dict[str, Any] = {}
             if metric in ("gates_passed", "learned_early"):
-                stats[metric] = {"count": int(sum(bool(v) for v in values)), "of": len(values)}
-            else:
+                if values:
+                    agg = {"count": int(sum(bool(v) for v in values)), "of": len(values)}
+            elif values:
                 arr = np.asarray(values, dtype=float)
                 agg = {"mean": float(arr.mean()), "min": float(arr.min()), "max": float(arr.max())}
-                stats[metric] = {**agg, **stats.get(metric, {})}
+            if metric == "ce_below_half_epoch" and len(given) > len(values):
+                agg["never"] = len(given) - len(values)
+            if agg:
+                stats[metric] = agg
         out[kind] = stats
     return out
 
