@@ -188,6 +188,9 @@ def collect_summary(run_dir: Path, tracking_uri: str, wall: float) -> dict[str, 
     for summary_file in run_dir.rglob(TRAIN_SUMMARY_FILE):
         s = TrainSummary.read(summary_file)
         models[str(s.mode)] = {"model_uri": s.model_uri, "run_id": s.run_id, "best_val_auc": s.best_val_auc}
+        if "ce_below_half_epoch" in s.model_fields_set:  # when it learned (absent from older summaries)
+            models[str(s.mode)] |= {"ce_below_half_epoch": s.ce_below_half_epoch,
+                                    "learned_early": s.learned_early}  # fmt: skip
     for ev_file in run_dir.rglob(EVALUATION_FILE):
         ev = EvaluationReport.read_from(ev_file)
         mode = ev.mode

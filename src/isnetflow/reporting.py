@@ -4,7 +4,9 @@
 keys ``models.{isnet,standard}.*``, ``promotion.*``, ``data.*``, ``data_check``, ``tracking_uri``) into a
 rich renderable; :func:`render_run_summary` gives the same as plain text. Under the table, the ISNet's
 do-no-harm gate (``models.isnet.standard_comparison``) is one line: its external AUC against the standard
-model's of the same run, and whether that refused it. ``data.confound`` (the site/label
+model's of the same run, and whether that refused it. The row "training CE < 0.5 from epoch" is when each
+model learned (:func:`isnetflow.artifacts.training.learning_milestones`): "never" means it did not learn
+the disease. ``data.confound`` (the site/label
 confound of the validation, :mod:`isnetflow.validation.balance`) is one line under the data line.
 """
 
@@ -18,6 +20,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from isnetflow.artifacts.training import learned_line
 from isnetflow.evaluation.gates import GATES, STANDARD_GATE
 
 __all__ = ["mlflow_ui_command", "render_run_summary", "run_summary_renderable"]
@@ -66,6 +69,12 @@ def _metrics_table(models: Mapping[str, Any]) -> Table:
 
     row("internal test AUC", [_num(models[k].get("internal_auc")) for k, _ in present])
     row("external pooled AUC (95% CI)", [_auc_ci(models[k]) for k, _ in present])
+    if any("ce_below_half_epoch" in models[k] for k, _ in present):  # absent from older summaries
+        row(
+            "training CE < 0.5 from epoch",
+            [learned_line(models[k]["ce_below_half_epoch"], models[k].get("learned_early"))
+             if "ce_below_half_epoch" in models[k] else "n/a" for k, _ in present],
+        )  # fmt: skip
     for gate in GATES.values():  # the gates' values the summary carries (evaluation.gates.summary_values)
         if gate.summary is not None:
             key, label = gate.summary

@@ -63,6 +63,7 @@ def test_local_run_end_to_end(tmp_path: Path) -> None:
     assert set(result["models"]) == {"isnet", "standard"}
     for m in result["models"].values():
         assert {"internal_auc", "external_auc", "background_relevance", "gates_passed"} <= set(m)
+        assert {"ce_below_half_epoch", "learned_early"} <= set(m)  # when it learned, from its summary
     assert result["promotion"]["decision"] == "promoted"
     assert result["models"]["isnet"]["gates_passed"] is True
     # the do-no-harm gate: the ISNet against this run's standard model (wired through the pipeline), in one
@@ -72,6 +73,7 @@ def test_local_run_end_to_end(tmp_path: Path) -> None:
     assert result["models"]["standard"]["standard_comparison"].endswith("the baseline itself")
     assert result["models"]["isnet"]["gates"]["standard_auc_delta"] is True and line.endswith(": passed")
     assert f"do no harm: {line}" in render_run_summary(result, width=300)
+    assert "training CE < 0.5 from epoch" in render_run_summary(result, width=300)
     assert result["wall_seconds"] > 0
     mlflow.set_tracking_uri(result["tracking_uri"])
     # both trainings shared train.checkpoint_dir: each wrote under <dir>/<pipeline run id>/<mode>

@@ -40,6 +40,8 @@ def _summary() -> dict[str, Any]:
                 "counterfactual_flip_rate": 0.16,
                 "gates_passed": False,
                 "gates": gates_isnet,
+                "ce_below_half_epoch": 12,
+                "learned_early": True,
                 "report": "/w/isnet/report.html",
             },
             "standard": {
@@ -51,6 +53,8 @@ def _summary() -> dict[str, Any]:
                 "counterfactual_flip_rate": 0.525,
                 "gates_passed": False,
                 "gates": gates_std,
+                "ce_below_half_epoch": 1,
+                "learned_early": None,
                 "report": "/w/standard/report.html",
             },
         },
@@ -76,6 +80,7 @@ def test_table_compares_the_two_models_with_gates_decision_and_ui_command() -> N
     assert header.index("ISNet") < header.index("standard")
     assert _cells(text, "internal test AUC") == ["0.857", "0.997"]
     assert _cells(text, "external pooled AUC (95% CI)") == ["0.756 (0.717–0.796)", "0.699 (0.653–0.740)"]
+    assert _cells(text, "training CE < 0.5 from epoch") == ["12 (early)", "1"]
     assert _cells(text, "background relevance share") == ["0.369", "0.839"]
     assert _cells(text, "counterfactual flip rate") == ["0.160", "0.525"]
     assert _cells(text, "gate: auc_gap") == ["FAIL", "FAIL"]
@@ -111,3 +116,16 @@ def test_mlflow_ui_command() -> None:
     assert mlflow_ui_command(uri) == "mlflow ui --backend-store-uri 'sqlite:////a b/mlflow.db'"
     assert mlflow_ui_command("http://mlflow:5000") == "open http://mlflow:5000 in a browser"
     assert mlflow_ui_command(None, "/v/bin/mlflow") == "/v/bin/mlflow ui"
+
+
+def test_when_each_model_learned() -> None:
+    """The learning row: "never" for a model whose CE never fell; absent for summaries written before it."""
+    s = _summary()
+    s["models"]["isnet"] |= {"ce_below_half_epoch": 21, "learned_early": False}
+    s["models"]["standard"] |= {"ce_below_half_epoch": None, "learned_early": None}
+    assert _cells(render_run_summary(s), "training CE < 0.5 from epoch") == ["21", "never"]
+    del s["models"]["standard"]["ce_below_half_epoch"]
+    assert _cells(render_run_summary(s), "training CE < 0.5 from epoch") == ["21", "n/a"]
+    for m in s["models"].values():
+        m.pop("ce_below_half_epoch", None)
+    assert "training CE < 0.5" not in render_run_summary(s)

@@ -21,11 +21,11 @@ Each seed reports, per arm, ``internal_auc`` (internal test split), ``external_a
 sites), ``min_site_auc``, ``background_share`` (zennit audit), ``flip_rate`` (counterfactual background
 swap) and ``gates_passed`` (every default gate, the ISNet's do-no-harm gate against the same seed's
 standard model included; no champion), plus the per-epoch diagnostics as lists, and when the disease was
-learned (:func:`learning_milestones`): ``ce_below_half_epoch``, the first epoch whose training
-cross-entropy is below 0.5, and for the arms with an ISNet phase ``learned_early``, whether that epoch lies
-within the phase's first third (issue 25's yardstick; a flat cross-entropy means the disease was not
-learned, whatever the heatmaps show). Everything is logged to MLflow as a parent run with one nested run
-per (seed, arm), each with its learning curves.
+learned (:func:`isnetflow.artifacts.training.learning_milestones`): ``ce_below_half_epoch``, the first
+epoch whose training cross-entropy is below 0.5, and for the arms with an ISNet phase ``learned_early``,
+whether that epoch lies within the phase's first third (issue 25's yardstick; a flat cross-entropy means
+the disease was not learned, whatever the heatmaps show). Everything is logged to MLflow as a parent run
+with one nested run per (seed, arm), each with its learning curves.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ import numpy as np
 
 from isnetflow.artifacts import finite
 from isnetflow.artifacts.evaluation import EvaluationReport
+from isnetflow.artifacts.training import learned_line
 from isnetflow.config import Settings, TrainConfig
 from isnetflow.names import BENCH_SEEDS_EXPERIMENT
 
@@ -56,7 +57,6 @@ __all__ = [
     "MODELS",
     "Arm",
     "cohort_key",
-    "learning_milestones",
     "parse_seeds",
     "prepare_cohort",
     "seed_study",
@@ -129,30 +129,6 @@ HISTORY_KEYS = (
     "val_background_share",
     "val_swap_change",
 )
-
-
-CE_LEARNED = 0.5
-"""Training cross-entropy below which a binary classifier counts as having learned (chance is ln 2, 0.69)."""
-
-
-def learning_milestones(
-    train_ce: Sequence[float | None], isnet_start: int | None, epochs: int
-) -> dict[str, Any]:
-    """When a training learned: ``ce_below_half_epoch``, the first epoch (0-based) whose training
-    cross-entropy is below :data:`CE_LEARNED` (``None``: never), counted from the ISNet phase's first epoch
-    where there is one (the warm-up trains on other inputs: the authors' raw warm-up falls below 0.5 within
-    an epoch or two, on the shortcut), and ``learned_early``, whether that epoch lies within the first
-    third of the ISNet phase (epochs ``isnet_start`` to ``epochs - 1``; with the defaults, 4 to 15 of 40).
-    ``learned_early`` is ``None`` for a training without an ISNet phase (``isnet_start`` ``None``: the
-    standard model and the lungs-only reference).
-    """
-    start = isnet_start or 0
-    first = next((e for e, v in enumerate(train_ce) if e >= start and v is not None and v < CE_LEARNED), None)
-    early: bool | None = None
-    if isnet_start is not None:
-        phase = max(0, epochs - isnet_start)
-        early = first is not None and first < isnet_start + math.ceil(phase / 3)
-    return {"ce_below_half_epoch": first, "learned_early": early}
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -285,8 +261,7 @@ def _one(
     m["train_seconds"] = round(train_s, 1)
     if arm.masked_inputs:
         m = {k: m[k] for k in ("internal_auc", "external_auc", "min_site_auc", "best_epoch", "train_seconds")}
-    train_ce = [h.get("train_ce") for h in result.history]
-    m.update(learning_milestones(train_ce, result.isnet_start, tcfg.epochs))
+    m.update(result.milestones())
     # every arm's curves, the lungs-only reference's too: how fast it learns is the yardstick of the others
     m["history"] = {k: [h.get(k) for h in result.history] for k in HISTORY_KEYS}
     m["history"]["heatmap_loss_on"] = [bool(h.get("heatmap_loss_on")) for h in result.history]
@@ -504,9 +479,7 @@ def seed_table(result: dict[str, Any]) -> Any:
     def learned(m: Mapping[str, Any]) -> str:
         if "ce_below_half_epoch" not in m:  # a result written before the milestones existed
             return "n/a"
-        epoch = m["ce_below_half_epoch"]
-        text = "never" if epoch is None else str(epoch)
-        return text + (" (early)" if m.get("learned_early") else "")
+        return learned_line(m["ce_below_half_epoch"], m.get("learned_early"))
 
     table = Table(title="bench seeds: ISNet and its comparison arms", title_justify="left")
     columns = ("seed", "model", "internal AUC", "external AUC", "min site AUC", "bg share", "flip",

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from isnetflow import __version__
-from isnetflow.artifacts.training import TRAIN_SUMMARY_FILE, TrainJobInfo, TrainSummary
+from isnetflow.artifacts.training import CE_LEARNED, TRAIN_SUMMARY_FILE, TrainJobInfo, TrainSummary
 from isnetflow.config import TrainConfig
 from isnetflow.names import EXPERIMENT
 from isnetflow.registry.lineage import log_manifest_input
@@ -214,6 +214,13 @@ def _tracked_training(
     )
     model_cpu = result.model.to("cpu").eval()
     torch.save(model_cpu, out / "model.pt")
+    learned = result.milestones()
+    if learned["ce_below_half_epoch"] is None:
+        log.warning(
+            "%s: the training cross-entropy never fell below %.1f (last epoch %.3f): the model has not "
+            "learned the disease, whatever its heatmaps show; see %s",
+            cfg.mode, CE_LEARNED, float(result.history[-1].get("train_ce", float("nan"))), curves,
+        )  # fmt: skip
     summary = TrainSummary(
         mode=cfg.mode,
         run_id=active.info.run_id,
@@ -224,6 +231,8 @@ def _tracked_training(
         C1=result.c1,
         C2=result.c2,
         global_steps=result.global_steps,
+        ce_below_half_epoch=learned["ce_below_half_epoch"],
+        learned_early=learned["learned_early"],
         wall_seconds=result.wall_seconds,
         device=result.device,
         processes=world_size,
@@ -245,6 +254,10 @@ def _tracked_training(
             log.info("logged the metrics of %d epoch(s) kept during an outage or trained before a resume",
                      backfilled)  # fmt: skip
         mlflow.log_metrics({"best_val_auc": result.best_val_auc, "best_epoch": float(result.best_epoch)})
+        if learned["ce_below_half_epoch"] is not None:
+            mlflow.log_metric("ce_below_half_epoch", float(learned["ce_below_half_epoch"]))
+        if learned["learned_early"] is not None:
+            mlflow.set_tag("isnetflow.learned_early", str(learned["learned_early"]).lower())
         if result.c1 is not None and result.c2 is not None:
             mlflow.log_params({"fitted.C1": f"{result.c1:.6g}", "fitted.C2": f"{result.c2:.6g}"})
         mlflow.log_artifact(str(png), artifact_path="figures")

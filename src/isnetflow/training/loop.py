@@ -44,6 +44,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from isnetflow.artifacts.training import learning_milestones
 from isnetflow.config import DistillConfig, TrainConfig
 from isnetflow.isnet import (
     ForegroundRangeEstimator,
@@ -97,6 +98,12 @@ class TrainResult:
     config: dict[str, Any] = field(default_factory=dict)
     isnet_start: int | None = None
     """The ISNet phase's first epoch (the warm-up's length); ``None`` for a standard training."""
+
+    def milestones(self) -> dict[str, Any]:
+        """When the training learned: ``ce_below_half_epoch`` and ``learned_early``
+        (:func:`isnetflow.artifacts.training.learning_milestones`)."""
+        epochs = int(self.config.get("epochs") or len(self.history))  # the schedule's, not the epochs run
+        return learning_milestones([h.get("train_ce") for h in self.history], self.isnet_start, epochs)
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:

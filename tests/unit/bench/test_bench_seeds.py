@@ -92,27 +92,6 @@ def test_bench_seeds_json_shape_and_mlflow(tmp_path: Path, shared: Path) -> None
     assert any(p.endswith("-curves.png") for p in art)
 
 
-def test_learning_milestones_judge_the_first_third_of_the_isnet_phase() -> None:
-    """The defaults (40 epochs, 4 of warm-up): learned early means training CE < 0.5 by epoch 15."""
-    from isnetflow.bench.seeds import learning_milestones
-
-    curve = [0.69] * 40
-    assert learning_milestones(curve, 4, 40) == {"ce_below_half_epoch": None, "learned_early": False}
-    for epoch, early in ((4, True), (15, True), (16, False), (39, False)):
-        c = [*curve[:epoch], 0.49, *curve[epoch + 1 :]]
-        assert learning_milestones(c, 4, 40) == {"ce_below_half_epoch": epoch, "learned_early": early}
-    # the warm-up does not count (the authors' raw warm-up learns the shortcut): from the phase's start
-    c = [*curve[:3], 0.3, *curve[4:]]
-    assert learning_milestones(c, 4, 40) == {"ce_below_half_epoch": None, "learned_early": False}
-    assert learning_milestones([0.3] * 40, 4, 40) == {"ce_below_half_epoch": 4, "learned_early": True}
-    # a longer warm-up moves the window with it; a missing value (no step) is skipped
-    assert learning_milestones([None, 0.45, 0.6], 1, 3)["learned_early"] is True
-    assert learning_milestones([None, 0.6, 0.45], 1, 3)["learned_early"] is False
-    assert learning_milestones([0.6] * 10 + [0.4], 10, 40)["learned_early"] is True
-    # no ISNet phase (the standard model, the lungs-only reference): only the epoch
-    assert learning_milestones([0.6, 0.3], None, 2) == {"ce_below_half_epoch": 1, "learned_early": None}
-
-
 def test_the_summary_counts_early_and_never() -> None:
     from isnetflow.bench.seeds import summarize
 

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from isnetflow.artifacts.training import learning_milestones
 from isnetflow.config import TrainConfig
 from isnetflow.lrp import relevance
 from isnetflow.stages import train as stage
@@ -18,8 +20,14 @@ from isnetflow.training.splitfile import read_splits
 
 @pytest.mark.parametrize("mode", ["standard", "isnet"])
 def test_train_stage_logs_usable_model(
-    tmp_path: Path, tiny_validated: Path, tiny_cohort: Path, tiny_train_config: TrainConfig, mode: str
+    tmp_path: Path,
+    tiny_validated: Path,
+    tiny_cohort: Path,
+    tiny_train_config: TrainConfig,
+    mode: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level("WARNING", logger="isnetflow.stages.train")
     cfg = tiny_train_config.model_copy(update={"mode": mode})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     summary = stage.run(
@@ -37,9 +45,20 @@ def test_train_stage_logs_usable_model(
     rows = read_splits(tmp_path / "out" / summary["splits_file"], expected_sha256=summary["splits_sha256"])
     assert sum(r.split == "test" for r in rows) > 0 and summary["splits_file"] == "splits.csv"
 
+    # when it learned: from the training CE of history.csv, counted from the ISNet phase (the yardstick)
+    ce = pd.read_csv(tmp_path / "out" / "history.csv")["train_ce"].tolist()
+    learned = learning_milestones(ce, cfg.warmup_epochs if mode == "isnet" else None, cfg.epochs)
+    assert {k: summary[k] for k in learned} == learned
+    assert (summary["learned_early"] is None) == (mode == "standard")
+    never = f"{mode}: the training cross-entropy never fell below 0.5"
+    assert (never in caplog.text) == (learned["ce_below_half_epoch"] is None)
+
     mlflow.set_tracking_uri(uri)
     run = mlflow.get_run(summary["run_id"])
     assert run.data.params["mode"] == mode and run.data.tags["isnetflow.mode"] == mode
+    assert ("ce_below_half_epoch" in run.data.metrics) == (learned["ce_below_half_epoch"] is not None)
+    if mode == "isnet":
+        assert run.data.tags["isnetflow.learned_early"] == str(learned["learned_early"]).lower()
     assert run.data.params["data.splits_sha256"] == summary["splits_sha256"]
     history = mlflow.MlflowClient().get_metric_history(summary["run_id"], "val_auc")
     assert len(history) == cfg.epochs
