@@ -7,7 +7,10 @@ probability of "any finding", which is what external deployment decisions are ma
 
 The metrics themselves come from scikit-learn (``roc_auc_score``, ``roc_curve``, ``f1_score``,
 ``brier_score_loss``, ``balanced_accuracy_score``, ``confusion_matrix``); the expected calibration error
-and the reliability curve are computed here (equal-width bins, the standard definition).
+and the reliability curve are computed here (equal-width bins, the standard definition). The bootstrap's
+thousand replicates per image set take :func:`rank_auc`, the same AUC from SciPy's ranks (the
+Mann-Whitney identity): ``roc_auc_score`` spends ~5 ms per call in input validation, which made the
+confidence intervals most of an evaluation's time (about 30 s of each in the demo).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import (
     balanced_accuracy_score,
     brier_score_loss,
@@ -37,6 +41,7 @@ __all__ = [
     "confusion",
     "expected_calibration_error",
     "positive_scores",
+    "rank_auc",
     "reliability_curve",
     "roc_points",
     "youden_threshold",
@@ -62,6 +67,20 @@ def auc_or_nan(y: np.ndarray, score: np.ndarray) -> float:
     if y.size == 0 or np.unique(y).size < 2:
         return math.nan
     return float(roc_auc_score(y, score))
+
+
+def rank_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC of binary targets ``y`` (1 = positive) by the Mann-Whitney identity, ``(sum of the
+    positives' ranks - n1 (n1 + 1) / 2) / (n1 n0)`` with tied scores at their average rank (a tie counts
+    one half, as in ``roc_auc_score``, which it equals up to rounding); NaN when ``y`` holds one class.
+    About 20x faster than ``roc_auc_score`` on a few hundred images: for the bootstrap's replicates."""
+    positive = np.asarray(y) == 1
+    n1 = int(positive.sum())
+    n0 = positive.size - n1
+    if n1 == 0 or n0 == 0:
+        return math.nan
+    ranks = rankdata(np.asarray(score, dtype=np.float64))
+    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
 
 
 def abnormal_auc(labels: np.ndarray, proba: np.ndarray) -> float:

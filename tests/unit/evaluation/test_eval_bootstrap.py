@@ -6,6 +6,7 @@ import math
 from collections import Counter
 
 import numpy as np
+import pytest
 
 from isnetflow.evaluation.bootstrap import bootstrap_ci, patient_bootstrap_indices
 from isnetflow.evaluation.metrics import auc_or_nan
@@ -71,3 +72,21 @@ def test_undefined_replicates_are_dropped_or_reported_as_nan() -> None:
         lambda i: auc_or_nan(perfect[i], perfect[i] + 0.0), [str(i) for i in range(6)], n_boot=200
     )
     assert ci.low == ci.high == ci.estimate == 1.0 and 0 < ci.n_valid < 200
+
+
+def test_evaluation_interval_is_the_one_of_sklearns_auc() -> None:
+    """set_metrics' replicates use the rank AUC: the interval equals roc_auc_score's on every replicate."""
+    from isnetflow.config import EvaluateConfig
+    from isnetflow.evaluation.core import set_metrics
+
+    rng = np.random.default_rng(3)
+    pids = [f"p{i // 2}" for i in range(120)]
+    y = rng.integers(0, 2, 120)
+    score = np.round((rng.random(120) + 0.5 * y) / 1.5, 2)  # probabilities, ties too
+    cfg = EvaluateConfig(n_boot=200)
+    m = set_metrics(y, score, pids, 0.5, cfg)
+    ref = bootstrap_ci(lambda idx: auc_or_nan(y[idx], score[idx]), pids, n_boot=200, seed=cfg.seed,
+                       level=cfg.ci_level)  # fmt: skip
+    assert m["auc"] == ref.estimate
+    assert m["auc_ci_low"] == pytest.approx(ref.low, abs=1e-12)
+    assert m["auc_ci_high"] == pytest.approx(ref.high, abs=1e-12)

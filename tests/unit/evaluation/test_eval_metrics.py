@@ -14,6 +14,7 @@ from isnetflow.evaluation.metrics import (
     confusion,
     expected_calibration_error,
     positive_scores,
+    rank_auc,
     reliability_curve,
     roc_points,
     youden_threshold,
@@ -93,3 +94,22 @@ def test_roc_points_are_json_safe_and_thinned() -> None:
     assert len(pts["fpr"]) <= 50 and len(pts["fpr"]) == len(pts["tpr"]) == len(pts["thresholds"])
     assert pts["fpr"][0] == 0.0 and pts["fpr"][-1] == 1.0 and pts["tpr"][-1] == 1.0
     assert all(0.0 <= t <= 1.0 for t in pts["thresholds"])
+
+
+@pytest.mark.parametrize("decimals", [None, 1, 0])
+def test_rank_auc_equals_sklearn_with_and_without_ties(decimals: int | None) -> None:
+    """The bootstrap's AUC (ranks, Mann-Whitney) is scikit-learn's, ties counted one half included."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(7)
+    for n in (2, 5, 40, 333):
+        y = rng.integers(0, 2, n)
+        y[:2] = [0, 1]
+        score = rng.random(n) + 0.4 * y
+        if decimals is not None:
+            score = np.round(score, decimals)  # decimals 0: nearly every score tied
+        assert rank_auc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+    assert rank_auc(np.array([0, 1, 1]), np.array([0.9, 0.1, 0.2])) == 0.0
+    assert rank_auc(np.array([0, 1]), np.array([0.5, 0.5])) == 0.5
+    assert math.isnan(rank_auc(np.ones(4, dtype=int), np.arange(4.0)))
+    assert math.isnan(rank_auc(np.zeros(0, dtype=int), np.zeros(0)))
