@@ -216,10 +216,11 @@ def _tracked_training(
     torch.save(model_cpu, out / "model.pt")
     learned = result.milestones()
     if learned["ce_below_half_epoch"] is None:
+        last = float(result.history[-1].get("train_ce", "nan")) if result.history else float("nan")
         log.warning(
             "%s: the training cross-entropy never fell below %.1f (last epoch %.3f): the model has not "
             "learned the disease, whatever its heatmaps show; see %s",
-            cfg.mode, CE_LEARNED, float(result.history[-1].get("train_ce", float("nan"))), curves,
+            cfg.mode, CE_LEARNED, last, curves,
         )  # fmt: skip
     summary = TrainSummary(
         mode=cfg.mode,
