@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
 from pydantic import ValidationError
 
-from isnetflow.config import AuditConfig, EvaluateConfig, Settings, TrainConfig
+from isnetflow.config import (
+    AuditConfig,
+    EvaluateConfig,
+    Settings,
+    SynthConfig,
+    TrainConfig,
+    available_cores,
+    resolve_workers,
+)
 
 
 def test_the_audit_section_reaches_both_stages() -> None:
@@ -97,3 +106,14 @@ def test_the_demo_hospitals_are_data_beside_the_synth_code() -> None:
     a, b = Settings(), Settings()
     a.synth.sites[0].prevalence = 0.9
     assert b.synth.sites[0].prevalence == sites[0].prevalence != 0.9
+
+
+def test_workers_zero_means_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert available_cores() == 3  # the affinity set (a container's cpuset), not the host's core count
+    assert resolve_workers(0) == 3
+    assert resolve_workers(1) == 1 and resolve_workers(7) == 7
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # not on Linux
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert resolve_workers(0) == 6
+    assert SynthConfig().workers == 0  # the demo cohort uses every core; its images do not depend on it

@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from isnetflow.config import SynthConfig, ValidateConfig
+from isnetflow.config import SynthConfig, ValidateConfig, resolve_workers
 
 #: ``--transfer-syntax`` names -> UIDs of the lossless encodings the synthetic cohort can be stored in.
 TRANSFER_SYNTAXES: dict[str, str | None] = {
@@ -199,7 +199,7 @@ def bench_ingest(
     per_file = [s["per_file_seconds"] for s in stage_runs]
     bare, wall, phase, one, hashing = min(bare_runs), min(walls), min(per_file), min(one_runs), min(hash_runs)
     best_run = stage_runs[walls.index(wall)]
-    effective_workers = workers or len(os.sched_getaffinity(0)) or 1
+    effective_workers = resolve_workers(workers)
     fps = {
         "bare": k / bare,
         "validate": k / wall,

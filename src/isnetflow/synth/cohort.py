@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -37,7 +36,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from isnetflow import __version__
-from isnetflow.config import SiteProfile, SynthConfig
+from isnetflow.config import SiteProfile, SynthConfig, resolve_workers
 
 from .anatomy import render_anatomy, sample_anatomy
 from .cues import draw_cue, draw_shortcut
@@ -302,7 +301,7 @@ def generate_cohort(cfg: SynthConfig, out: str | Path, *, progress: bool = True)
     out = Path(out)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     plan = plan_cohort(cfg)
-    workers = cfg.workers or os.cpu_count() or 1
+    workers = resolve_workers(cfg.workers)
     workers = min(workers, max(1, len(plan) // 32))  # tiny cohorts are faster in-process
     stats = list(_map(plan, cfg, out, workers, progress))
 

@@ -58,7 +58,7 @@ from tqdm import tqdm
 
 from isnetflow import __version__
 from isnetflow.artifacts.validation import VALIDATION_FILE, ValidationSummary
-from isnetflow.config import ValidateConfig
+from isnetflow.config import ValidateConfig, resolve_workers
 from isnetflow.dicom.issues import Issue
 from isnetflow.dicom.source import (
     DICOM_SUFFIXES,
@@ -130,14 +130,6 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context()
 
 
-def _available_cores() -> int:
-    """Cores this process may run on (respects CPU affinity, e.g. a container's cpuset)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 class _Bar(tqdm):
     """A progress bar without tqdm's monitor thread.
 
@@ -167,7 +159,7 @@ def _map(
     OOM killer) does not end the stage: :func:`_pool_rows` finds the file it was on and quarantines it.
     """
     fn = functools.partial(process_file, cfg=cfg, tmp_dir=str(tmp_dir))
-    workers = cfg.workers or _available_cores()
+    workers = resolve_workers(cfg.workers)
     workers = max(1, min(workers, math.ceil(len(tasks) / 16)))  # tiny inputs are faster in-process
     if workers == 1:
         yield from _progress(map(fn, tasks), len(tasks), progress)
