@@ -57,7 +57,7 @@ from isnetflow.training.checkpoint import CheckpointError, CheckpointStore
 from isnetflow.training.data import Augmenter, TrainData
 from isnetflow.training.distill import Distiller
 from isnetflow.training.distributed import SINGLE, DistContext, distributed_env, process_group, shard
-from isnetflow.training.phases import Phase, end_warmup_on_plateau, phase_of
+from isnetflow.training.phases import Phase, audits_background, end_warmup_on_plateau, phase_of
 from isnetflow.training.selection import Selector
 from isnetflow.training.state import TrainState
 from isnetflow.training.steps import ISNetStep, StandardStep, TrainStep, WarmupStep
@@ -484,7 +484,9 @@ def _train(
         ctx.average_running_stats(model)
         if ctx.is_main:
             metrics = {f"train_{k}": v / n_steps for k, v in sums.items()}
-            metrics |= validate_epoch(cfg, data, model, val_idx, objective_of(phase), class_weight)
+            audit = audits_background(cfg, phase, epoch)
+            loss_config = objective_of(phase)
+            metrics |= validate_epoch(cfg, data, model, val_idx, loss_config, class_weight, audit=audit)
             metrics["lr"] = opt.param_groups[0]["lr"]
             metrics["heatmap_loss_on"] = float(phase.heat_on)
         metrics = ctx.broadcast(metrics if ctx.is_main else None)

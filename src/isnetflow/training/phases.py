@@ -21,7 +21,7 @@ from isnetflow.training.state import TrainState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Phase", "end_warmup_on_plateau", "phase_of"]
+__all__ = ["Phase", "audits_background", "end_warmup_on_plateau", "phase_of"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,12 @@ def phase_of(cfg: TrainConfig, state: TrainState, epoch: int) -> Phase:
     ramp = min(1.0, (epoch - start + 1) / ramp_epochs) if heat_on and ramp_epochs else 1.0
     restart = cfg.warmup_restart and epoch == start > 0
     return Phase("isnet", heat_on=heat_on, ramp=ramp, fade=fade, restart=restart)
+
+
+def audits_background(cfg: TrainConfig, phase: Phase, epoch: int) -> bool:
+    """Whether ``epoch``'s validation measures the audit's background share: every ISNet-phase epoch (its
+    selection reads it), otherwise every ``cfg.audit_every`` epochs and the last (a learning curve only)."""
+    return phase.name == "isnet" or epoch % cfg.audit_every == 0 or epoch == cfg.epochs - 1
 
 
 def end_warmup_on_plateau(cfg: TrainConfig, state: TrainState, epoch: int, val_auc: float) -> None:

@@ -122,10 +122,12 @@ def validate_epoch(
     val_idx: np.ndarray,
     loss_config: ISNetLossConfig | None,
     class_weight: torch.Tensor | None,
+    *,
+    audit: bool = True,
 ) -> dict[str, float]:
-    """The end-of-epoch validation metrics: AUC, CE, swap change, audit background share, and, when the
-    heatmap loss is on, the ISNet objective of ``loss_config`` (``val_isnet_loss``) and its parts
-    (``val_<key>``, :func:`val_heatmap_terms`)."""
+    """The end-of-epoch validation metrics: AUC, CE, swap change, audit background share (with ``audit``
+    and ``cfg.audit_samples``; absent otherwise), and, when the heatmap loss is on, the ISNet objective of
+    ``loss_config`` (``val_isnet_loss``) and its parts (``val_<key>``, :func:`val_heatmap_terms`)."""
     metrics: dict[str, float] = {}
     proba = predict_proba(model, data.images[val_idx], batch_size=VALIDATION_BATCH)
     val_labels = data.labels[val_idx].numpy()
@@ -134,7 +136,7 @@ def validate_epoch(
         F.nll_loss(torch.log(torch.from_numpy(proba).clamp_min(1e-12)), torch.from_numpy(val_labels))
     )
     metrics["val_swap_change"] = val_swap_change(model, data, val_idx, proba, cfg.seed)
-    if cfg.audit_samples:
+    if audit and cfg.audit_samples:
         from isnetflow.audit.explain import explained_classes  # lazy: zennit is only needed here
 
         n = cfg.audit_samples
