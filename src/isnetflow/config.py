@@ -592,6 +592,16 @@ class DistillConfig(StrictModel):
         "middle feature map (isnetflow.nets.MIDDLE_LAYERS: 'features.transition2' of the DenseNets), or "
         "its last one for a net registered without it",
     )
+    context_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of each teacher batch shown as the ISNet sees it when swapping (its lungs with "
+        "another training image's background, `background_swap`) instead of lungs on black, so that the "
+        "teacher's weights also read the lungs beside a chest wall and the student, which starts from them, "
+        "does not start at chance; the teacher's validation, selection and targets stay on the lungs alone. "
+        "0 (default): lungs on black only",
+    )
     map_region: Literal["image", "lungs"] = Field(
         "image",
         description="where the spatial part compares the maps: every position ('image': the student must "

@@ -60,7 +60,7 @@ from isnetflow.training.distributed import SINGLE, DistContext, distributed_env,
 from isnetflow.training.phases import Phase, audits_background, end_warmup_on_plateau, phase_of
 from isnetflow.training.selection import Selector
 from isnetflow.training.state import TrainState
-from isnetflow.training.steps import ISNetStep, StandardStep, TrainStep, WarmupStep
+from isnetflow.training.steps import ISNetStep, StandardStep, TeacherStep, TrainStep, WarmupStep
 from isnetflow.training.streams import RandomStreams
 from isnetflow.training.validation import validate_epoch
 
@@ -329,8 +329,14 @@ def train_teacher(
             "checkpoint_dir": None, "patience": None, "audit_samples": 0,
         }
     )  # fmt: skip
-    masked = dataclasses.replace(data, images=data.images * data.masks)
-    result = _train(teacher_cfg, masked, device, resume=False, on_epoch=None, progress=progress, ctx=ctx)
+    share = cfg.distill.context_share
+    if share > 0:  # raw images in: the step builds lungs on black and, for a share, the swap composite
+        result = _train(
+            teacher_cfg, data, device, resume=False, on_epoch=None, progress=progress, ctx=ctx, context=share
+        )
+    else:
+        masked = dataclasses.replace(data, images=data.images * data.masks)
+        result = _train(teacher_cfg, masked, device, resume=False, on_epoch=None, progress=progress, ctx=ctx)
     log.info("lungs-only teacher: validation AUC %.3f at epoch %d", result.best_val_auc, result.best_epoch)
     return result.model
 
@@ -355,7 +361,11 @@ def _train(
     on_epoch: EpochCallback | None,
     progress: bool,
     ctx: DistContext = SINGLE,
+    context: float | None = None,
 ) -> TrainResult:
+    """``context``: the lungs-only teacher with context (:class:`TeacherStep`, ``distill.context_share``):
+    ``data`` holds the raw images, the steps build the teacher's inputs and the validation sees the lungs
+    alone."""
     t0 = time.perf_counter()
     num_classes = len(data.classes)
     if cfg.mode == "isnet":  # an unknown heatmap variant fails now, not after the warm-up
@@ -396,6 +406,8 @@ def _train(
             model.load_state_dict(teacher.state_dict())
             lr_warmup_steps = cfg.distill.lr_warmup_epochs * steps_per_epoch
     standard = StandardStep(model, ctx, class_weight, amp, device, distiller)
+    teacher_step = TeacherStep(standard, context, streams) if context is not None else None
+    val_data = data if context is None else dataclasses.replace(data, images=data.images * data.masks)
     selector = Selector(cfg)
 
     state = TrainState.start(cfg)
@@ -412,7 +424,7 @@ def _train(
 
     def step_of(phase: Phase) -> TrainStep:
         if phase.name == "standard":
-            return standard
+            return standard if teacher_step is None else teacher_step
         if phase.name == "warmup":
             return WarmupStep(standard, cfg, streams, fade=phase.fade)
         return ISNetStep(standard, cfg, streams, objective_of(phase), ramp=phase.ramp, fade=phase.fade)
@@ -486,7 +498,7 @@ def _train(
             metrics = {f"train_{k}": v / n_steps for k, v in sums.items()}
             audit = audits_background(cfg, phase, epoch)
             loss_config = objective_of(phase)
-            metrics |= validate_epoch(cfg, data, model, val_idx, loss_config, class_weight, audit=audit)
+            metrics |= validate_epoch(cfg, val_data, model, val_idx, loss_config, class_weight, audit=audit)
             metrics["lr"] = opt.param_groups[0]["lr"]
             metrics["heatmap_loss_on"] = float(phase.heat_on)
         metrics = ctx.broadcast(metrics if ctx.is_main else None)

@@ -9,6 +9,8 @@ optimizer after.
 * :class:`StandardStep`: cross-entropy on the images as they are (the standard model).
 * :class:`WarmupStep`: the ISNet's warm-up: cross-entropy on shortcut-free inputs (``train.warmup_inputs``:
   background-swapped composites by default, raw images in the authors' recipe, or lungs only).
+* :class:`TeacherStep`: the lungs-only teacher's step with context (``distill.context_share``): lungs on
+  black, a share of the batch with another image's background instead.
 * :class:`ISNetStep`: ``train.isnet_swap_fraction`` of the batch background-swapped, then one step of the
   ISNet objective (:func:`isnetflow.isnet.isnet_step`), or cross-entropy only for the ``swap`` arm
   (``train.relevance_loss: false``).
@@ -30,7 +32,7 @@ from isnetflow.training.distill import Distiller, StudentCapture
 from isnetflow.training.distributed import DistContext
 from isnetflow.training.streams import RandomStreams
 
-__all__ = ["ISNetStep", "StandardStep", "TrainStep", "WarmupStep"]
+__all__ = ["ISNetStep", "StandardStep", "TeacherStep", "TrainStep", "WarmupStep"]
 
 
 class TrainStep(Protocol):
@@ -99,6 +101,27 @@ class WarmupStep:
         gen = self.streams.generator("warmup_inputs", global_step)
         x = shortcut_free_inputs(x, m, self.cfg.warmup_inputs, gen, background_scale=self.fade)
         return self.standard(x, m, y, global_step)
+
+
+class TeacherStep:
+    """A step of the lungs-only teacher with context (``distill.context_share`` > 0), on raw images: every
+    image shows its lungs on black except ``share`` of the batch (stream ``teacher_context``), which keeps
+    its lungs and takes another of those images' background, the ISNet's swap composite
+    (:func:`~isnetflow.training.data.shortcut_free_inputs`); then the standard step."""
+
+    def __init__(self, standard: StandardStep, share: float, streams: RandomStreams) -> None:
+        """``standard``: the step run on the built inputs; ``share``: the batch's share with a background."""
+        self.standard, self.share, self.streams = standard, share, streams
+
+    def __call__(self, x: Tensor, m: Tensor, y: Tensor, global_step: int) -> dict[str, float]:
+        """The step of :class:`TrainStep`."""
+        inputs = x * m
+        n_context = round(self.share * x.shape[0])
+        if n_context >= 2:  # a swap needs a donor other than the image itself
+            gen = self.streams.generator("teacher_context", global_step)
+            sub = torch.randperm(x.shape[0], generator=gen)[:n_context].to(x.device)
+            inputs[sub] = shortcut_free_inputs(x[sub], m[sub], "background_swap", gen)
+        return self.standard(inputs, m, y, global_step)
 
 
 class ISNetStep:

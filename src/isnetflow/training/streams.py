@@ -27,13 +27,16 @@ STREAMS: dict[str, tuple[int, bool]] = {
     "heatmap_classes": (7, True),
     "calibration": (11, False),
     "validation": (13, False),
+    "teacher_context": (17, True),
 }
 """Stream name -> (tag mixed into the seed, one stream per data-parallel rank).
 
 ``swap``: which samples of an ISNet batch are background-swapped, and their donors (counter: global
 step); ``warmup_inputs``: the warm-up's shortcut-free composites (global step); ``heatmap_classes``: the
 stochastic variant's explained classes (global step); ``calibration``: the warm-up heatmaps behind
-automatic C1/C2 (batch offset); ``validation``: the validation objective's heatmap classes (batch offset).
+automatic C1/C2 (batch offset); ``validation``: the validation objective's heatmap classes (batch offset);
+``teacher_context``: which images of a teacher batch get a background, and their donors (global step;
+``distill.context_share``).
 The tags are part of the recorded results: changing one changes every training."""
 
 

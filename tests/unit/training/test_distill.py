@@ -307,3 +307,82 @@ def test_the_spatial_part_is_on_by_default_at_the_nets_middle_layer(monkeypatch:
     )  # fmt: skip
     train(cfg, _data(), progress=False)
     assert made[-1].map_weight == 1.0 and made[-1].map_layer == "features.transition2"
+
+
+class _Recording:
+    """Stands in for the standard step behind a :class:`TeacherStep`: records the inputs it is given."""
+
+    def __init__(self) -> None:
+        self.inputs: list[torch.Tensor] = []
+
+    def __call__(
+        self, x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, global_step: int
+    ) -> dict[str, float]:
+        self.inputs.append(x.clone())
+        return {"loss": 0.0, "ce": 0.0}
+
+
+def test_a_teacher_with_context_sees_lungs_on_black_and_a_share_with_another_images_background() -> None:
+    from isnetflow.training.steps import TeacherStep
+    from isnetflow.training.streams import RandomStreams
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(8, 1, 16, 16, generator=g) + 1.0  # every pixel > 0: black can only come from the mask
+    m = torch.zeros(8, 1, 16, 16)
+    for i in range(8):  # a different lung field per image: the union of two masks is larger than either
+        m[i, :, 3:13, 1 + i % 3 : 7 + i % 3] = 1
+    recorded = _Recording()
+    step = TeacherStep(recorded, 0.5, RandomStreams(0))  # type: ignore[arg-type]
+    step(x, m, torch.zeros(8, dtype=torch.long), 5)
+    inputs = recorded.inputs[0]
+    lungs = x * m
+    on_black = [i for i in range(8) if torch.equal(inputs[i], lungs[i])]
+    context = [i for i in range(8) if i not in on_black]
+    assert len(on_black) == 4 and len(context) == 4
+    for i in context:
+        inside = m[i] > 0.5
+        assert torch.equal(inputs[i][inside], x[i][inside])  # its own lungs
+        outside = ~inside & (inputs[i] != x[i])  # the rest: its own pixels only inside the donor's lungs
+        donors = [j for j in context if j != i and torch.equal(inputs[i][outside], x[j][outside])]
+        assert len(donors) == 1 and bool(outside.any())  # another context image's background, not black
+    step(x, m, torch.zeros(8, dtype=torch.long), 5)
+    assert torch.equal(recorded.inputs[1], inputs)  # a function of the seed and the step
+    step(x, m, torch.zeros(8, dtype=torch.long), 6)
+    assert not torch.equal(recorded.inputs[2], inputs)
+
+
+def test_a_teacher_with_context_trains_on_raw_images_and_validates_on_the_lungs_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import isnetflow.training.loop as loop
+
+    validated: list[torch.Tensor] = []
+    real = loop.validate_epoch
+
+    def spy(cfg, data, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if cfg.mode == "standard":
+            validated.append(data.images.clone())
+        return real(cfg, data, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "validate_epoch", spy)
+    data = _data()
+    cfg = TrainConfig(
+        model="cnn-small", image_size=32, batch_size=8, epochs=2, warmup_epochs=1, audit_samples=0,
+        num_threads=1, device="cpu", augment={"prob": 0.0, "noise_std": 0.0},
+        heatmap=HeatmapLossConfig(C1=0.5, C2=4.0), distill=DistillConfig(teacher_epochs=2, context_share=0.5),
+    )  # fmt: skip
+    teacher_context = loop.train_teacher(cfg, data, torch.device("cpu"), progress=False)
+    assert len(validated) == 2 and all(torch.equal(v, data.images * data.masks) for v in validated)
+    plain = loop.train_teacher(
+        cfg.model_copy(update={"distill": DistillConfig(teacher_epochs=2)}),
+        data,
+        torch.device("cpu"),
+        progress=False,
+    )
+    assert len(validated) == 4 and torch.equal(validated[-1], data.images * data.masks)
+    differs = [
+        not torch.equal(a, b) for a, b in zip(teacher_context.parameters(), plain.parameters(), strict=True)
+    ]
+    assert any(differs)  # the backgrounds changed what it learned
+    with pytest.raises(ValueError):
+        DistillConfig(context_share=1.5)
