@@ -64,6 +64,9 @@ __all__ = [
 BAD_DICE = 0.85
 """A mask with Dice below this against the human mask is *bad* (issue 26)."""
 
+PERTURB_DRAW_STRIDE = 1_000_000
+"""Seed offset between two draws of the perturbations (``draw``): larger than any ``1000 * kind + image``."""
+
 TARGETS = {"max_good_quarantined": 0.02, "min_bad_caught": 0.80, "min_mean_dice": 0.93}
 """The targets each real source is judged against (issue 26): shares, and Dice of the held-out images."""
 
@@ -308,6 +311,7 @@ def bench_masks(
     *,
     model: str | None = None,
     perturb: bool = False,
+    draw: int = 0,
     cfg: MaskConfig | None = None,
     out: Path | None = None,
     limit: int | None = None,
@@ -317,7 +321,9 @@ def bench_masks(
 
     ``out`` receives ``mask_bench.csv`` (one row per image and variant) and ``mask_bench_gallery.png``
     (the worst masks and the quarantined ones, reference in green). ``limit`` keeps the first n images of
-    each source (tests). Returns a JSON-able dict: per source ``clean`` (all images), ``held_out`` (a
+    each source (tests). ``draw`` picks the perturbations' random draw (0: the model card's; another
+    draw perturbs the same images with other parameters, e.g. to set a QC threshold on one draw and
+    judge it on another). Returns a JSON-able dict: per source ``clean`` (all images), ``held_out`` (a
     training source's validation images), ``perturbed`` (with ``perturb``) and ``targets``.
     """
     from isnetflow.masks.inference import LungSegmenter
@@ -350,8 +356,9 @@ def bench_masks(
             if perturb and (not trained_on or pair.name in held_names):  # unseen images only
                 lo, hi = float(image.min()), float(image.max())
                 unit = (image - lo) / max(hi - lo, 1e-9)
+                base = PERTURB_DRAW_STRIDE * draw + i
                 moved = (
-                    (pair.name, p, *apply_perturbation(p, unit, ref.lung, ref.ignore, seed=1000 * k + i))
+                    (pair.name, p, *apply_perturbation(p, unit, ref.lung, ref.ignore, seed=base + 1000 * k))
                     for k, p in enumerate(PERTURBATIONS)
                 )
                 perturbed += _score_items(seg, moved, convention, cfg)
@@ -388,6 +395,7 @@ def bench_masks(
             },
             "qc": {k: getattr(cfg, k) for k in _QC_KEYS},
             "perturb": perturb,
+            "perturb_draw": draw,
             "seconds": round(time.perf_counter() - t0, 1),
             "machine": {
                 "platform": platform.platform(),

@@ -117,6 +117,15 @@ def masks(
         bool,
         typer.Option("--perturb", help="Also judge every unseen image under the robustness perturbations."),
     ] = False,
+    draw: Annotated[
+        int,
+        typer.Option(
+            "--draw",
+            min=0,
+            help="With --perturb: the perturbations' random draw (0: the model card's; others perturb the "
+            "same images with other parameters).",
+        ),
+    ] = 0,
     model: Annotated[
         str | None, typer.Option("--model", help="Segmenter weights (default: shipped).")
     ] = None,
@@ -136,7 +145,7 @@ def masks(
         raise typer.BadParameter(str(exc), param_hint="--source") from exc
     cfg = load_settings(config).masks
     result = bench_masks(
-        sources, model=model, perturb=perturb, cfg=cfg, out=out, limit=limit, progress=not as_json
+        sources, model=model, perturb=perturb, draw=draw, cfg=cfg, out=out, limit=limit, progress=not as_json
     )
     _emit(result, as_json)
 

@@ -134,6 +134,42 @@ def test_bench_on_real_hannover_images(shared_data: Path, tmp_path: Path) -> Non
     json.dumps(out)  # JSON-able
 
 
+def test_another_draw_perturbs_the_same_images_with_other_parameters(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    import csv
+    import shutil
+
+    real = shared_data / "real-cxr-lungs"
+    site = (
+        tmp_path / "site"
+    )  # one real radiograph as a source of its own: every image is unseen, so perturbed
+    (site / "images").mkdir(parents=True)
+    (site / "masks").mkdir()
+    with (real / "manifest.csv").open() as f:
+        first = next(csv.DictReader(f))
+    shutil.copy(real / first["image"], site / "images" / "a.png")
+    shutil.copy(real / first["mask"], site / "masks" / "a.png")
+    (site / "manifest.csv").write_text("image,mask,patient_id\nimages/a.png,masks/a.png,p1\n")
+
+    def rows(draw: int) -> dict[str, dict[str, str]]:
+        out = bench_masks(
+            [("site", site)], perturb=True, draw=draw, out=tmp_path / f"d{draw}", progress=False
+        )
+        assert out["perturb_draw"] == draw
+        with (tmp_path / f"d{draw}" / "mask_bench.csv").open() as f:
+            return {r["variant"]: r for r in csv.DictReader(f)}
+
+    zero, again, one = rows(0), rows(0), rows(1)
+    assert len(zero) == 15 and zero.keys() == one.keys()  # the clean image and the 14 perturbations
+    assert zero == again  # a draw is a function of its number
+    assert zero["clean"]["dice"] == one["clean"]["dice"]
+    moved = [v for v in zero if v != "clean" and zero[v]["dice"] != one[v]["dice"]]
+    assert "hospital_mix" in moved  # random parameters: another draw, another image
+    result = CliRunner().invoke(app, ["bench", "masks", "--perturb", "--draw", "-1"])
+    assert result.exit_code == 2
+
+
 @pytest.mark.data
 def test_bench_on_openist_when_cloned(tmp_path: Path) -> None:
     root = os.environ.get("ISNETFLOW_OPENIST")
