@@ -47,9 +47,10 @@ def test_an_older_checkpoint_state_reads_with_start_values_and_a_foreign_one_is_
 def test_the_named_streams_keep_the_seeds_of_the_recorded_results() -> None:
     """The stream tags are part of every recorded result: the same seeds as the numbered streams of the
     bench tables (3 swap, 5 warm-up inputs, 7 heatmap classes, 11 calibration, 13 validation), per rank
-    only where the stream is."""
+    only where the stream is; 17, the teacher's context composites, came later and no default uses it)."""
     assert {name: tag for name, (tag, _) in STREAMS.items()} == {
         "swap": 3, "warmup_inputs": 5, "heatmap_classes": 7, "calibration": 11, "validation": 13,
+        "teacher_context": 17,
     }  # fmt: skip
     assert mix_seed(7, 100, 3) == 1058169985  # the seed function itself is pinned
     one = RandomStreams(7)
