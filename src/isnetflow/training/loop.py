@@ -329,14 +329,11 @@ def train_teacher(
             "checkpoint_dir": None, "patience": None, "audit_samples": 0,
         }
     )  # fmt: skip
-    share = cfg.distill.context_share
-    if share > 0:  # raw images in: the step builds lungs on black and, for a share, the swap composite
-        result = _train(
-            teacher_cfg, data, device, resume=False, on_epoch=None, progress=progress, ctx=ctx, context=share
-        )
-    else:
-        masked = dataclasses.replace(data, images=data.images * data.masks)
-        result = _train(teacher_cfg, masked, device, resume=False, on_epoch=None, progress=progress, ctx=ctx)
+    share = cfg.distill.context_share or None  # raw images in: the teacher's step builds its inputs
+    inputs = data if share else dataclasses.replace(data, images=data.images * data.masks)
+    result = _train(
+        teacher_cfg, inputs, device, resume=False, on_epoch=None, progress=progress, ctx=ctx, context=share
+    )
     log.info("lungs-only teacher: validation AUC %.3f at epoch %d", result.best_val_auc, result.best_epoch)
     return result.model
 

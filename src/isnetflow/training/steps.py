@@ -88,6 +88,29 @@ class StandardStep:
         return {"loss": float(loss.detach()), "ce": float(ce.detach()), **values}
 
 
+def _with_swapped_share(
+    base: Tensor,
+    x: Tensor,
+    m: Tensor,
+    share: float,
+    generator: torch.Generator,
+    background_scale: float = 1.0,
+) -> Tensor:
+    """``base`` with ``share`` of its images (drawn from ``generator``) replaced by the background-swap
+    composite of ``x`` among them (:func:`~isnetflow.training.data.shortcut_free_inputs`, donor pixels
+    scaled by ``background_scale``); unchanged when fewer than two are drawn (a swap needs a donor other
+    than the image itself)."""
+    n = round(share * x.shape[0])
+    if n < 2:
+        return base
+    sub = torch.randperm(x.shape[0], generator=generator)[:n].to(x.device)
+    out = base.clone()
+    out[sub] = shortcut_free_inputs(
+        x[sub], m[sub], "background_swap", generator, background_scale=background_scale
+    )
+    return out
+
+
 class WarmupStep:
     """The ISNet's warm-up: the standard step on ``cfg.warmup_inputs`` built from each batch (stream
     ``warmup_inputs``), their background dimmed by ``fade`` (``train.background_fade_epochs``)."""
@@ -115,13 +138,8 @@ class TeacherStep:
 
     def __call__(self, x: Tensor, m: Tensor, y: Tensor, global_step: int) -> dict[str, float]:
         """The step of :class:`TrainStep`."""
-        inputs = x * m
-        n_context = round(self.share * x.shape[0])
-        if n_context >= 2:  # a swap needs a donor other than the image itself
-            gen = self.streams.generator("teacher_context", global_step)
-            sub = torch.randperm(x.shape[0], generator=gen)[:n_context].to(x.device)
-            inputs[sub] = shortcut_free_inputs(x[sub], m[sub], "background_swap", gen)
-        return self.standard(inputs, m, y, global_step)
+        gen = self.streams.generator("teacher_context", global_step)
+        return self.standard(_with_swapped_share(x * m, x, m, self.share, gen), m, y, global_step)
 
 
 class ISNetStep:
@@ -152,10 +170,7 @@ class ISNetStep:
         """The step of :class:`TrainStep`."""
         if self.cfg.isnet_swap_fraction > 0:
             gen = self.streams.generator("swap", global_step)
-            n_swap = round(self.cfg.isnet_swap_fraction * x.shape[0])
-            sub = torch.randperm(x.shape[0], generator=gen)[:n_swap].to(x.device)
-            x = x.clone()
-            x[sub] = shortcut_free_inputs(x[sub], m[sub], "background_swap", gen, background_scale=self.fade)
+            x = _with_swapped_share(x, x, m, self.cfg.isnet_swap_fraction, gen, self.fade)
         config = self.objective
         if config is None:  # the swap arm: the same inputs, cross-entropy only
             return self.standard(x, m, y, global_step)
